@@ -1,0 +1,46 @@
+"""The `gsfc-tf` command line.
+
+Each sub-command lives in the module that owns its work; that module defines
+`configure_parser(parser)` and `run(args) -> int | None`. Modules are imported only
+when their command runs, so `gsfc-tf --help` stays fast and torch is never imported
+unless the Zoobot converter is asked for.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+__all__ = ["main"]
+
+_COMMANDS = {
+    "demo": ("gsfc_tf.demo", "Build synthetic data and draw galaxies with their true clumps."),
+    "zoobot-weights": (
+        "gsfc_tf.backbones.convert",
+        "Convert Zoobot/timm EfficientNet-B0 or ResNet50 weights to a Keras .weights.h5 file.",
+    ),
+}
+
+
+def _build_parser(argv: list[str]) -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="gsfc-tf", description=__doc__.splitlines()[0])
+    subparsers = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    chosen = next((a for a in argv if a in _COMMANDS), None)
+    for name, (module_name, help_text) in _COMMANDS.items():
+        sub = subparsers.add_parser(name, help=help_text, description=help_text)
+        if name == chosen:
+            module = importlib.import_module(module_name)
+            module.configure_parser(sub)
+            sub.set_defaults(_run=module.run)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
+    args = _build_parser(argv).parse_args(argv)
+    return int(args._run(args) or 0)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
