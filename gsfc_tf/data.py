@@ -1,0 +1,170 @@
+"""Input pipeline: TFDS examples → padded, resized, augmented detector batches.
+
+Shape shorthand: S model input side (pixels), N clumps in one galaxy, M `max_clumps`.
+
+Every op here works eagerly and inside `tf.data.Dataset.map`. Boxes are absolute-pixel
+`yxyx` in the frame of the image they travel with; padding rows are all -1.
+"""
+
+from __future__ import annotations
+
+from typing import Iterable
+
+import numpy as np
+import tensorflow as tf
+
+__all__ = [
+    "PADDING",
+    "augment_dihedral",
+    "batch_examples",
+    "from_tfds_example",
+    "galaxies_to_dataset",
+    "pad_targets",
+    "resize_example",
+]
+
+PADDING = -1
+
+
+def from_tfds_example(example: dict) -> tuple[tf.Tensor, tf.Tensor, tf.Tensor]:
+    """Unpacks a `clump_scout` example into (image uint8 [H, W, 3], boxes_yxyx px [N, 4], labels [N])."""
+    image = example["image"]
+    size = tf.cast(tf.shape(image)[:2], tf.float32)
+    boxes_yxyx = example["objects"]["bbox"] * tf.concat([size, size], axis=0)
+    return image, boxes_yxyx, tf.cast(example["objects"]["label"], tf.int32)
+
+
+def resize_example(image: tf.Tensor, boxes_yxyx: tf.Tensor, *, image_size: int) -> tuple[tf.Tensor, tf.Tensor]:
+    """Resizes a uint8 image to float32 [S, S, 3] in [0, 1] and scales its boxes to match.
+
+    Args:
+        image: uint8 [H, W, 3].
+        boxes_yxyx: float32 [N, 4], pixels of `image`.
+        image_size: S.
+
+    Returns:
+        (float32 [S, S, 3] in [0, 1], float32 [N, 4] pixels of the resized image).
+    """
+    image = tf.convert_to_tensor(image)
+    if image.shape.rank != 3:
+        raise ValueError(f"Expected one image [H, W, C], got shape {image.shape}.")
+    size = tf.cast(tf.shape(image)[:2], tf.float32)
+    scale = tf.constant(float(image_size)) / size
+    resized = tf.image.resize(tf.cast(image, tf.float32) / 255.0, (image_size, image_size))
+    boxes_yxyx = tf.cast(boxes_yxyx, tf.float32) * tf.concat([scale, scale], axis=0)
+    return tf.clip_by_value(resized, 0.0, 1.0), boxes_yxyx
+
+
+def pad_targets(boxes_yxyx: tf.Tensor, labels: tf.Tensor, *, max_clumps: int) -> dict[str, tf.Tensor]:
+    """Pads one galaxy's ground truth to M rows of -1.
+
+    A galaxy with more than M clumps is an error rather than a silent truncation.
+
+    Returns:
+        {"boxes_yxyx": float32 [M, 4], "labels": int32 [M]}.
+    """
+    message = f"A galaxy has more clumps than max_clumps={max_clumps}; raise max_clumps in the config."
+    labels = tf.convert_to_tensor(labels)
+    if labels.shape[0] is not None and labels.shape[0] > max_clumps:
+        raise ValueError(f"{message} It has {labels.shape[0]}.")
+    num_clumps = tf.shape(labels)[0]
+    check = tf.debugging.assert_less_equal(num_clumps, max_clumps, message=message)
+    with tf.control_dependencies([check]):
+        padding = max_clumps - num_clumps
+    boxes_yxyx = tf.pad(tf.cast(boxes_yxyx, tf.float32), [[0, padding], [0, 0]], constant_values=PADDING)
+    labels = tf.pad(tf.cast(labels, tf.int32), [[0, padding]], constant_values=PADDING)
+    return {
+        "boxes_yxyx": tf.ensure_shape(boxes_yxyx, [max_clumps, 4]),
+        "labels": tf.ensure_shape(labels, [max_clumps]),
+    }
+
+
+def _dihedral_maps(size: int) -> tuple[np.ndarray, np.ndarray]:
+    """The 8 maps p -> A p + b of pixel points (y, x): `k` quarter turns, then an optional flip.
+
+    Matches `tf.image.rot90` (counter-clockwise: (y, x) -> (S - x, y)) and `flip_left_right`.
+    """
+    turn, turn_offset = np.array([[0.0, -1.0], [1.0, 0.0]]), np.array([size, 0.0])
+    flip, flip_offset = np.array([[1.0, 0.0], [0.0, -1.0]]), np.array([0.0, size])
+    matrices, offsets = [], []
+    for draw in range(8):
+        matrix, offset = np.eye(2), np.zeros(2)
+        for _ in range(draw // 2):
+            matrix, offset = turn @ matrix, turn @ offset + turn_offset
+        if draw % 2:
+            matrix, offset = flip @ matrix, flip @ offset + flip_offset
+        matrices.append(matrix)
+        offsets.append(offset)
+    return np.array(matrices, np.float32), np.array(offsets, np.float32)
+
+
+def augment_dihedral(
+    image: tf.Tensor, targets: dict[str, tf.Tensor], *, seed: tf.Tensor
+) -> tuple[tf.Tensor, dict[str, tf.Tensor]]:
+    """Applies one of the 8 flips/90° rotations of a square image to it and its boxes.
+
+    Galaxies have no preferred orientation, so all eight are equally valid. KerasCV has
+    box-aware flips but no box-aware 90° rotation, and one dihedral draw covers both.
+
+    Args:
+        image: float32 [S, S, C].
+        targets: {"boxes_yxyx": [M, 4] pixels, "labels": [M]}, padding rows -1.
+        seed: int32 [2], a stateless seed (`tf.data` gives each element its own).
+    """
+    size = image.shape[0]
+    if size is None or size != image.shape[1]:
+        raise ValueError(f"augment_dihedral needs a square image of static size, got {image.shape}.")
+    draw = tf.random.stateless_uniform([], seed=seed, maxval=8, dtype=tf.int32)
+    image = tf.image.rot90(image, k=draw // 2)
+    image = tf.cond(draw % 2 == 1, lambda: tf.image.flip_left_right(image), lambda: image)
+    matrices, offsets = _dihedral_maps(size)
+    boxes_yxyx = targets["boxes_yxyx"]
+    corners = tf.reshape(boxes_yxyx, [-1, 2, 2])  # [M, corner, (y, x)]
+    moved = tf.einsum("ij,mcj->mci", tf.gather(matrices, draw), corners) + tf.gather(offsets, draw)
+    transformed = tf.concat([tf.reduce_min(moved, axis=1), tf.reduce_max(moved, axis=1)], axis=-1)
+    valid = targets["labels"] >= 0
+    boxes_yxyx = tf.where(valid[:, None], transformed, boxes_yxyx)
+    return tf.ensure_shape(image, [size, size, image.shape[-1]]), {**targets, "boxes_yxyx": boxes_yxyx}
+
+
+def galaxies_to_dataset(galaxies: Iterable, *, image_size: int, max_clumps: int) -> tf.data.Dataset:
+    """Turns in-memory galaxies (objects with `.image`, `.boxes_yxyx`, `.labels`) into prepared examples.
+
+    Used by tests, benchmarks and notebooks that generate synthetic galaxies directly.
+    """
+    galaxies = list(galaxies)
+    if not galaxies:
+        raise ValueError("galaxies_to_dataset got no galaxies.")
+    images = np.stack([g.image for g in galaxies])
+    targets = [pad_targets(g.boxes_yxyx, g.labels, max_clumps=max_clumps) for g in galaxies]
+    boxes = np.stack([t["boxes_yxyx"].numpy() for t in targets])
+    labels = np.stack([t["labels"].numpy() for t in targets])
+
+    def prepare(image, boxes_yxyx, labels):
+        valid = labels >= 0
+        image, resized_boxes = resize_example(image, boxes_yxyx, image_size=image_size)
+        boxes_yxyx = tf.where(valid[:, None], resized_boxes, boxes_yxyx)
+        return image, {"boxes_yxyx": boxes_yxyx, "labels": labels}
+
+    return tf.data.Dataset.from_tensor_slices((images, boxes, labels)).map(prepare)
+
+
+def batch_examples(
+    dataset: tf.data.Dataset,
+    *,
+    batch_size: int,
+    augment: bool = False,
+    shuffle_buffer: int = 0,
+    seed: int = 0,
+    drop_remainder: bool = True,
+) -> tf.data.Dataset:
+    """Shuffles, augments, batches and prefetches prepared (image, targets) examples."""
+    if shuffle_buffer:
+        dataset = dataset.shuffle(shuffle_buffer, seed=seed, reshuffle_each_iteration=True)
+    if augment:
+        seeds = tf.data.Dataset.random(seed=seed).batch(2)
+        dataset = tf.data.Dataset.zip((dataset, seeds)).map(
+            lambda example, s: augment_dihedral(*example, seed=tf.cast(s, tf.int32)),
+            num_parallel_calls=tf.data.AUTOTUNE,
+        )
+    return dataset.batch(batch_size, drop_remainder=drop_remainder).prefetch(tf.data.AUTOTUNE)
