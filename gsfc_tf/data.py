@@ -156,14 +156,21 @@ def batch_examples(
     augment: bool = False,
     shuffle_buffer: int = 0,
     seed: int = 0,
+    skip_batches: int = 0,
     drop_remainder: bool = True,
 ) -> tf.data.Dataset:
-    """Shuffles, augments, batches and prefetches prepared (image, targets) examples."""
+    """Shuffles, augments, batches and prefetches prepared (image, targets) examples.
+
+    `skip_batches` drops the first batches without changing the rest: each example keeps the
+    augmentation draw it would have had, so a resumed run continues exactly where it stopped.
+    """
     if shuffle_buffer:
         dataset = dataset.shuffle(shuffle_buffer, seed=seed, reshuffle_each_iteration=True)
     if augment:
-        seeds = tf.data.Dataset.random(seed=seed).batch(2)
-        dataset = tf.data.Dataset.zip((dataset, seeds)).map(
+        dataset = tf.data.Dataset.zip((dataset, tf.data.Dataset.random(seed=seed).batch(2)))
+    dataset = dataset.skip(skip_batches * batch_size)
+    if augment:
+        dataset = dataset.map(
             lambda example, s: augment_dihedral(*example, seed=tf.cast(s, tf.int32)),
             num_parallel_calls=tf.data.AUTOTUNE,
         )

@@ -112,3 +112,23 @@ def test_galaxies_to_batches_end_to_end():
     boxes = targets["boxes_yxyx"].numpy()[valid]
     np.testing.assert_allclose(boxes[:, 2] - boxes[:, 0], 5.0, rtol=1e-5)  # 10 px at 100 → 5 px at 50
     assert boxes.min() >= 0 and boxes.max() <= 50
+
+
+def test_skipping_batches_resumes_the_same_stream():
+    rng = np.random.default_rng(2)
+    galaxies = [
+        SimpleNamespace(
+            image=rng.integers(0, 256, (16, 16, 3), dtype=np.uint8),
+            boxes_yxyx=np.array([[1.0, 2.0, 5.0, 9.0]], np.float32),
+            labels=np.array([k % 2]),
+        )
+        for k in range(12)
+    ]
+    dataset = data.galaxies_to_dataset(galaxies, image_size=16, max_clumps=2)
+    options = dict(batch_size=3, augment=True, shuffle_buffer=12, seed=5)
+    full = list(data.batch_examples(dataset, **options))
+    resumed = list(data.batch_examples(dataset, skip_batches=2, **options))
+    assert len(full) == 4 and len(resumed) == 2
+    for (images_a, targets_a), (images_b, targets_b) in zip(full[2:], resumed):
+        np.testing.assert_array_equal(images_a.numpy(), images_b.numpy())
+        np.testing.assert_array_equal(targets_a["boxes_yxyx"].numpy(), targets_b["boxes_yxyx"].numpy())
