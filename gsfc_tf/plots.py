@@ -1,0 +1,223 @@
+"""Figures for evaluation results and galaxies with their clumps.
+
+matplotlib only, through `matplotlib.figure.Figure` rather than pyplot: no GUI backend, no global
+figure registry to leak, safe under Agg. Every function returns the `Figure`; notebooks show it,
+scripts call `fig.savefig(path)`.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import numpy as np
+from matplotlib.figure import Figure
+from matplotlib.lines import Line2D
+from matplotlib.patches import Rectangle
+
+from gsfc_tf.evaluation import CLASS_NAMES, ImageBoxes
+
+__all__ = [
+    "CLASS_COLOURS",
+    "plot_completeness_by_size",
+    "plot_completeness_purity",
+    "plot_detections_grid",
+    "plot_training_size_curve",
+]
+
+# Bright colours that stay visible on dark sky and on yellow or blue galaxy light.
+CLASS_COLOURS = ("#00ff7f", "#ff40ff", "#ffd700", "#00bfff")
+_COMPLETENESS_COLOUR, _PURITY_COLOUR = "tab:blue", "tab:orange"
+
+
+def _target_line(ax, target: float) -> None:
+    ax.axhline(target, color="0.5", linestyle=":", linewidth=1, label=f"target {target:g}")
+
+
+def _floats(values: Sequence[float | None]) -> np.ndarray:
+    """JSON nulls back to NaN, so re-read metrics plot the same as fresh ones."""
+    return np.array([math.nan if v is None else v for v in values], float)
+
+
+def plot_completeness_purity(metrics: Mapping[str, Any], *, per_class: bool = True) -> Figure:
+    """Completeness and purity against the score threshold, with the operating point.
+
+    Args:
+        metrics: an `evaluate_detections` / `metrics_report` result (or its JSON, re-read).
+        per_class: also draw each class's curves, thinner.
+
+    Returns:
+        The figure.
+    """
+    curves = metrics["curves"]
+    thresholds = np.asarray(curves["score_threshold"], float)
+    fig = Figure(figsize=(7.6, 4.0), layout="constrained")
+    ax = fig.add_subplot()
+    ax.plot(thresholds, _floats(curves["completeness"]), color=_COMPLETENESS_COLOUR, lw=2, label="completeness")
+    ax.plot(thresholds, _made_purity(curves), color=_PURITY_COLOUR, lw=2, label="purity")
+    if per_class:
+        for name, style in zip(metrics["per_class"], ("--", ":", "-.")):
+            class_curves = metrics["per_class"][name]["curves"]
+            ax.plot(thresholds, _floats(class_curves["completeness"]), color=_COMPLETENESS_COLOUR, lw=1, ls=style)
+            ax.plot(thresholds, _made_purity(class_curves), color=_PURITY_COLOUR, lw=1, ls=style)
+            ax.plot([], [], color="0.3", lw=1, ls=style, label=name.replace("_", " "))
+    operating = metrics["operating_point"]
+    _target_line(ax, operating["target"])
+    if operating["threshold"] is not None:
+        ax.axvline(operating["threshold"], color="0.2", lw=1, ls="--")
+        ax.plot(
+            [operating["threshold"]] * 2, [operating["completeness"], operating["purity"]], "o", color="0.2",
+            label=f"operating point: score ≥ {operating['threshold']:.2f}\n"
+            f"completeness {operating['completeness']:.3f}, purity {operating['purity']:.3f}",
+        )
+    criterion = metrics["criterion"]
+    parts = [f"IoU ≥ {criterion['iou_threshold']:g}"] if criterion["iou_threshold"] is not None else []
+    parts += [f"centre ≤ {criterion['centre_distance']:g} px"] if criterion["centre_distance"] is not None else []
+    ax.set(xlabel="score threshold", ylabel="fraction", xlim=(thresholds[0], thresholds[-1]), ylim=(0, 1.02))
+    ax.set_title(f"Completeness and purity ({' or '.join(parts)}; {metrics['n_true']} true clumps)", fontsize=10,
+                 loc="left")
+    ax.grid(alpha=0.3)
+    fig.legend(loc="outside right upper", fontsize=8)
+    return fig
+
+
+def _made_purity(curves: Mapping[str, Sequence]) -> np.ndarray:
+    """Purity where predictions were made; the 1.0 convention beyond the last score is not drawn."""
+    return np.where(np.asarray(curves["n_predicted"]) > 0, _floats(curves["purity"]), np.nan)
+
+
+def plot_completeness_by_size(metrics: Mapping[str, Any]) -> Figure:
+    """Class-agnostic completeness per bin of true box side, at the operating threshold.
+
+    Args:
+        metrics: an `evaluate_detections` / `metrics_report` result.
+
+    Returns:
+        The figure: one bar per size bin, labelled with its number of true clumps.
+    """
+    by_size = metrics["by_size"]
+    completeness = _floats(by_size["completeness"])
+    positions = np.arange(len(completeness))
+    fig = Figure(figsize=(6.0, 3.8), layout="constrained")
+    ax = fig.add_subplot()
+    bars = ax.bar(positions, np.nan_to_num(completeness), color=_COMPLETENESS_COLOUR, width=0.7)
+    ax.bar_label(bars, labels=[f"n={n}" for n in by_size["n_true"]], fontsize=8, padding=2)
+    _target_line(ax, metrics["operating_point"]["target"])
+    ax.set_xticks(positions, by_size["labels"])
+    threshold = by_size["threshold"]
+    ax.set(xlabel="true box side (px)", ylabel="completeness", ylim=(0, 1.12))
+    ax.set_title(
+        "Completeness by clump size" + ("" if threshold is None else f" (score ≥ {threshold:.2f})"), fontsize=10
+    )
+    ax.legend(loc="upper left", fontsize=8)
+    ax.grid(axis="y", alpha=0.3)
+    return fig
+
+
+def plot_training_size_curve(
+    sizes: Sequence[int], completeness: Sequence[float], purity: Sequence[float], *, target: float = 0.8
+) -> Figure:
+    """Completeness and purity against the number of training galaxies.
+
+    Args:
+        sizes: [S] training-set sizes (galaxies).
+        completeness: [S] completeness at each size.
+        purity: [S] purity at each size.
+        target: the line both should reach.
+
+    Returns:
+        The figure, with a logarithmic size axis.
+    """
+    sizes, completeness, purity = (np.asarray(v, float) for v in (sizes, completeness, purity))
+    if not (sizes.ndim == 1 and sizes.shape == completeness.shape == purity.shape):
+        raise ValueError(f"need three equal [S] arrays, got {sizes.shape}, {completeness.shape}, {purity.shape}")
+    order = np.argsort(sizes)
+    fig = Figure(figsize=(5.5, 3.8), layout="constrained")
+    ax = fig.add_subplot()
+    ax.plot(sizes[order], completeness[order], "o-", color=_COMPLETENESS_COLOUR, label="completeness")
+    ax.plot(sizes[order], purity[order], "s-", color=_PURITY_COLOUR, label="purity")
+    _target_line(ax, target)
+    ax.set_xscale("log")
+    ax.set(xlabel="training galaxies", ylabel="fraction", ylim=(0, 1.02))
+    ax.set_title("Completeness and purity against training-set size", fontsize=10)
+    ax.grid(alpha=0.3, which="both")
+    ax.legend(loc="lower right", fontsize=8)
+    return fig
+
+
+def _draw_boxes(ax, boxes: ImageBoxes, colours: Sequence[str], *, dashed: bool) -> None:
+    for k, (y_min, x_min, y_max, x_max) in enumerate(boxes.boxes_yxyx):
+        colour = colours[int(boxes.labels[k]) % len(colours)]
+        ax.add_patch(
+            Rectangle((x_min, y_min), x_max - x_min, y_max - y_min, fill=False, edgecolor=colour,
+                      linewidth=1.0 if dashed else 1.4, linestyle="--" if dashed else "-")
+        )
+        if boxes.scores is not None:
+            # Above the box, or inside it where the box touches the top edge.
+            above = y_min >= 8
+            ax.text(x_min, y_min - 1 if above else y_min + 1, f"{boxes.scores[k]:.2f}", color=colour, fontsize=6,
+                    va="bottom" if above else "top", ha="left", clip_on=True)
+
+
+def plot_detections_grid(
+    images: Sequence[np.ndarray],
+    truths: Sequence[ImageBoxes] | None,
+    predictions: Sequence[ImageBoxes] | None = None,
+    *,
+    class_names: Sequence[str] = CLASS_NAMES,
+    max_images: int = 16,
+    titles: Sequence[str] | None = None,
+    min_score: float = 0.0,
+) -> Figure:
+    """Galaxies with true boxes (solid) and predicted boxes (dashed, with scores), by class colour.
+
+    Args:
+        images: I images [H, W, 3], uint8 or float in [0, 1].
+        truths: I `ImageBoxes`, or None to draw predictions only.
+        predictions: I `ImageBoxes` with scores, or None to draw truths only.
+        class_names: name of class id i is `class_names[i]`; colours follow `CLASS_COLOURS`.
+        max_images: draw at most this many (the first ones).
+        titles: I panel titles; default: the image index and box counts.
+        min_score: draw only predictions scoring at least this.
+
+    Returns:
+        The figure: a near-square grid of panels with one shared legend.
+    """
+    n = min(len(images), max_images)
+    for what, boxes in (("truths", truths), ("predictions", predictions), ("titles", titles)):
+        if boxes is not None and len(boxes) != len(images):
+            raise ValueError(f"need {what} for each of the {len(images)} images, got {len(boxes)}")
+    if n == 0:
+        raise ValueError("no images to draw")
+    columns = math.ceil(math.sqrt(n))
+    rows = math.ceil(n / columns)
+    fig = Figure(figsize=(2.3 * columns, 2.3 * rows + 0.45), layout="constrained")
+    axes = fig.subplots(rows, columns, squeeze=False).ravel()
+    for i, ax in enumerate(axes):
+        ax.set_axis_off()
+        if i >= n:
+            continue
+        image = np.asarray(images[i])
+        if image.ndim != 3 or image.shape[-1] != 3:
+            raise ValueError(f"images must be [H, W, 3], image {i} has shape {image.shape}")
+        ax.imshow(image, interpolation="nearest")
+        counts = []
+        if truths is not None:
+            _draw_boxes(ax, truths[i], CLASS_COLOURS, dashed=False)
+            counts.append(f"{len(truths[i])} true")
+        if predictions is not None:
+            shown = predictions[i].select(predictions[i].scores >= min_score)
+            _draw_boxes(ax, shown, CLASS_COLOURS, dashed=True)
+            counts.append(f"{len(shown)} predicted")
+        ax.set_title(titles[i] if titles is not None else f"#{i}: " + ", ".join(counts), fontsize=8)
+    handles = [
+        Line2D([], [], color=CLASS_COLOURS[c % len(CLASS_COLOURS)], ls=ls, label=f"{name.replace('_', ' ')} ({kind})")
+        for c, name in enumerate(class_names)
+        for kind, ls, shown in (("true", "-", truths), ("predicted", "--", predictions))
+        if shown is not None
+    ]
+    legend = fig.legend(handles=handles, loc="outside lower center", ncols=min(len(handles), 4), fontsize=8,
+                        facecolor="0.15", labelcolor="white", edgecolor="0.15")
+    legend.get_frame().set_alpha(1.0)
+    return fig

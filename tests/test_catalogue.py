@@ -1,0 +1,139 @@
+"""Tests for gsfc_tf.catalogue: WCS pixel conventions, cutout reading, catalogue writers."""
+
+import logging
+import math
+
+import numpy as np
+import pytest
+from astropy.io import fits
+from astropy.table import Table
+from astropy.wcs import WCS
+from PIL import Image
+
+from gsfc_tf.catalogue import (
+    CatalogueRow,
+    CutoutReadError,
+    iter_cutouts,
+    pixel_to_world,
+    read_cutout,
+    rows_from_detections,
+    write_catalogue,
+)
+from gsfc_tf.evaluation import ImageBoxes
+
+ARCSEC = 1 / 3600
+
+
+def tan_header(width=100, height=80, planes=None):
+    """A TAN WCS, 1"/px, north up and east left, whose reference point is the image centre."""
+    shape = (height, width) if planes is None else (planes, height, width)
+    header = fits.PrimaryHDU(np.zeros(shape, np.float32)).header
+    header.update(
+        CTYPE1="RA---TAN", CTYPE2="DEC--TAN", CUNIT1="deg", CUNIT2="deg", CRVAL1=150.0, CRVAL2=2.0,
+        CRPIX1=(width + 1) / 2, CRPIX2=(height + 1) / 2, CD1_1=-ARCSEC, CD1_2=0.0, CD2_1=0.0, CD2_2=ARCSEC,
+    )
+    return header
+
+
+def test_pixel_to_world_hand_made_tan_wcs():
+    header = tan_header(width=100, height=80)
+    # The centre of the image (continuous (50, 40)) is the reference point.
+    ra, dec = pixel_to_world(header, 50.0, 40.0)
+    assert ra == pytest.approx(150.0, abs=1e-12) and dec == pytest.approx(2.0, abs=1e-12)
+    # 10 px up in the image (y decreases) is 10" north: dec = dec0 + atan(10"), exact along the meridian.
+    ra, dec = pixel_to_world(header, 50.0, 30.0)
+    assert ra == pytest.approx(150.0, abs=1e-12) and dec == pytest.approx(2.0 + 10 * ARCSEC, abs=1e-10)
+    # 10 px right is 10" west: RA falls by 10" / cos(dec) (to first order).
+    ra, dec = pixel_to_world(header, 60.0, 40.0)
+    assert (150.0 - ra) * math.cos(math.radians(2.0)) == pytest.approx(10 * ARCSEC, rel=1e-6)
+    # The centre of the bottom-left image pixel is FITS pixel (1, 1).
+    expected = WCS(header).all_pix2world([[1.0, 1.0]], 1)[0]
+    np.testing.assert_allclose(pixel_to_world(header, 0.5, 79.5), expected, atol=1e-12)
+    with pytest.raises(ValueError, match="image_height"):
+        pixel_to_world(WCS(naxis=2), 0.0, 0.0)
+
+
+def test_fits_cutout_round_trip_orientation_and_wcs(tmp_path):
+    planes = np.zeros((3, 80, 100), np.float32)
+    planes[:, 0, 7] = 50.0  # FITS row 0 is the bottom of the sky image
+    path = tmp_path / "galaxy.fits"
+    fits.PrimaryHDU(planes, header=tan_header(planes=3)).writeto(path)
+    image, wcs = read_cutout(path)
+    assert image.dtype == np.uint8 and image.shape == (80, 100, 3)
+    assert image[79, 7].min() > 0 and image[:79].max() == 0  # shown as the bottom image row
+    assert wcs is not None and wcs.pixel_shape == (100, 80)
+    # A detection centred on that pixel, found in a 50x50 crop at (x=0, y=40) of the cutout.
+    box = ImageBoxes([[79.0 - 40, 7.0, 80.0 - 40, 8.0]], [1], [0.75])
+    (row,) = rows_from_detections("g1", box, wcs=wcs, offset_xy=(0.0, 40.0))
+    assert (row.x_centre, row.y_centre, row.class_name, row.class_id) == (7.5, 79.5, "odd_clump", 1)
+    expected = WCS(tan_header()).all_pix2world([[7.0, 0.0]], 0)[0]  # the pixel's centre in FITS terms
+    np.testing.assert_allclose([row.ra, row.dec], expected, atol=1e-10)
+
+
+def test_single_plane_fits_is_grey_and_header_without_wcs_gives_none(tmp_path):
+    path = tmp_path / "grey.fit"
+    fits.PrimaryHDU(np.random.default_rng(0).uniform(0, 5, (20, 30))).writeto(path)
+    image, wcs = read_cutout(path)
+    assert image.shape == (20, 30, 3) and wcs is None
+    np.testing.assert_array_equal(image[..., 0], image[..., 2])
+
+
+def test_png_and_jpeg_read_as_rgb(tmp_path):
+    rgb = np.random.default_rng(0).integers(0, 256, (40, 30, 3), dtype=np.uint8)
+    Image.fromarray(rgb).save(tmp_path / "a.png")
+    Image.fromarray(rgb[..., 0]).save(tmp_path / "grey.png")
+    Image.fromarray(np.dstack([rgb, np.full((40, 30), 255, np.uint8)])).save(tmp_path / "rgba.png")
+    image, wcs = read_cutout(tmp_path / "a.png")
+    np.testing.assert_array_equal(image, rgb)
+    assert wcs is None
+    assert read_cutout(tmp_path / "grey.png")[0].shape == (40, 30, 3)
+    np.testing.assert_array_equal(read_cutout(tmp_path / "rgba.png")[0], rgb)
+
+
+def test_unreadable_inputs_are_reported_and_skipped(tmp_path):
+    good = tmp_path / "good.png"
+    Image.fromarray(np.zeros((8, 8, 3), np.uint8)).save(good)
+    (tmp_path / "junk.jpg").write_bytes(b"not an image")
+    (tmp_path / "junk.fits").write_bytes(b"SIMPLE  = junk")
+    table_only = tmp_path / "table.fits"
+    fits.HDUList([fits.PrimaryHDU(), fits.BinTableHDU(Table({"a": [1, 2]}))]).writeto(table_only)
+    bad = [tmp_path / "junk.jpg", tmp_path / "missing.png", tmp_path / "junk.fits", table_only]
+    for path in bad:
+        with pytest.raises(CutoutReadError, match=path.name):
+            read_cutout(path)
+    errors = []
+    read = list(iter_cutouts([bad[0], good, *bad[1:]], on_error=lambda p, e: errors.append(p)))
+    assert [p for p, _, _ in read] == [good] and errors == bad
+
+
+def test_iter_cutouts_logs_a_warning_by_default(tmp_path, caplog):
+    with caplog.at_level(logging.WARNING, logger="gsfc_tf.catalogue"):
+        assert list(iter_cutouts([tmp_path / "missing.png"])) == []
+    assert "missing.png" in caplog.text
+
+
+@pytest.mark.parametrize("format", ["csv", "fits"])
+def test_write_catalogue_round_trip(tmp_path, format):
+    detections = ImageBoxes([[10, 20, 26, 36], [50, 60, 60, 70]], [0, 1], [0.9, 0.4])
+    rows = rows_from_detections("J0931+0203", detections, offset_xy=(100, 100))
+    assert math.isnan(rows[0].ra) and math.isnan(rows[0].dec)
+    path = write_catalogue(rows, tmp_path / "sub" / f"cat.{format}", format=format)
+    table = Table.read(path, format="ascii.csv" if format == "csv" else "fits")
+    assert table.colnames == [
+        "galaxy_id", "x_min", "y_min", "x_max", "y_max", "x_centre", "y_centre", "class_name", "class_id",
+        "score", "ra", "dec",
+    ]
+    assert list(table["galaxy_id"]) == ["J0931+0203"] * 2 and list(table["class_name"]) == ["clump", "odd_clump"]
+    np.testing.assert_allclose(table["x_min"], [120, 160])
+    np.testing.assert_allclose(table["y_centre"], [118, 155])
+    np.testing.assert_allclose(table["score"], [0.9, 0.4])
+    assert np.isnan(np.asarray(table["ra"], float)).all()
+    if format == "fits":
+        assert str(table["dec"].unit) == "deg" and str(table["x_min"].unit) == "pix"
+
+
+def test_write_empty_catalogue_and_bad_format(tmp_path):
+    table = Table.read(write_catalogue([], tmp_path / "empty.fits", format="fits"))
+    assert len(table) == 0 and "score" in table.colnames
+    with pytest.raises(ValueError, match="format"):
+        write_catalogue([CatalogueRow("g", 0, 0, 1, 1, 0.5, 0.5, "clump", 0, 1.0)], tmp_path / "x", format="xls")
