@@ -1,0 +1,255 @@
+"""`clump_scout`: Galaxy Zoo: Clump Scout galaxies with clump boxes, for detection.
+
+Configs:
+  * ``sdss`` (manual download): SDSS cutouts and a clump catalogue prepared as in
+    Popp et al. 2024 (see `preparation`); every catalogue row is accounted for in
+    ``preparation_report.json`` beside the dataset (`Builder.preparation_report_path`).
+  * ``synthetic``: seeded synthetic clumpy galaxies (`synthetic.generate_galaxies`).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Iterator, Mapping
+
+import numpy as np
+import tensorflow_datasets as tfds
+from absl import logging
+from etils import epath
+
+from tfds_clumpscout.clump_scout import preparation, synthetic
+
+__all__ = ["Builder", "ClumpScoutConfig"]
+
+_REPORT_NAME = "preparation_report.json"
+_SPLITS = ("train", "validation", "test")
+_MAX_IMAGE_WARNINGS = 10
+
+
+@dataclasses.dataclass(eq=False, kw_only=True)
+class ClumpScoutConfig(tfds.core.BuilderConfig):
+    """A `clump_scout` config.
+
+    Attributes:
+        source: ``"sdss"`` (manual download) or ``"synthetic"``.
+        rules: preparation thresholds; ``rules.crop_size`` is the image size of both.
+        num_train, num_validation, num_test: synthetic split sizes.
+        synthetic_seed: synthetic split k is drawn with seed ``3 * synthetic_seed + k``,
+            so splits (and configs with different seeds) never share a galaxy stream.
+    """
+
+    source: str = "sdss"
+    rules: preparation.PreparationRules = preparation.PreparationRules()
+    num_train: int = 4000
+    num_validation: int = 1000
+    num_test: int = 1000
+    synthetic_seed: int = 0
+
+    def __post_init__(self):
+        if self.source not in ("sdss", "synthetic"):
+            raise ValueError(f"source must be 'sdss' or 'synthetic', got {self.source!r}.")
+        if min(self.num_train, self.num_validation, self.num_test) < 1:
+            raise ValueError(
+                "Synthetic split sizes must be >= 1, got "
+                f"{(self.num_train, self.num_validation, self.num_test)}."
+            )
+
+    @property
+    def image_size(self) -> int:
+        return self.rules.crop_size
+
+
+class Builder(tfds.core.GeneratorBasedBuilder):
+    """DatasetBuilder for `clump_scout`."""
+
+    VERSION = tfds.core.Version("1.0.0")
+    RELEASE_NOTES = {
+        "1.0.0": "Initial release: `sdss` (paper preparation, preparation report) and `synthetic`.",
+    }
+    BUILDER_CONFIGS = [
+        ClumpScoutConfig(
+            name="sdss",
+            source="sdss",
+            description="SDSS gri cutouts with Clump Scout consensus boxes (manual download).",
+        ),
+        ClumpScoutConfig(
+            name="synthetic",
+            source="synthetic",
+            description="Seeded synthetic clumpy galaxies; no download.",
+        ),
+    ]
+    DEFAULT_CONFIG_NAME = "sdss"
+    MANUAL_DOWNLOAD_INSTRUCTIONS = """\
+    Only the `sdss` config needs files. Put in the manual dir
+    (default `~/tensorflow_datasets/downloads/manual/`, or `--manual_dir`):
+
+    1. One or more catalogue CSVs (`*.csv`, all are read), each in either form:
+       a. the authors' per-box table `local_ids,label,x1,x2,y1,y2` (label 1 clump,
+          2 odd; pixels of the central 200x200 crop), e.g. the files converted from
+          ou-astrophysics/Faster-R-CNN-for-Galaxy-Zoo-Clump-Scout
+          `imageGroups_{train,valid}.pkl`;
+       b. the consensus table `local_ids,x1,x2,y1,y2,mean_tool,false_pos_prob`
+          (pixels of the 400x400 cutout).
+       Optional columns `ra`, `dec`, `redshift` are stored when present.
+    2. The SDSS cutouts, one per galaxy, named `<local_ids>.png` (400x400 RGB/RGBA)
+       or `<local_ids>.fits` / `.fits.gz` (g, r, i planes as a (3, H, W) cube or as
+       three image HDUs).
+    """
+
+    @property
+    def preparation_report_path(self) -> epath.Path:
+        """Where the `sdss` preparation report is written (beside the dataset files)."""
+        return epath.Path(self.data_dir) / _REPORT_NAME
+
+    def load_preparation_report(self) -> preparation.PreparationReport:
+        """Reads the report written when this `sdss` dataset was prepared."""
+        return preparation.PreparationReport.from_json(self.preparation_report_path.read_text())
+
+    def _info(self) -> tfds.core.DatasetInfo:
+        size = self.builder_config.image_size
+        return self.dataset_info_from_configs(
+            features=tfds.features.FeaturesDict({
+                "image": tfds.features.Image(shape=(size, size, 3), dtype=np.uint8),
+                "image/id": tfds.features.Text(),
+                "objects": tfds.features.Sequence({
+                    "bbox": tfds.features.BBoxFeature(),
+                    "label": tfds.features.ClassLabel(names=preparation.CLASS_NAMES),
+                }),
+                "ra": tfds.features.Scalar(dtype=np.float32, doc="Right ascension, deg; NaN if unknown."),
+                "dec": tfds.features.Scalar(dtype=np.float32, doc="Declination, deg; NaN if unknown."),
+                "redshift": tfds.features.Scalar(dtype=np.float32, doc="Redshift; NaN if unknown."),
+            }),
+            homepage="https://github.com/ou-astrophysics/Faster-R-CNN-for-Galaxy-Zoo-Clump-Scout",
+        )
+
+    def _split_generators(self, dl_manager: tfds.download.DownloadManager):
+        config = self.builder_config
+        if config.source == "synthetic":
+            sizes = (config.num_train, config.num_validation, config.num_test)
+            return {
+                name: self._generate_examples(n=n, seed=3 * config.synthetic_seed + k)
+                for k, (name, n) in enumerate(zip(_SPLITS, sizes))
+            }
+        return self._sdss_split_generators(epath.Path(dl_manager.manual_dir))
+
+    def _sdss_split_generators(self, manual_dir: epath.Path) -> dict[str, Iterator]:
+        rules = self.builder_config.rules
+        catalogues = sorted(manual_dir.glob("*.csv"))
+        if not catalogues:
+            raise FileNotFoundError(
+                f"No catalogue CSV in {manual_dir}.\n{self.MANUAL_DOWNLOAD_INSTRUCTIONS}"
+            )
+        rows = [row for path in catalogues for row in preparation.read_catalogue(path, rules)]
+        cutouts, reasons = self._probe_cutouts(manual_dir, preparation.kept_galaxies(rows))
+        rows = preparation.drop_galaxies(rows, reasons)
+        galaxies = preparation.kept_galaxies(rows)
+        splits = preparation.stratified_split(
+            list(galaxies),
+            [preparation.stratum(g.labels) for g in galaxies.values()],
+            fractions=rules.split_fractions,
+            names=_SPLITS,
+            seed=rules.split_seed,
+        )
+        report = preparation.PreparationReport.build(
+            rows, splits, rules=rules, catalogues=[p.name for p in catalogues]
+        )
+        # data_dir is TFDS's temporary folder here, renamed with the dataset when done.
+        self.preparation_report_path.write_text(report.to_json())
+        logging.info("clump_scout/sdss preparation: %s", report.summary())
+        return {
+            name: self._generate_examples(galaxies=[galaxies[i] for i in ids], cutouts=cutouts)
+            for name, ids in splits.items()
+        }
+
+    def _probe_cutouts(
+        self, manual_dir: epath.Path, galaxies: Mapping[str, preparation.Galaxy]
+    ) -> tuple[dict[str, epath.Path], dict[str, str]]:
+        """Finds and test-reads each galaxy's cutout before splitting.
+
+        Returns:
+            (``{local_id: cutout path}`` for readable cutouts,
+            ``{local_id: drop reason}`` for missing or unreadable ones).
+        """
+        cutouts, reasons = {}, {}
+        for local_id in galaxies:
+            path = preparation.find_cutout(manual_dir, local_id)
+            if path is None:
+                reasons[local_id], detail = "missing_image", "no .png, .fits or .fits.gz cutout"
+            else:
+                try:
+                    preparation.load_cutout(path, self.builder_config.rules)
+                except preparation.UnreadableImageError as err:
+                    reasons[local_id], detail = "unreadable_image", str(err)
+                else:
+                    cutouts[local_id] = path
+                    continue
+            if len(reasons) <= _MAX_IMAGE_WARNINGS:
+                logging.warning("clump_scout/sdss: skipping galaxy %s: %s", local_id, detail)
+        if len(reasons) > _MAX_IMAGE_WARNINGS:
+            logging.warning(
+                "clump_scout/sdss: skipped %d galaxies for missing or unreadable cutouts "
+                "(first %d shown); see %s.",
+                len(reasons),
+                _MAX_IMAGE_WARNINGS,
+                _REPORT_NAME,
+            )
+        return cutouts, reasons
+
+    def _generate_examples(self, **split_args):
+        """Yields (key, example): `sdss` takes galaxies and cutouts, `synthetic` n and seed."""
+        if self.builder_config.source == "synthetic":
+            yield from self._generate_synthetic(**split_args)
+        else:
+            yield from self._generate_sdss(**split_args)
+
+    def _generate_sdss(self, galaxies: list[preparation.Galaxy], cutouts: Mapping[str, epath.Path]):
+        rules = self.builder_config.rules
+        for galaxy in galaxies:
+            yield galaxy.local_id, _example(
+                galaxy.local_id,
+                preparation.load_cutout(cutouts[galaxy.local_id], rules),
+                galaxy.boxes_yxyx,
+                galaxy.labels,
+                ra=galaxy.ra,
+                dec=galaxy.dec,
+                redshift=galaxy.redshift,
+            )
+
+    def _generate_synthetic(self, n: int, *, seed: int):
+        for k, galaxy in enumerate(
+            synthetic.generate_galaxies(n, seed=seed, image_size=self.builder_config.image_size)
+        ):
+            key = f"synthetic-{seed}-{k:06d}"
+            yield key, _example(
+                key,
+                galaxy.image,
+                galaxy.boxes_yxyx,
+                galaxy.labels,
+                ra=galaxy.ra,
+                dec=galaxy.dec,
+                redshift=galaxy.redshift,
+            )
+
+
+def _example(
+    local_id: str,
+    image: np.ndarray,
+    boxes_yxyx: np.ndarray,
+    labels: np.ndarray,
+    *,
+    ra: float,
+    dec: float,
+    redshift: float,
+) -> dict:
+    """One TFDS example; pixel boxes [N, 4] become TFDS's normalised yxyx."""
+    height, width = image.shape[:2]
+    scale = np.array([height, width, height, width], np.float32)
+    bbox = np.clip(np.asarray(boxes_yxyx, np.float32).reshape(-1, 4) / scale, 0.0, 1.0)
+    return {
+        "image": image,
+        "image/id": local_id,
+        "objects": {"bbox": bbox, "label": np.asarray(labels, np.int64)},
+        "ra": ra,
+        "dec": dec,
+        "redshift": redshift,
+    }
