@@ -25,14 +25,14 @@ import numpy as np
 from astropy import units as u
 from astropy.io import fits
 from astropy.table import Table
-from astropy.visualization import make_lupton_rgb
 from astropy.wcs import WCS, FITSFixedWarning
 
 from gsfc_tf.evaluation import CLASS_NAMES, ImageBoxes
+from tfds_clumpscout.clump_scout.preparation import PreparationRules, UnreadableImageError, read_image
 
 __all__ = [
     "CatalogueRow",
-    "CutoutReadError",
+    "UnreadableImageError",
     "iter_cutouts",
     "pixel_to_world",
     "read_cutout",
@@ -41,11 +41,6 @@ __all__ = [
 ]
 
 _LOG = logging.getLogger(__name__)
-_FITS_SUFFIXES = (".fits", ".fit", ".fts", ".fits.gz", ".fit.gz", ".fts.gz")
-
-
-class CutoutReadError(ValueError):
-    """A cutout could not be read; callers report it and move on to the next."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -176,60 +171,30 @@ def write_catalogue(rows: Iterable[CatalogueRow], path: str | Path, *, format: s
     return path
 
 
-def _read_fits(path: Path, stretch: float, q: float) -> tuple[np.ndarray, WCS | None]:
-    with fits.open(path, memmap=False) as hdus:
-        hdu = next((h for h in hdus if h.is_image and h.data is not None and h.data.ndim in (2, 3)), None)
-        if hdu is None:
-            raise CutoutReadError(f"{path}: no 2-D image or 3-D plane stack in any HDU")
-        data = np.nan_to_num(np.asarray(hdu.data, np.float64))
-        header = hdu.header
-    if data.ndim == 3 and data.shape[0] != 3:
-        raise CutoutReadError(f"{path}: a plane stack needs 3 planes (g, r, i), got shape {data.shape}")
-    g, r, i = data if data.ndim == 3 else (data, data, data)
-    # Lupton asinh colours as SDSS makes its JPEG cutouts: red i, green r, blue g.
-    with np.errstate(divide="ignore", invalid="ignore"):  # astropy divides by 0 where it then masks
-        rgb = make_lupton_rgb(i, r, g, stretch=stretch, Q=q)
-    wcs = _as_wcs(header)
-    return np.ascontiguousarray(rgb[::-1]), (wcs if wcs.has_celestial else None)
+def read_cutout(path: str | Path, *, rules: PreparationRules = PreparationRules()) -> tuple[np.ndarray, WCS | None]:
+    """Reads a galaxy cutout as the builder does (`preparation.read_image`), with its celestial WCS.
 
-
-def read_cutout(path: str | Path, *, stretch: float = 0.5, q: float = 10.0) -> tuple[np.ndarray, WCS | None]:
-    """Reads a galaxy cutout as an RGB image, with its celestial WCS when it has one.
-
-    PNG/JPEG (any Pillow format) give no WCS. FITS: the first HDU holding a 2-D image (grey,
-    repeated to RGB) or a [3, H, W] stack of g, r, i planes, mapped to RGB with Lupton et al.'s
-    asinh stretch (`stretch`, `q`; the defaults suit SDSS nanomaggies) and flipped to top row
-    first (see the module docstring).
-
-    Args:
-        path: the cutout file.
-        stretch: asinh linear-range parameter for FITS data (data units).
-        q: asinh softening parameter for FITS data.
+    The whole cutout comes back (no crop): PNG/JPEG give no WCS; FITS g, r, i planes go
+    through the same Lupton RGB mapping as the `clump_scout/sdss` training images and are
+    flipped to top row first (see the module docstring).
 
     Returns:
         (image uint8 [H, W, 3], celestial WCS or None).
 
     Raises:
-        CutoutReadError: the file is missing, unreadable or holds no usable image.
+        UnreadableImageError: the file is missing, unreadable or holds no usable image.
     """
-    path = Path(path)
-    try:
-        if path.name.lower().endswith(_FITS_SUFFIXES):
-            return _read_fits(path, stretch, q)
-        from PIL import Image
-
-        with Image.open(path) as image:
-            return np.asarray(image.convert("RGB")), None
-    except CutoutReadError:
-        raise
-    except Exception as error:  # Pillow and astropy raise many types for corrupt files
-        raise CutoutReadError(f"{path}: {type(error).__name__}: {error}") from error
+    image, header = read_image(path, rules)
+    if header is None:
+        return image, None
+    wcs = _as_wcs(header)
+    return image, (wcs if wcs.has_celestial else None)
 
 
 def iter_cutouts(
     paths: Iterable[str | Path],
     *,
-    on_error: Callable[[Path, CutoutReadError], None] | None = None,
+    on_error: Callable[[Path, UnreadableImageError], None] | None = None,
     **read_options,
 ) -> Iterator[tuple[Path, np.ndarray, WCS | None]]:
     """Yields (path, image, wcs) for every readable cutout, reporting and skipping the rest.
@@ -243,7 +208,7 @@ def iter_cutouts(
     for path in map(Path, paths):
         try:
             image, wcs = read_cutout(path, **read_options)
-        except CutoutReadError as error:
+        except UnreadableImageError as error:
             if on_error is None:
                 _LOG.warning("skipping unreadable cutout %s", error)
             else:

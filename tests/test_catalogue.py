@@ -12,7 +12,7 @@ from PIL import Image
 
 from gsfc_tf.catalogue import (
     CatalogueRow,
-    CutoutReadError,
+    UnreadableImageError,
     iter_cutouts,
     pixel_to_world,
     read_cutout,
@@ -99,7 +99,7 @@ def test_unreadable_inputs_are_reported_and_skipped(tmp_path):
     fits.HDUList([fits.PrimaryHDU(), fits.BinTableHDU(Table({"a": [1, 2]}))]).writeto(table_only)
     bad = [tmp_path / "junk.jpg", tmp_path / "missing.png", tmp_path / "junk.fits", table_only]
     for path in bad:
-        with pytest.raises(CutoutReadError, match=path.name):
+        with pytest.raises(UnreadableImageError, match=path.name):
             read_cutout(path)
     errors = []
     read = list(iter_cutouts([bad[0], good, *bad[1:]], on_error=lambda p, e: errors.append(p)))

@@ -41,6 +41,7 @@ __all__ = [
     "CLASS_NAMES",
     "CATALOGUE_FORMS",
     "DROP_REASONS",
+    "FITS_SUFFIXES",
     "KEPT",
     "BoxRow",
     "Galaxy",
@@ -55,6 +56,7 @@ __all__ = [
     "kept_galaxies",
     "load_cutout",
     "read_catalogue",
+    "read_image",
     "stratified_split",
     "stratum",
 ]
@@ -81,6 +83,7 @@ DROP_REASONS = (
     "missing_image",
     "unreadable_image",  # corrupt file, unsupported layout or size
 )
+FITS_SUFFIXES = (".fits", ".fit", ".fts", ".fits.gz", ".fit.gz", ".fts.gz")
 _CUTOUT_SUFFIXES = (".png", ".fits", ".fits.gz")
 
 
@@ -484,36 +487,66 @@ def center_crop(image: np.ndarray, size: int) -> np.ndarray:
     return image[top : top + size, left : left + size]
 
 
-def _fits_rgb(path: Path, rules: PreparationRules) -> np.ndarray:
+def _read_fits(path: Path, rules: PreparationRules) -> tuple[np.ndarray, object]:
     # Deferred: astropy is slow to import and only FITS cutouts need it.
     from astropy.io import fits
     from astropy.visualization import make_lupton_rgb
 
     with fits.open(path, memmap=False) as hdul:
-        planes = [np.asarray(h.data, np.float32) for h in hdul if h.is_image and h.data is not None]
+        hdus = [h for h in hdul if h.is_image and h.data is not None]
+        planes = [np.asarray(h.data, np.float32) for h in hdus]
+        header = hdus[0].header.copy() if hdus else None
     if len(planes) == 1 and planes[0].ndim == 3 and planes[0].shape[0] == 3:
         g, r, i = planes[0]
+    elif len(planes) == 1 and planes[0].ndim == 2:
+        g = r = i = planes[0]
     elif len(planes) >= 3 and all(p.ndim == 2 and p.shape == planes[0].shape for p in planes[:3]):
         g, r, i = planes[:3]
     else:
         raise UnreadableImageError(
-            f"{path.name}: expected a (3, H, W) g,r,i cube or three 2-D g,r,i HDUs, got "
+            f"{path.name}: expected a (3, H, W) g,r,i cube, three 2-D g,r,i HDUs or one 2-D plane, got "
             f"{[p.shape for p in planes]}."
         )
     g, r, i = (np.nan_to_num(p, nan=0.0, posinf=0.0, neginf=0.0) for p in (g, r, i))
     with np.errstate(invalid="ignore", divide="ignore"):  # astropy divides by 0 where I == 0
         rgb = make_lupton_rgb(i, r, g, minimum=0.0, stretch=rules.lupton_stretch, Q=rules.lupton_q)
     # FITS row 0 is the bottom of the sky image; PNG row 0 (and the boxes) is the top.
-    return np.ascontiguousarray(rgb[::-1])
+    return np.ascontiguousarray(rgb[::-1]), header
+
+
+def read_image(path: str | Path, rules: PreparationRules) -> tuple[np.ndarray, object]:
+    """Reads a whole cutout as RGB, with its FITS header when it is a FITS file.
+
+    PNG/JPEG (any Pillow format): RGB, RGBA (alpha dropped), greyscale or palette. FITS
+    (``.fits``, ``.fit``, ``.fts``, optionally gzipped): g, r, i planes as a (3, H, W) cube in
+    one HDU or as the first three image HDUs, combined with `make_lupton_rgb` (i -> R, r -> G,
+    g -> B), or a single 2-D plane shown grey; flipped to top row first.
+
+    Returns:
+        (uint8 [H, W, 3], the first image HDU's `astropy.io.fits.Header` or None).
+
+    Raises:
+        UnreadableImageError: missing or corrupt file, unsupported layout.
+    """
+    path = Path(path)
+    try:
+        if path.name.lower().endswith(FITS_SUFFIXES):
+            return _read_fits(path, rules)
+        # Deferred: only the reader needs Pillow.
+        from PIL import Image
+
+        with Image.open(path) as img:
+            return np.asarray(img.convert("RGB")), None
+    except UnreadableImageError:
+        raise
+    except Exception as err:  # Pillow/astropy raise many types for corrupt files.
+        raise UnreadableImageError(f"{path.name}: {type(err).__name__}: {err}") from err
 
 
 def load_cutout(path: str | Path, rules: PreparationRules) -> np.ndarray:
-    """Reads a cutout and returns the model's crop.
+    """Reads a cutout (see `read_image`) and returns the model's crop.
 
-    PNG: RGB or RGBA (alpha dropped; greyscale/palette converted to RGB). FITS (``.fits``
-    or ``.fits.gz``): g, r, i planes as a (3, H, W) cube in one HDU or as the first three
-    image HDUs, combined with `make_lupton_rgb` (i -> R, r -> G, g -> B). A
-    `cutout_size` square image is centre-cropped; a `crop_size` square image is taken as
+    A `cutout_size` square image is centre-cropped; a `crop_size` square image is taken as
     already cropped; any other size is rejected.
 
     Args:
@@ -527,19 +560,7 @@ def load_cutout(path: str | Path, rules: PreparationRules) -> np.ndarray:
         UnreadableImageError: corrupt file, unsupported layout or size.
     """
     path = Path(path)
-    try:
-        if path.name.endswith((".fits", ".fits.gz")):
-            image = _fits_rgb(path, rules)
-        else:
-            # Deferred: only the reader needs Pillow.
-            from PIL import Image
-
-            with Image.open(path) as img:
-                image = np.asarray(img.convert("RGB"))
-    except UnreadableImageError:
-        raise
-    except Exception as err:  # Pillow/astropy raise many types for corrupt files.
-        raise UnreadableImageError(f"{path.name}: {type(err).__name__}: {err}") from err
+    image, _ = read_image(path, rules)
     h, w = image.shape[:2]
     if (h, w) == (rules.cutout_size, rules.cutout_size):
         return center_crop(image, rules.crop_size)
