@@ -1,0 +1,174 @@
+"""Tests for the seeded synthetic Clump-Scout-like galaxies."""
+
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from tfds_clumpscout.clump_scout import synthetic
+from tfds_clumpscout.clump_scout.synthetic import (
+    SyntheticGalaxy,
+    generate_galaxies,
+    generate_galaxy,
+)
+
+# Targets from the Galaxy Zoo: Clump Scout consensus boxes (200-px crops), written out here rather
+# than read from the module so that a wrong constant there fails too.
+_COUNTS = np.array([5175, 8329, 3573, 1602, 710, 376, 137, 47, 7])
+_MEAN_COUNT = float((np.arange(1, 10) * _COUNTS).sum() / _COUNTS.sum())  # 2.313
+
+
+@pytest.fixture(scope="module")
+def galaxies() -> list[SyntheticGalaxy]:
+    return list(generate_galaxies(400, seed=2024))
+
+
+def _assert_same(a: SyntheticGalaxy, b: SyntheticGalaxy) -> None:
+    np.testing.assert_array_equal(a.image, b.image)
+    np.testing.assert_array_equal(a.boxes_yxyx, b.boxes_yxyx)
+    np.testing.assert_array_equal(a.labels, b.labels)
+    np.testing.assert_array_equal(a.distractors_yx, b.distractors_yx)
+    assert (a.ra, a.dec, a.redshift) == (b.ra, b.dec, b.redshift)
+
+
+def _centre_and_ring(values, cy, cx, inner, outer, *, square):
+    """Means over the pixels within `inner` of (cy, cx) and those between `inner` and `outer`.
+
+    Distances are Chebyshev (square shells) when `square`, else Euclidean.
+    """
+    size = values.shape[0]
+    y0, y1 = max(0, int(cy - outer)), min(size, int(cy + outer) + 1)
+    x0, x1 = max(0, int(cx - outer)), min(size, int(cx + outer) + 1)
+    dy = np.abs(np.arange(y0, y1) + 0.5 - cy)[:, None]
+    dx = np.abs(np.arange(x0, x1) + 0.5 - cx)[None, :]
+    distance = np.maximum(dy, dx) if square else np.hypot(dy, dx)
+    window = values[y0:y1, x0:x1]
+    return window[distance <= inner].mean(), window[(distance > inner) & (distance <= outer)].mean()
+
+
+def test_same_seed_gives_the_same_galaxy():
+    _assert_same(generate_galaxy(7), generate_galaxy(7))
+    _assert_same(next(generate_galaxies(1, seed=7)), next(generate_galaxies(1, seed=7)))
+
+
+def test_different_seeds_give_different_galaxies():
+    a, b = generate_galaxy(1), generate_galaxy(2)
+    assert not np.array_equal(a.image, b.image)
+    assert a.ra != b.ra
+    first, second = generate_galaxies(2, seed=1)
+    assert not np.array_equal(first.image, second.image)
+
+
+def test_galaxy_k_does_not_depend_on_n():
+    short = list(generate_galaxies(3, seed=11))
+    long = list(generate_galaxies(6, seed=11))
+    for a, b in zip(short, long):
+        _assert_same(a, b)
+
+
+@pytest.mark.parametrize("image_size", [200, 64, 320])
+def test_contract(image_size):
+    for galaxy in generate_galaxies(20, seed=3, image_size=image_size):
+        assert galaxy.image.dtype == np.uint8 and galaxy.image.shape == (image_size, image_size, 3)
+        n = len(galaxy.labels)
+        assert 1 <= n <= 9
+        assert galaxy.boxes_yxyx.dtype == np.float32 and galaxy.boxes_yxyx.shape == (n, 4)
+        assert galaxy.labels.dtype == np.int64 and set(galaxy.labels.tolist()) <= {0, 1}
+        y0, x0, y1, x1 = galaxy.boxes_yxyx.T
+        assert np.all(np.minimum(y0, x0) >= 0) and np.all(np.maximum(y1, x1) <= image_size)
+        np.testing.assert_allclose(y1 - y0, x1 - x0, atol=1e-3)
+        assert np.all(y1 - y0 >= 4.3 * image_size / 200 - 1e-3)
+        assert np.all(y1 - y0 <= 48.2 * image_size / 200 + 1e-3)
+        assert galaxy.distractors_yx.dtype == np.float32 and galaxy.distractors_yx.shape[1] == 2
+        assert 0 <= galaxy.ra < 360 and -10 <= galaxy.dec <= 70 and 0.02 <= galaxy.redshift <= 0.25
+        assert galaxy.image.std() > 5  # not a blank frame
+
+
+def test_clump_counts_follow_clump_scout(galaxies):
+    counts = np.array([len(g.labels) for g in galaxies])
+    # The count's standard deviation is 1.25, so the standard error over 400 galaxies is 0.06.
+    assert abs(counts.mean() - _MEAN_COUNT) < 0.2
+    assert np.bincount(counts).argmax() == 2
+    labels = np.concatenate([g.labels for g in galaxies])
+    assert abs(labels.mean() - 0.276) < 0.05  # standard error 0.015
+
+
+def test_box_sides_and_centres_follow_clump_scout(galaxies):
+    boxes = np.concatenate([g.boxes_yxyx for g in galaxies])
+    sides = boxes[:, 2] - boxes[:, 0]
+    assert abs(np.median(sides) - 16.6) < 1.0
+    p05, p95 = np.percentile(sides, [5, 95])
+    assert abs(p05 - 9.1) < 1.0 and abs(p95 - 27.5) < 2.0
+    centres = (boxes[:, :2] + boxes[:, 2:]) / 2
+    np.testing.assert_allclose(centres.mean(axis=0), 100.0, atol=5.0)
+    np.testing.assert_allclose(centres.std(axis=0), 43.0, atol=4.0)
+    multi = [g for g in galaxies if len(g.labels) > 1]
+    shared = np.mean([np.ptp(g.boxes_yxyx[:, 2] - g.boxes_yxyx[:, 0]) < 1e-3 for g in multi])
+    assert 0.3 < shared < 0.8  # volunteers often give one galaxy's clumps a single size
+
+
+def test_box_sizes_scale_with_image_size():
+    small = generate_galaxies(150, seed=5, image_size=100)
+    sides = np.concatenate([g.boxes_yxyx[:, 2] - g.boxes_yxyx[:, 0] for g in small])
+    assert abs(np.median(sides) - 8.3) < 0.8
+
+
+def test_clumps_are_visible_and_normal_ones_are_blue(galaxies):
+    brighter, bluer = {0: [], 1: []}, {0: [], 1: []}
+    for galaxy in galaxies:
+        pixels = galaxy.image.astype(np.float32)
+        brightness, blue_minus_red = pixels.sum(axis=-1), pixels[..., 2] - pixels[..., 0]
+        for (y0, x0, y1, x1), label in zip(galaxy.boxes_yxyx, galaxy.labels):
+            cy, cx, half = (y0 + y1) / 2, (x0 + x1) / 2, (y1 - y0) / 2
+            # Box core against a square annulus just outside the box: the local disc.
+            core, ring = _centre_and_ring(brightness, cy, cx, half / 2, 1.5 * half, square=True)
+            brighter[label].append(core - ring)
+            core, ring = _centre_and_ring(blue_minus_red, cy, cx, half / 2, 1.5 * half, square=True)
+            bluer[label].append(core - ring)
+    for label in (0, 1):
+        assert np.mean(np.array(brighter[label]) > 0) > 0.95
+    assert np.mean(np.array(bluer[0]) > 0) > 0.9
+    # Odd clumps are drawn red: redder than their surroundings and than the normal clumps.
+    assert np.mean(np.array(bluer[1]) < 0) > 0.9
+    assert np.median(bluer[1]) < np.median(bluer[0])
+
+
+def test_distractors_are_visible_unboxed_and_only_in_some_images(galaxies):
+    # About 0.8 stars per image (Poisson) and a companion in a fifth of the images.
+    with_distractors = np.mean([len(g.distractors_yx) > 0 for g in galaxies])
+    assert 0.4 < with_distractors < 0.9
+    contrasts, saturated = [], []
+    for galaxy in galaxies:
+        brightness = galaxy.image.astype(np.float32).sum(axis=-1)
+        for py, px in galaxy.distractors_yx:
+            y0, x0, y1, x1 = galaxy.boxes_yxyx.T
+            assert not np.any((y0 <= py) & (py <= y1) & (x0 <= px) & (px <= x1))
+            core, ring = _centre_and_ring(brightness, py, px, 2.0, 9.0, square=False)
+            contrasts.append(core - ring)
+            saturated.append(galaxy.image[int(py), int(px)].max() >= 250)
+    assert len(contrasts) > 100
+    assert np.mean(np.array(contrasts) > 0) > 0.95
+    assert 0.05 < np.mean(saturated) < 0.5  # some stars are bright; the companions never are
+
+
+@pytest.mark.parametrize(
+    "call",
+    [
+        lambda: generate_galaxy(-1),
+        lambda: generate_galaxy(1.5),
+        lambda: generate_galaxy(1, image_size=16),
+        lambda: generate_galaxies(-1, seed=0),  # raises at the call, before iteration
+        lambda: generate_galaxies(2, seed=-3),
+        lambda: generate_galaxies(2, seed=0, image_size=200.0),
+    ],
+)
+def test_bad_arguments_raise(call):
+    with pytest.raises(ValueError):
+        call()
+
+
+def test_module_does_not_import_tensorflow():
+    code = f"import sys; import {synthetic.__name__}; assert 'tensorflow' not in sys.modules"
+    subprocess.run([sys.executable, "-c", code], check=True, cwd=Path(__file__).parents[1])

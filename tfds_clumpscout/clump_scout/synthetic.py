@@ -1,0 +1,453 @@
+"""Seeded synthetic clumpy galaxies that look like Galaxy Zoo: Clump Scout SDSS gri crops.
+
+Each galaxy is an inclined exponential disc (Sersic n=1) plus a de Vaucouleurs bulge (n=4), with
+blue star-forming clumps sampled from the disc light, PSF-blurred, seen through sky and Poisson
+noise and mapped to an SDSS-like gri colour composite (i -> R, r -> G, g -> B) with the Lupton et
+al. (2004) asinh stretch. Foreground stars and, now and then, a small background galaxy are drawn
+as unlabelled distractors: they never get a box.
+
+Every labelled clump gets a square box centred on it, sized like the volunteers' consensus boxes.
+"Odd" clumps (label 1) are red (bulge-like colours, as volunteers flagged red or unusual clumps)
+and either elongated (axis ratio 0.25-0.5) or diffuse (2-3x wider, lower surface brightness),
+so a detector can tell them apart by colour and shape.
+
+The box and count statistics below are those of the Galaxy Zoo: Clump Scout consensus boxes used by
+Popp et al. 2024 (RASTI 3(1):174), measured in the central 200x200 crop from the authors'
+`imageGroups_{train,valid}.pkl`. Lengths are in pixels of a 200-pixel crop and scale with
+`image_size`.
+
+Shape shorthand: H = W = image_size, N clumps (1..9), M distractors.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import math
+import statistics
+from collections.abc import Iterator
+
+import numpy as np
+from astropy.visualization import make_lupton_rgb
+
+__all__ = [
+    "BOX_CENTRE_MEAN_PX",
+    "BOX_CENTRE_STD_PX",
+    "BOX_SIDE_MEDIAN_PX",
+    "BOX_SIDE_P05_PX",
+    "BOX_SIDE_P95_PX",
+    "BOX_SIDE_RANGE_PX",
+    "CLUMP_COUNT_HISTOGRAM",
+    "ODD_FRACTION",
+    "REFERENCE_IMAGE_SIZE",
+    "SyntheticGalaxy",
+    "generate_galaxies",
+    "generate_galaxy",
+]
+
+# Galaxy Zoo: Clump Scout consensus boxes (Popp et al. 2024), 200-px crops, measured from the
+# authors' imageGroups_{train,valid}.pkl.
+REFERENCE_IMAGE_SIZE = 200
+CLUMP_COUNT_HISTOGRAM = (5175, 8329, 3573, 1602, 710, 376, 137, 47, 7)  # galaxies with 1..9 clumps
+ODD_FRACTION = 0.276
+BOX_SIDE_MEDIAN_PX = 16.6
+BOX_SIDE_P05_PX = 9.1
+BOX_SIDE_P95_PX = 27.5
+BOX_SIDE_RANGE_PX = (4.3, 48.2)
+BOX_CENTRE_MEAN_PX = 100.0
+BOX_CENTRE_STD_PX = 43.0
+
+_Z95 = statistics.NormalDist().inv_cdf(0.95)
+# A split log-normal: z ~ N(0, 1) maps monotonically to a side, so the median and the 5th/95th
+# percentiles land exactly on the measured ones.
+_LOG_SIDE_SIGMA_LOW = math.log(BOX_SIDE_MEDIAN_PX / BOX_SIDE_P05_PX) / _Z95
+_LOG_SIDE_SIGMA_HIGH = math.log(BOX_SIDE_P95_PX / BOX_SIDE_MEDIAN_PX) / _Z95
+_SHARED_SIDE_FRACTION = 0.5  # galaxies whose boxes all share one side, as volunteers often drew
+_SIDE_CORRELATION = 0.7  # otherwise, how alike the sides within one galaxy are
+
+_SKY_SIGMA_GRI = np.array([1.1, 1.0, 1.4], np.float32)  # per-band sky noise; g and i noisier than r
+_GAIN = 4.0  # source counts per flux unit: Poisson variance is flux / _GAIN
+_COMPOSITE_WEIGHTS_GRI = np.array([1.8, 1.1, 0.85], np.float32)  # balance as in SDSS gri composites
+_STRETCH = 18.0
+_Q = 9.0
+_BULGE_B4 = 7.669  # Sersic b_n for n = 4 (half light inside R_e)
+_PSF_WEIGHTS = (0.9, 0.1)  # double-Gaussian PSF as SDSS models it: a core and a 2x wider wing
+_CLUMP_SPREAD = 1.5  # clumps' radial scale over the disc's; gives BOX_CENTRE_{MEAN,STD}_PX
+_STARS_PER_IMAGE = 0.8  # mean number of foreground stars in a crop
+_COMPANION_PROBABILITY = 0.2
+_MIN_IMAGE_SIZE = 32
+_COUNT_PROBABILITIES = np.array(CLUMP_COUNT_HISTOGRAM, np.float64) / sum(CLUMP_COUNT_HISTOGRAM)
+
+
+@dataclasses.dataclass(frozen=True)
+class SyntheticGalaxy:
+    """One synthetic galaxy crop with its clump boxes.
+
+    Attributes:
+        image: uint8 [H, W, 3] gri composite (R = i, G = r, B = g).
+        boxes_yxyx: float32 [N, 4] square clump boxes, absolute pixels (y0, x0, y1, x1), inside the
+            image.
+        labels: int64 [N], 0 = clump, 1 = odd clump.
+        ra: right ascension in degrees, [0, 360).
+        dec: declination in degrees, [-10, 70].
+        redshift: redshift, [0.02, 0.25].
+        distractors_yx: float32 [M, 2] centres (y, x) of the unlabelled stars and companion galaxy.
+    """
+
+    image: np.ndarray
+    boxes_yxyx: np.ndarray
+    labels: np.ndarray
+    ra: float
+    dec: float
+    redshift: float
+    distractors_yx: np.ndarray
+
+
+def generate_galaxy(seed: int, *, image_size: int = REFERENCE_IMAGE_SIZE) -> SyntheticGalaxy:
+    """Draws one galaxy, the same for the same `seed` and `image_size`.
+
+    Args:
+        seed: non-negative integer seed.
+        image_size: side H = W of the square image in pixels (>= 32); all lengths scale with it.
+
+    Returns:
+        A `SyntheticGalaxy` with a [H, W, 3] uint8 image and N in 1..9 boxes.
+    """
+    _check_integer("seed", seed, minimum=0)
+    _check_integer("image_size", image_size, minimum=_MIN_IMAGE_SIZE)
+    return _draw(np.random.default_rng(seed), image_size)
+
+
+def generate_galaxies(
+    n: int, *, seed: int, image_size: int = REFERENCE_IMAGE_SIZE
+) -> Iterator[SyntheticGalaxy]:
+    """Lazily draws `n` independent galaxies; galaxy k depends on (seed, k) only, not on `n`.
+
+    Args:
+        n: number of galaxies (>= 0).
+        seed: non-negative integer seed.
+        image_size: side H = W of the square images in pixels (>= 32).
+
+    Returns:
+        An iterator of `SyntheticGalaxy` objects, as in `generate_galaxy`.
+    """
+    _check_integer("n", n, minimum=0)
+    _check_integer("seed", seed, minimum=0)
+    _check_integer("image_size", image_size, minimum=_MIN_IMAGE_SIZE)
+    # Child k of a SeedSequence is fixed by its spawn key (k,), whatever the number spawned.
+    children = np.random.SeedSequence(seed).spawn(n)
+    # Arguments are checked above, at the call, rather than at the first `next`.
+    return (_draw(np.random.default_rng(child), image_size) for child in children)
+
+
+def _check_integer(name: str, value: int, *, minimum: int) -> None:
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
+        raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}")
+
+
+@functools.lru_cache(maxsize=8)
+def _pixel_centres(image_size: int) -> np.ndarray:
+    """float32 [H]: pixel centres in the continuous frame where pixel i spans [i, i + 1)."""
+    centres = np.arange(image_size, dtype=np.float32) + 0.5
+    centres.setflags(write=False)
+    return centres
+
+
+def _colour_to_gri(g_minus_r: float, r_minus_i: float) -> np.ndarray:
+    """float32 [3]: g, r, i fluxes of a source with unit r flux and the given colours."""
+    return np.array([10 ** (-0.4 * g_minus_r), 1.0, 10 ** (0.4 * r_minus_i)], np.float32)
+
+
+def _plane_coordinates(cy, cx, axis_ratio, angle, y, x):
+    """(major, minor / axis_ratio) of (y, x) for an ellipse at (cy, cx), `angle` radians from +x.
+
+    For an inclined disc these are coordinates in the disc plane.
+    """
+    dy, dx = y - cy, x - cx
+    cos, sin = math.cos(angle), math.sin(angle)
+    return dx * cos + dy * sin, (dy * cos - dx * sin) / axis_ratio
+
+
+def _elliptical_radius(cy, cx, axis_ratio, angle, y, x):
+    """Major-axis radius of the ellipse through (y, x); see `_plane_coordinates`."""
+    return np.hypot(*_plane_coordinates(cy, cx, axis_ratio, angle, y, x))
+
+
+def _fast_fft_size(minimum: int) -> int:
+    """The smallest size >= `minimum` with no prime factor above 5 (fast for pocketfft)."""
+    size = minimum
+    while True:
+        rest = size
+        for prime in (2, 3, 5):
+            while rest % prime == 0:
+                rest //= prime
+        if rest == 1:
+            return size
+        size += 1
+
+
+def _blur(profiles, psf_vars):
+    """Convolves each [H, W] profile with the double-Gaussian PSF; no light comes from off-frame.
+
+    numpy's FFT is single-threaded, which keeps this fast when several processes share the CPU
+    (multi-threaded BLAS products were 5-10x slower there). Zero padding by 5 wing sigmas stops
+    light wrapping round the edges.
+    """
+    size = profiles[0].shape[0]
+    padded = _fast_fft_size(size + math.ceil(5 * math.sqrt(psf_vars[-1])))
+    frequency_sq = np.fft.fftfreq(padded)[:, None] ** 2 + np.fft.rfftfreq(padded)[None, :] ** 2
+    transfer = sum(
+        weight * np.exp(-2 * math.pi**2 * var * frequency_sq)
+        for weight, var in zip(_PSF_WEIGHTS, psf_vars)
+    )
+    shape = (padded, padded)
+    return [
+        np.fft.irfft2(np.fft.rfft2(profile, s=shape) * transfer, s=shape)[:size, :size]
+        for profile in profiles
+    ]
+
+
+def _add_gaussian(bands, cy, cx, var_major, var_minor, angle, flux_gri):
+    """Adds an elliptical Gaussian of total flux `flux_gri` [3] to `bands` [3, H, W] in place.
+
+    Only a +-5 sigma stamp is evaluated, which keeps the many compact sources cheap.
+    """
+    image_size = bands.shape[-1]
+    half = 5.0 * math.sqrt(var_major)
+    y0, y1 = max(0, int(cy - half)), min(image_size, int(cy + half) + 1)
+    x0, x1 = max(0, int(cx - half)), min(image_size, int(cx + half) + 1)
+    if y0 >= y1 or x0 >= x1:
+        return
+    centres = _pixel_centres(image_size)
+    y, x = centres[y0:y1, None], centres[None, x0:x1]
+    major, minor = _plane_coordinates(cy, cx, 1.0, angle, y, x)
+    profile = np.exp(-0.5 * (major * major / var_major + minor * minor / var_minor))
+    profile *= 1.0 / (2 * math.pi * math.sqrt(var_major * var_minor))
+    bands[:, y0:y1, x0:x1] += flux_gri[:, None, None] * profile
+
+
+def _add_blurred_gaussian(bands, psf_vars, cy, cx, var_major, var_minor, angle, flux_gri):
+    """Adds a Gaussian blurred by the double-Gaussian PSF: variances add, component by component."""
+    for weight, var in zip(_PSF_WEIGHTS, psf_vars):
+        _add_gaussian(bands, cy, cx, var_major + var, var_minor + var, angle, weight * flux_gri)
+
+
+def _box_sides(rng, count, scale):
+    """float32 [count]: square box sides following the measured side distribution."""
+    z_galaxy = rng.standard_normal()
+    if rng.random() < _SHARED_SIDE_FRACTION:
+        z = np.full(count, z_galaxy)
+    else:
+        # Still N(0, 1) per box, so the marginal side distribution is unchanged.
+        z_own = rng.standard_normal(count)
+        z = _SIDE_CORRELATION * z_galaxy + math.sqrt(1 - _SIDE_CORRELATION**2) * z_own
+    log_sigma = np.where(z < 0, _LOG_SIDE_SIGMA_LOW, _LOG_SIDE_SIGMA_HIGH)
+    sides = np.clip(BOX_SIDE_MEDIAN_PX * np.exp(z * log_sigma), *BOX_SIDE_RANGE_PX)
+    return (sides * scale).astype(np.float32)
+
+
+@dataclasses.dataclass(frozen=True)
+class _Disc:
+    """Geometry and brightness of the host disc, in pixels and r-band flux per pixel."""
+
+    cy: float
+    cx: float
+    axis_ratio: float
+    angle: float
+    scale_length: float
+    peak: float
+    bulge_re: float
+
+    def radius(self, y, x):
+        return _elliptical_radius(self.cy, self.cx, self.axis_ratio, self.angle, y, x)
+
+    def surface_brightness(self, y, x):
+        return self.peak * np.exp(-self.radius(y, x) / self.scale_length)
+
+    def spiral_arms(self, y, x, amplitude, pitch, phase):
+        """Multiplicative two-armed logarithmic spiral, fading out towards the centre."""
+        u, v = _plane_coordinates(self.cy, self.cx, self.axis_ratio, self.angle, y, x)
+        radius = np.hypot(u, v) / self.scale_length + 1e-3
+        winding = 2 * (np.arctan2(v, u) - np.log(radius) / math.tan(pitch)) + phase
+        return 1 + amplitude * (1 - np.exp(-radius)) * np.cos(winding)
+
+
+def _draw(rng: np.random.Generator, image_size: int) -> SyntheticGalaxy:
+    """Draws the layout, renders the gri light, adds noise and maps it to an 8-bit composite."""
+    scale = image_size / REFERENCE_IMAGE_SIZE
+    centres = _pixel_centres(image_size)
+    y, x = centres[:, None], centres[None, :]
+
+    redshift = float(rng.uniform(0.02, 0.25))
+    ra = float(rng.uniform(0.0, 360.0))
+    # Uniform over the sky area of the SDSS declination band.
+    sin_dec = rng.uniform(math.sin(math.radians(-10.0)), math.sin(math.radians(70.0)))
+    dec = float(np.degrees(np.arcsin(sin_dec)))
+
+    # Crops are centred on the galaxy, so its offset is small.
+    cy, cx = image_size / 2 + rng.normal(0.0, 3.0 * scale, size=2)
+    cos_inclination = rng.uniform(0.3, 1.0)
+    dimming = (1.05 / (1 + redshift)) ** 4  # Tolman surface-brightness dimming
+    disc = _Disc(
+        cy=float(cy),
+        cx=float(cx),
+        axis_ratio=math.sqrt(cos_inclination**2 * (1 - 0.15**2) + 0.15**2),  # thickness 0.15
+        angle=rng.uniform(0.0, math.pi),
+        scale_length=rng.uniform(26.0, 46.0) * scale,
+        peak=10 ** rng.uniform(math.log10(15.0), math.log10(80.0)) * dimming,
+        bulge_re=rng.uniform(2.5, 7.0) * scale,
+    )
+    psf_sigma = rng.uniform(2.6, 4.0) * scale / 2.3548  # FWHM of SDSS seeing, 1.0-1.6 arcsec
+    psf_vars = (psf_sigma**2, (2 * psf_sigma) ** 2)
+
+    count = int(rng.choice(len(CLUMP_COUNT_HISTOGRAM), p=_COUNT_PROBABILITIES)) + 1
+    labels = (rng.random(count) < ODD_FRACTION).astype(np.int64)
+    sides = _box_sides(rng, count, scale)
+    clump_yx = _place_clumps(rng, disc, sides, image_size)
+    half_sides = sides[:, None] / 2
+    boxes_yxyx = np.concatenate([clump_yx - half_sides, clump_yx + half_sides], axis=1)
+
+    arms = disc.spiral_arms(
+        y,
+        x,
+        amplitude=rng.uniform(0.0, 0.5),
+        pitch=math.radians(rng.uniform(12.0, 30.0)),
+        phase=rng.uniform(0.0, 2 * math.pi),
+    )
+    disc_light = disc.surface_brightness(y, x) * arms
+    # The bulge is rounder than the disc; 0.5 px of softening keeps its n=4 cusp off one pixel.
+    bulge_q = math.sqrt(disc.axis_ratio)
+    bulge_radius = _elliptical_radius(disc.cy, disc.cx, bulge_q, disc.angle, y, x)
+    bulge = np.exp(-_BULGE_B4 * (np.sqrt(np.sqrt(np.hypot(bulge_radius, 0.5) / disc.bulge_re)) - 1))
+    disc_flux = 2 * math.pi * disc.scale_length**2 * disc.axis_ratio * disc.peak
+    bulge *= rng.uniform(0.05, 0.6) * disc_flux / bulge.sum()
+    disc_light, bulge = _blur([disc_light, bulge], psf_vars)
+    disc_gri = _colour_to_gri(rng.normal(0.35, 0.06), rng.normal(0.15, 0.04))
+    bulge_gri = _colour_to_gri(rng.normal(0.85, 0.05), rng.normal(0.38, 0.03))
+    bands = disc_light[None] * disc_gri[:, None, None] + bulge[None] * bulge_gri[:, None, None]
+    bands = bands.astype(np.float32)
+
+    # Compact sources are added already blurred: Gaussian variances add.
+    _add_clumps(rng, bands, disc, clump_yx, sides, labels, psf_vars)
+    distractors_yx = _add_stars(rng, bands, boxes_yxyx, psf_vars)
+    if rng.random() < _COMPANION_PROBABILITY:
+        distractors_yx += _add_companion(rng, bands, disc, boxes_yxyx, psf_vars)
+
+    noise_sigma = np.sqrt(_SKY_SIGMA_GRI[:, None, None] ** 2 + np.maximum(bands, 0.0) / _GAIN)
+    bands += noise_sigma * rng.standard_normal(bands.shape, dtype=np.float32)
+    g, r, i = bands * _COMPOSITE_WEIGHTS_GRI[:, None, None]
+    with np.errstate(invalid="ignore"):  # astropy divides 0 / 0 where all bands are <= 0
+        image = make_lupton_rgb(i, r, g, stretch=_STRETCH, Q=_Q)
+
+    return SyntheticGalaxy(
+        image=image,
+        boxes_yxyx=boxes_yxyx.astype(np.float32),
+        labels=labels,
+        ra=ra,
+        dec=dec,
+        redshift=redshift,
+        distractors_yx=np.array(distractors_yx, np.float32).reshape(-1, 2),
+    )
+
+
+def _place_clumps(rng, disc: _Disc, sides, image_size):
+    """float32 [N, 2]: clump centres drawn from the disc light, boxes inside and not piled up."""
+    clump_yx = np.zeros((len(sides), 2), np.float32)
+    cos, sin = math.cos(disc.angle), math.sin(disc.angle)
+    for k, side in enumerate(sides):
+        half = side / 2
+        for _ in range(100):
+            # Like an exponential disc's light (~ r exp(-r / h) per unit radius, Gamma(2, h)), but
+            # wider: clumps favour the outer disc and this matches the measured box-centre spread.
+            radius = rng.gamma(2.0, _CLUMP_SPREAD * disc.scale_length)
+            phase = rng.uniform(0.0, 2 * math.pi)
+            u, v = radius * math.cos(phase), radius * math.sin(phase) * disc.axis_ratio
+            py, px = disc.cy + u * sin + v * cos, disc.cx + u * cos - v * sin
+            inside = half <= py <= image_size - half and half <= px <= image_size - half
+            gaps = np.hypot(clump_yx[:k, 0] - py, clump_yx[:k, 1] - px)
+            apart = np.all(gaps > 0.6 * (half + sides[:k] / 2))
+            if inside and apart and radius > 1.5 * disc.bulge_re:
+                break
+        clump_yx[k] = np.clip((py, px), half, image_size - half)
+    return clump_yx
+
+
+def _add_clumps(rng, bands, disc: _Disc, clump_yx, sides, labels, psf_vars):
+    """Adds PSF-blurred clumps; their peak is a random multiple of the local disc plus sky noise."""
+    for (py, px), side, odd in zip(clump_yx, sides, labels):
+        # From ~0.5x the local background (barely detectable) to ~8x (obvious).
+        contrast = 10 ** rng.uniform(math.log10(0.5), math.log10(8.0))
+        peak = contrast * (float(disc.surface_brightness(py, px)) + 3.0 * float(_SKY_SIGMA_GRI[1]))
+        if odd:
+            gri = _colour_to_gri(rng.normal(1.0, 0.12), rng.normal(0.45, 0.06))
+            if rng.random() < 0.5:  # elongated
+                sigma_major = side * rng.uniform(0.12, 0.2)
+                sigma_minor = sigma_major * rng.uniform(0.25, 0.5)
+            else:  # diffuse
+                sigma_major = side * rng.uniform(0.18, 0.28)
+                sigma_minor = sigma_major * rng.uniform(0.7, 1.0)
+                peak *= 0.5
+        else:
+            gri = _colour_to_gri(rng.normal(0.1, 0.1), rng.normal(-0.05, 0.08))
+            sigma_major = side * rng.uniform(0.06, 0.12)
+            sigma_minor = sigma_major * rng.uniform(0.7, 1.0)
+        var_major, var_minor = sigma_major**2, sigma_minor**2
+        # Flux giving `peak` after the PSF core blur.
+        flux = peak * 2 * math.pi * math.sqrt((var_major + psf_vars[0]) * (var_minor + psf_vars[0]))
+        angle = rng.uniform(0.0, math.pi)
+        _add_blurred_gaussian(bands, psf_vars, py, px, var_major, var_minor, angle, flux * gri)
+
+
+def _distance_to_boxes(py, px, boxes_yxyx):
+    """Euclidean distance from (py, px) to the nearest box (0 inside one); inf without boxes."""
+    dy = np.maximum(np.maximum(boxes_yxyx[:, 0] - py, py - boxes_yxyx[:, 2]), 0.0)
+    dx = np.maximum(np.maximum(boxes_yxyx[:, 1] - px, px - boxes_yxyx[:, 3]), 0.0)
+    return float(np.min(np.hypot(dy, dx), initial=np.inf))
+
+
+def _add_stars(rng, bands, boxes_yxyx, psf_vars):
+    """Adds foreground stars outside every box; returns their centres as [(y, x), ...]."""
+    image_size = bands.shape[-1]
+    psf_peak = sum(w / (2 * math.pi * v) for w, v in zip(_PSF_WEIGHTS, psf_vars))
+    centres = []
+    for _ in range(rng.poisson(_STARS_PER_IMAGE)):
+        peak = 10 ** rng.uniform(math.log10(10.0), math.log10(3000.0))  # in r-band sky sigmas
+        # Bright stars bloom under the asinh stretch, so they keep further from the clumps.
+        margin = 2.5 * math.sqrt(psf_vars[0]) * (1 + math.log10(peak))
+        for _ in range(20):
+            py, px = rng.uniform(0.0, image_size, size=2)
+            if _distance_to_boxes(py, px, boxes_yxyx) > margin:
+                g_minus_r = rng.uniform(0.3, 1.5)
+                gri = _colour_to_gri(g_minus_r, 0.05 + 0.35 * g_minus_r)  # along the stellar locus
+                flux = peak * float(_SKY_SIGMA_GRI[1]) / psf_peak
+                _add_blurred_gaussian(bands, psf_vars, py, px, 0.0, 0.0, 0.0, flux * gri)
+                centres.append((py, px))
+                break
+    return centres
+
+
+def _add_companion(rng, bands, disc: _Disc, boxes_yxyx, psf_vars):
+    """Adds a small red background galaxy in the outskirts, away from the boxes.
+
+    Returns:
+        [(y, x)] with its centre, or [] when no free spot was found.
+    """
+    image_size = bands.shape[-1]
+    scale = image_size / REFERENCE_IMAGE_SIZE
+    sigma_major = rng.uniform(1.5, 4.0) * scale  # a Sersic n=0.5 (Gaussian) profile
+    sigma_minor = sigma_major * rng.uniform(0.4, 1.0)
+    for _ in range(20):
+        py, px = rng.uniform(0.0, image_size, size=2)
+        outskirts = disc.radius(py, px) > 2.5 * disc.scale_length
+        margin = 3 * sigma_major + 2 * math.sqrt(psf_vars[1])
+        if outskirts and _distance_to_boxes(py, px, boxes_yxyx) > margin:
+            break
+    else:
+        return []
+    peak = rng.uniform(3.0, 15.0) * float(_SKY_SIGMA_GRI[1])
+    flux = peak * 2 * math.pi * sigma_major * sigma_minor
+    gri = _colour_to_gri(rng.normal(1.1, 0.15), rng.normal(0.45, 0.08))
+    angle = rng.uniform(0.0, math.pi)
+    var_major, var_minor = sigma_major**2, sigma_minor**2
+    _add_blurred_gaussian(bands, psf_vars, py, px, var_major, var_minor, angle, flux * gri)
+    return [(py, px)]
