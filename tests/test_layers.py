@@ -1,0 +1,106 @@
+"""Layer contract: build, output shapes, config round trip, and a fit step for trainable layers."""
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from gsfc_tf.layers import DetectionPostprocess, FeaturePyramid, MultiLevelRoiAlign, ProposalGenerator, RoiBoxHead, RpnHead
+from gsfc_tf.ops import anchor_boxes
+
+RNG = np.random.default_rng(0)
+
+
+def _pyramid(batch=2, sizes=(16, 8, 4, 2), channels=8):
+    return [tf.constant(RNG.normal(size=(batch, s, s, channels)), tf.float32) for s in sizes]
+
+
+def _boxes(batch, count, size=64.0):
+    corner = RNG.uniform(0, size * 0.7, (batch, count, 2))
+    side = RNG.uniform(3, size * 0.3, (batch, count, 2))
+    return tf.constant(np.concatenate([corner, corner + side], -1), tf.float32)
+
+
+class _Wrapper(keras.Model):
+    """Feeds a list of inputs to one layer and reduces every output to one number per image."""
+
+    def __init__(self, layer):
+        super().__init__(name="wrapper")
+        self.inner = layer
+
+    def call(self, inputs):
+        outputs = tf.nest.flatten(self.inner(*inputs))
+        return tf.add_n([tf.reduce_mean(tf.reshape(o, [tf.shape(o)[0], -1]), axis=1, keepdims=True) for o in outputs])
+
+
+def check_layer_contract(layer, inputs, expected_shapes):
+    outputs = layer(*inputs)
+    assert [tuple(o.shape) for o in tf.nest.flatten(outputs)] == [tuple(s) for s in expected_shapes]
+    clone = layer.__class__.from_config(layer.get_config())
+    clone(*inputs)
+    clone.set_weights(layer.get_weights())
+    for a, b in zip(tf.nest.flatten(outputs), tf.nest.flatten(clone(*inputs))):
+        np.testing.assert_allclose(np.asarray(a), np.asarray(b), atol=1e-6)
+    serialized = keras.saving.serialize_keras_object(layer)
+    assert keras.saving.deserialize_keras_object(serialized).get_config() == layer.get_config()
+    if layer.trainable_weights:
+        model = _Wrapper(layer)
+        model.compile(optimizer=keras.optimizers.SGD(0.1), loss="mse")
+        before = [w.numpy().copy() for w in layer.trainable_weights]
+        history = model.fit(list(inputs), np.ones((inputs[0].shape[0] if hasattr(inputs[0], "shape") else 2, 1)), epochs=1, verbose=0)
+        assert np.isfinite(history.history["loss"][0])
+        assert any(not np.allclose(b, w.numpy()) for b, w in zip(before, layer.trainable_weights))
+
+
+def test_feature_pyramid_contract():
+    features = {f"C{k}": tf.constant(RNG.normal(size=(2, s, s, c)), tf.float32) for k, s, c in [(2, 25, 4), (3, 13, 6), (4, 7, 8), (5, 4, 8)]}
+    check_layer_contract(FeaturePyramid(8, name="fpn"), (features,), [(2, 25, 25, 8), (2, 13, 13, 8), (2, 7, 7, 8), (2, 4, 4, 8)])
+
+
+def test_rpn_head_contract():
+    check_layer_contract(RpnHead(2, 8), (_pyramid(),), [(2, 512)] + [(2, 128), (2, 32), (2, 8)] + [(2, 512, 4), (2, 128, 4), (2, 32, 4), (2, 8, 4)])
+
+
+def test_roi_align_contract():
+    check_layer_contract(MultiLevelRoiAlign(output_size=3, canonical_size=16.0, canonical_level=3), (_pyramid(), _boxes(2, 5)), [(2, 5, 3, 3, 8)])
+
+
+def test_roi_box_head_contract():
+    pooled = tf.constant(RNG.normal(size=(2, 5, 3, 3, 8)), tf.float32)
+    check_layer_contract(RoiBoxHead(2, 16), (pooled,), [(2, 5, 3), (2, 5, 2, 4)])
+
+
+def test_proposal_generator_contract_and_padding():
+    anchors = anchor_boxes(64, sizes=(8, 16), strides=(4, 8))
+    logits = [tf.constant(RNG.normal(size=(2, len(a))), tf.float32) for a in anchors]
+    deltas = [tf.constant(RNG.normal(0, 0.1, size=(2, len(a), 4)), tf.float32) for a in anchors]
+    layer = ProposalGenerator(image_size=64, pre_nms_top_k_test=50, post_nms_top_k_test=300)
+    check_layer_contract(layer, (anchors, logits, deltas), [(2, 300, 4), (2, 300)])
+    proposals, scores = layer(anchors, logits, deltas)
+    real = scores.numpy() >= 0
+    assert 0 < real.sum(axis=1).min() and real.sum(axis=1).max() <= 100, "at most 2 levels x 50 survive"
+    assert proposals.numpy()[real].min() >= 0 and proposals.numpy()[real].max() <= 64
+    assert np.all(np.diff(scores.numpy(), axis=1) <= 1e-6), "sorted by score"
+
+
+def test_postprocess_contract_and_class_ids():
+    proposals = tf.constant([[[10.0, 10, 30, 30], [50, 50, 60, 60], [-1, -1, -1, -1]]])
+    logits = tf.constant([[[0.0, 9, 0], [0, 0, 9], [0, 9, 0]]])
+    layer = DetectionPostprocess(image_size=64, max_detections=4)
+    check_layer_contract(layer, (proposals, logits, tf.zeros([1, 3, 2, 4])), [(1, 4, 4), (1, 4), (1,), (1, 4)])  # sorted keys: boxes, classes, num_detections, scores
+    out = layer(proposals, logits, tf.zeros([1, 3, 2, 4]))
+    assert int(out["num_detections"][0]) == 2, "the padded proposal is dropped"
+    np.testing.assert_allclose(out["boxes"][0, :2].numpy(), [[10, 10, 30, 30], [50, 50, 60, 60]], atol=1e-4)
+    np.testing.assert_array_equal(out["classes"][0, :2].numpy(), [0, 1])
+
+
+def test_layers_run_in_tf_data_map():
+    layer = DetectionPostprocess(image_size=64, max_detections=4)
+    ds = tf.data.Dataset.from_tensors((tf.constant([[[1.0, 1, 9, 9]]]), tf.constant([[[0.0, 5, 0]]]), tf.zeros([1, 1, 2, 4]))).map(layer)
+    assert int(next(iter(ds))["num_detections"][0]) == 1
+
+
+@pytest.mark.parametrize("bad", [tf.zeros([2, 5, 4]), tf.zeros([2, 5, 3, 3])])
+def test_roi_box_head_rejects_bad_shapes(bad):
+    with pytest.raises(ValueError, match="RoiBoxHead expects"):
+        RoiBoxHead(2, 16)(bad)
