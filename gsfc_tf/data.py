@@ -16,14 +16,20 @@ import tensorflow as tf
 __all__ = [
     "PADDING",
     "augment_dihedral",
+    "CROP_SIZE",
+    "CUTOUT_SIZE",
     "batch_examples",
     "from_tfds_example",
     "galaxies_to_dataset",
+    "model_inputs",
     "pad_targets",
     "resize_example",
 ]
 
 PADDING = -1
+# Clump Scout cutouts are 400x400; the model sees their central 200x200 (Popp et al. 2024).
+CUTOUT_SIZE = 400
+CROP_SIZE = 200
 
 
 def from_tfds_example(example: dict) -> tuple[tf.Tensor, tf.Tensor, tf.Tensor]:
@@ -53,6 +59,40 @@ def resize_example(image: tf.Tensor, boxes_yxyx: tf.Tensor, *, image_size: int) 
     resized = tf.image.resize(tf.cast(image, tf.float32) / 255.0, (image_size, image_size))
     boxes_yxyx = tf.cast(boxes_yxyx, tf.float32) * tf.concat([scale, scale], axis=0)
     return tf.clip_by_value(resized, 0.0, 1.0), boxes_yxyx
+
+
+def model_inputs(images: tf.Tensor, *, image_size: int) -> tuple[tf.Tensor, tf.Tensor, tf.Tensor]:
+    """Turns cutouts or crops into the detector's input, exactly as the training data was made.
+
+    A `CUTOUT_SIZE` square image is centre-cropped to `CROP_SIZE` (as the `clump_scout` builder
+    does); any other image is taken as the crop. Then it is resized to S x S like
+    `resize_example`. Boxes predicted in the S frame map back to input pixels as
+    `boxes / scale + offset` (yxyx).
+
+    Args:
+        images: uint8 [B, H, W, 3] (0-255) or float32 [B, H, W, 3] in [0, 1].
+        image_size: S.
+
+    Returns:
+        (float32 [B, S, S, 3] in [0, 1], offset float32 [2] (y, x) of the crop in the input,
+        scale float32 [2] (y, x) = S / crop side).
+    """
+    images = tf.convert_to_tensor(images)
+    if images.shape.rank != 4 or images.shape[-1] != 3:
+        raise ValueError(f"Expected images [B, H, W, 3], got shape {images.shape}.")
+    if images.dtype == tf.uint8:
+        images = tf.cast(images, tf.float32) / 255.0
+    images = tf.cast(images, tf.float32)
+    height, width = tf.shape(images)[1], tf.shape(images)[2]
+    is_cutout = tf.logical_and(tf.equal(height, CUTOUT_SIZE), tf.equal(width, CUTOUT_SIZE))
+    margin = (CUTOUT_SIZE - CROP_SIZE) // 2
+    offset = tf.cast(tf.where(is_cutout, margin, 0), tf.float32) * tf.ones([2])
+    images = tf.cond(
+        is_cutout, lambda: images[:, margin : margin + CROP_SIZE, margin : margin + CROP_SIZE], lambda: images
+    )
+    crop_size = tf.cast(tf.shape(images)[1:3], tf.float32)
+    resized = tf.clip_by_value(tf.image.resize(images, (image_size, image_size)), 0.0, 1.0)
+    return resized, offset, float(image_size) / crop_size
 
 
 def pad_targets(boxes_yxyx: tf.Tensor, labels: tf.Tensor, *, max_clumps: int) -> dict[str, tf.Tensor]:

@@ -132,3 +132,20 @@ def test_skipping_batches_resumes_the_same_stream():
     for (images_a, targets_a), (images_b, targets_b) in zip(full[2:], resumed):
         np.testing.assert_array_equal(images_a.numpy(), images_b.numpy())
         np.testing.assert_array_equal(targets_a["boxes_yxyx"].numpy(), targets_b["boxes_yxyx"].numpy())
+
+
+def test_model_inputs_crop_cutouts_and_resize_like_training():
+    rng = np.random.default_rng(3)
+    crop = rng.integers(0, 256, (200, 200, 3), dtype=np.uint8)
+    cutout = np.zeros((400, 400, 3), np.uint8)
+    cutout[100:300, 100:300] = crop
+    from_crop, offset_crop, scale_crop = data.model_inputs(crop[None], image_size=128)
+    from_cutout, offset_cutout, scale_cutout = data.model_inputs(cutout[None], image_size=128)
+    expected, _ = data.resize_example(crop, np.zeros((0, 4)), image_size=128)
+    np.testing.assert_allclose(from_crop[0].numpy(), expected.numpy(), atol=1e-6)
+    np.testing.assert_allclose(from_cutout[0].numpy(), expected.numpy(), atol=1e-6)
+    np.testing.assert_array_equal(offset_crop.numpy(), [0, 0])
+    np.testing.assert_array_equal(offset_cutout.numpy(), [100, 100])
+    np.testing.assert_allclose(scale_cutout.numpy(), [0.64, 0.64])
+    float_inputs, _, _ = data.model_inputs(crop[None].astype(np.float32) / 255.0, image_size=128)
+    np.testing.assert_allclose(float_inputs.numpy(), from_crop.numpy(), atol=1e-6)
