@@ -15,7 +15,11 @@ import sys
 __all__ = ["main"]
 
 _COMMANDS = {
-    "demo": ("gsfc_tf.demo", "Build synthetic data and draw galaxies with their true clumps."),
+    "demo": ("gsfc_tf.commands.demo", "The whole chain on synthetic galaxies: data, training, evaluation, export."),
+    "train": ("gsfc_tf.commands.train", "Train the detector on clump_scout (synthetic or sdss) under tf.distribute."),
+    "evaluate": ("gsfc_tf.commands.evaluate", "Score a trained model on a clump_scout split: metrics.json and plots."),
+    "predict": ("gsfc_tf.commands.predict", "Find clumps in cutouts (PNG/JPEG/FITS) and write a clump catalogue."),
+    "export": ("gsfc_tf.commands.export", "Export a trained model as a TF Serving SavedModel."),
     "zoobot-weights": (
         "gsfc_tf.backbones.convert",
         "Convert Zoobot/timm EfficientNet-B0 or ResNet50 weights to a Keras .weights.h5 file.",
@@ -37,9 +41,17 @@ def _build_parser(argv: list[str]) -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Runs one command; bad input or a failed run prints one clear line, not a traceback."""
     argv = sys.argv[1:] if argv is None else list(argv)
     args = _build_parser(argv).parse_args(argv)
-    return int(args._run(args) or 0)
+    try:
+        return int(args._run(args) or 0)
+    except (ValueError, FileNotFoundError, FileExistsError) as error:
+        print(f"gsfc-tf {args.command}: error: {error}", file=sys.stderr)
+        return 2
+    except FloatingPointError as error:
+        print(f"gsfc-tf {args.command}: {error}", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":

@@ -163,8 +163,12 @@ def test_wrong_file_is_rejected(tmp_path, name):
 def test_bad_source_and_out_are_rejected(b0_checkpoint, tmp_path):
     with pytest.raises(ValueError, match="neither an existing file nor a Hugging Face id"):
         load_state_dict(str(tmp_path / "missing" / "model.bin"))
-    with pytest.raises(ValueError, match=r"\.weights\.h5"):
-        cli.main(["zoobot-weights", "--source", str(b0_checkpoint[0]), "--out", str(tmp_path / "w.h5")])
+
+def test_cli_reports_a_bad_out_path_in_one_line(b0_checkpoint, tmp_path, capsys):
+    code = cli.main(["zoobot-weights", "--source", str(b0_checkpoint[0]), "--out", str(tmp_path / "w.h5")])
+    assert code == 2
+    error = capsys.readouterr().err
+    assert "gsfc-tf zoobot-weights: error:" in error and ".weights.h5" in error and "Traceback" not in error
 
 
 def test_lightning_checkpoint_wrapper_and_encoder_prefix(tmp_path):

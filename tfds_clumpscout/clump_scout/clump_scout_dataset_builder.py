@@ -77,6 +77,14 @@ class Builder(tfds.core.GeneratorBasedBuilder):
             source="synthetic",
             description="Seeded synthetic clumpy galaxies; no download.",
         ),
+        ClumpScoutConfig(
+            name="synthetic_small",
+            source="synthetic",
+            num_train=800,
+            num_validation=200,
+            num_test=200,
+            description="A small `synthetic` (800/200/200 galaxies) for smoke runs, CI and Colab.",
+        ),
     ]
     DEFAULT_CONFIG_NAME = "sdss"
     MANUAL_DOWNLOAD_INSTRUCTIONS = """\

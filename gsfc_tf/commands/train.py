@@ -1,0 +1,40 @@
+"""`gsfc-tf train`: train a preset, with `--set key=value` overrides, optionally resuming."""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+
+from gsfc_tf.config import PRESETS, override
+
+__all__ = ["configure_parser", "run"]
+
+
+def configure_parser(parser) -> None:
+    parser.add_argument("--config", default="smoke", choices=sorted(PRESETS), help="named preset (default smoke)")
+    parser.add_argument(
+        "--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+        help="override a config field, e.g. --set learning_rate=3e-4 --set detector.image_size=256",
+    )
+    parser.add_argument("--data-dir", help="TFDS data dir")
+    parser.add_argument("--manual-dir", help="manual dir of clump_scout/sdss (catalogue + cutouts)")
+    parser.add_argument("--out", required=True, help="run directory")
+    parser.add_argument("--resume", action="store_true", help="continue from the last checkpoint in --out")
+    parser.add_argument("--strategy", help="override the config's tf.distribute strategy")
+
+
+def run(args) -> int:
+    from gsfc_tf.trainer import train
+
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    config = override(PRESETS[args.config](), args.overrides)
+    if args.strategy:
+        config = dataclasses.replace(config, strategy=args.strategy)
+    result = train(config, args.out, data_dir=args.data_dir, manual_dir=args.manual_dir, resume=args.resume)
+    print(f"Trained {result.steps} steps; model: {result.model_path}")
+    if result.validation is not None:
+        print(
+            f"Validation completeness {result.validation['completeness']:.3f}, "
+            f"purity {result.validation['purity']:.3f}"
+        )
+    return 0

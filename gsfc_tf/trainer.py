@@ -1,0 +1,376 @@
+"""Training under `tf.distribute`: one custom loop for every strategy.
+
+Keras 3.15 `fit` breaks under `MultiWorkerMirroredStrategy` (keras-team/keras#20585), so the
+trainer owns the loop (`strategy.run`, losses reduced over the global batch) and uses it for
+one device, several GPUs, several machines and TPUs alike.
+
+A run directory holds `config.json`, `checkpoints/` (every `checkpoint_every` steps and at the
+end), `best.weights.h5` (best validation score), `logs/` (TensorBoard), `history.csv` (one row
+per step), `validation.json` and the final `model.keras`.
+"""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+import json
+import logging
+import math
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import keras
+import numpy as np
+import tensorflow as tf
+import tensorflow_datasets as tfds
+from tqdm.auto import tqdm
+
+import tfds_clumpscout  # noqa: F401  (registers clump_scout)
+from gsfc_tf import data, evaluation
+from gsfc_tf.config import TrainConfig, config_from_dict
+from gsfc_tf.models import build_detector
+from gsfc_tf.models.faster_rcnn import LOSS_NAMES
+
+__all__ = [
+    "TrainResult",
+    "collect_detections",
+    "load_split",
+    "make_strategy",
+    "replica_losses_and_gradients",
+    "train",
+]
+
+log = logging.getLogger(__name__)
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainResult:
+    """What a finished run produced."""
+
+    run_dir: Path
+    steps: int
+    model_path: Path
+    validation: dict[str, Any] | None
+
+
+def make_strategy(name: str = "auto") -> tf.distribute.Strategy:
+    """Returns the `tf.distribute` strategy called `name`.
+
+    `auto` picks a TPU if one is attached, several workers if `TF_CONFIG` names them, all local
+    GPUs if there are several, else the default one-device strategy.
+    """
+    if name == "auto":
+        if os.environ.get("TPU_NAME") or os.environ.get("COLAB_TPU_ADDR"):
+            name = "tpu"
+        elif len(json.loads(os.environ.get("TF_CONFIG", "{}")).get("cluster", {}).get("worker", [])) > 1:
+            name = "multi_worker"
+        elif len(tf.config.list_logical_devices("GPU")) > 1:
+            name = "mirrored"
+        else:
+            name = "default"
+    if name == "default":
+        return tf.distribute.get_strategy()
+    if name == "one_device":
+        device = "/gpu:0" if tf.config.list_logical_devices("GPU") else "/cpu:0"
+        return tf.distribute.OneDeviceStrategy(device)
+    if name == "mirrored":
+        devices = [d.name for d in tf.config.list_logical_devices("GPU")] or None
+        if devices is None and len(tf.config.list_logical_devices("CPU")) > 1:
+            devices = [d.name for d in tf.config.list_logical_devices("CPU")]
+        return tf.distribute.MirroredStrategy(devices)
+    if name == "multi_worker":
+        return tf.distribute.MultiWorkerMirroredStrategy()
+    if name == "tpu":
+        resolver = tf.distribute.cluster_resolver.TPUClusterResolver()
+        tf.config.experimental_connect_to_cluster(resolver)
+        tf.tpu.experimental.initialize_tpu_system(resolver)
+        return tf.distribute.TPUStrategy(resolver)
+    raise ValueError(f"Unknown strategy {name!r}; choose auto, default, one_device, mirrored, multi_worker or tpu.")
+
+
+def load_split(
+    config: TrainConfig, split: str, *, data_dir: str | None = None, manual_dir: str | None = None
+) -> tuple[tf.data.Dataset, int]:
+    """Prepares `config.dataset` if needed and returns (examples (image, targets) at the model size, count)."""
+    if data_dir is not None and not Path(data_dir).is_dir():
+        raise FileNotFoundError(f"Data dir {data_dir} does not exist; create it or leave --data-dir out.")
+    if manual_dir is not None and not Path(manual_dir).is_dir():
+        raise FileNotFoundError(f"Manual dir {manual_dir} does not exist; it must hold the catalogue and cutouts.")
+    builder = tfds.builder(config.dataset, data_dir=data_dir)
+    builder.download_and_prepare(download_config=tfds.download.DownloadConfig(manual_dir=manual_dir))
+    dataset = builder.as_dataset(split=split, shuffle_files=False)
+    count = int(dataset.cardinality())
+    detector = config.detector
+
+    def prepare(example):
+        image, boxes_yxyx, labels = data.from_tfds_example(example)
+        image, boxes_yxyx = data.resize_example(image, boxes_yxyx, image_size=detector.image_size)
+        return image, data.pad_targets(boxes_yxyx, labels, max_clumps=detector.max_clumps)
+
+    return dataset.map(prepare, num_parallel_calls=tf.data.AUTOTUNE), count
+
+
+def collect_detections(
+    model: keras.Model, batches: tf.data.Dataset
+) -> tuple[list[evaluation.ImageBoxes], list[evaluation.ImageBoxes]]:
+    """Runs `model` over batches of (images, targets); returns (truths, predictions) per image."""
+    predict = tf.function(lambda images: model(images, training=False))
+    truths, predictions = [], []
+    for images, targets in batches:
+        outputs = {k: v.numpy() for k, v in predict(images).items()}
+        truths += evaluation.from_padded_batch(targets["boxes_yxyx"].numpy(), targets["labels"].numpy())
+        predictions += evaluation.from_padded_batch(**outputs)
+    return truths, predictions
+
+
+def _learning_rate(config: TrainConfig) -> keras.optimizers.schedules.LearningRateSchedule:
+    # CosineDecay with alpha=1 never decays: a linear warm-up to `learning_rate`, then constant.
+    return keras.optimizers.schedules.CosineDecay(
+        initial_learning_rate=config.learning_rate * 1e-3,
+        decay_steps=1,
+        alpha=1.0,
+        warmup_target=config.learning_rate,
+        warmup_steps=max(config.warmup_steps, 1),
+    )
+
+
+def _is_chief(strategy: tf.distribute.Strategy) -> bool:
+    resolver = getattr(strategy, "cluster_resolver", None)
+    if resolver is None or not resolver.cluster_spec().as_dict():
+        return True
+    return resolver.task_type in ("chief", None) or (
+        resolver.task_type == "worker" and resolver.task_id == 0 and "chief" not in resolver.cluster_spec().jobs
+    )
+
+
+class _History:
+    """Appends one CSV row per step; survives restarts by appending."""
+
+    def __init__(self, path: Path, enabled: bool):
+        self.path, self.enabled = path, enabled
+
+    def write(self, step: int, losses: dict[str, float], learning_rate: float) -> None:
+        if not self.enabled:
+            return
+        new = not self.path.exists()
+        with self.path.open("a", newline="") as f:
+            writer = csv.writer(f)
+            if new:
+                writer.writerow(["step", *losses, "learning_rate"])
+            writer.writerow([step, *(f"{v:.6g}" for v in losses.values()), f"{learning_rate:.6g}"])
+
+
+def replica_losses_and_gradients(
+    model: keras.Model,
+    images: tf.Tensor,
+    targets: dict[str, tf.Tensor],
+    *,
+    weight_decay: float,
+    num_replicas: int,
+    scale_loss=None,
+) -> tuple[dict[str, tf.Tensor], list[tf.Tensor]]:
+    """One replica's losses and its share of the global-batch gradient.
+
+    The model's losses are means over the replica's images; with equal per-replica batches,
+    dividing by the replica count makes the all-reduced (summed) gradient the gradient of the
+    global-batch mean. The coupled L2 term (`weight_decay * w` in the gradient) is what
+    torch.optim.Adam(weight_decay=...) does in the authors' setup.
+
+    Returns:
+        (losses: `LOSS_NAMES` plus `loss`, their sum, without L2; gradients in
+        `model.trainable_variables` order).
+    """
+    with tf.GradientTape() as tape:
+        losses = model.compute_losses(images, targets, training=True)
+        total = tf.add_n([losses[name] for name in LOSS_NAMES])
+        l2 = tf.add_n([tf.reduce_sum(tf.square(tf.cast(v, tf.float32))) for v in model.trainable_variables])
+        objective = (total + 0.5 * weight_decay * l2) / num_replicas
+        if scale_loss is not None:
+            objective = scale_loss(objective)
+    return {**losses, "loss": total}, tape.gradient(objective, model.trainable_variables)
+
+
+def train(
+    config: TrainConfig,
+    run_dir: str | os.PathLike,
+    *,
+    data_dir: str | None = None,
+    manual_dir: str | None = None,
+    resume: bool = False,
+    strategy: tf.distribute.Strategy | None = None,
+    progress: bool = True,
+) -> TrainResult:
+    """Trains the detector of `config` and writes the run directory.
+
+    Args:
+        config: the resolved training config.
+        run_dir: where everything is written; must be empty unless `resume`.
+        data_dir: TFDS data dir (default: TFDS's).
+        manual_dir: the manual dir of the `sdss` config.
+        resume: continue from the last checkpoint in `run_dir` (step, optimizer state, data position).
+        strategy: a `tf.distribute` strategy; default `make_strategy(config.strategy)`.
+        progress: show a progress bar.
+
+    Raises:
+        FloatingPointError: a loss became NaN or infinite; the last good checkpoint is kept.
+    """
+    run_dir = Path(run_dir)
+    checkpoint_dir = run_dir / "checkpoints"
+    if not resume and checkpoint_dir.exists() and any(checkpoint_dir.iterdir()):
+        raise FileExistsError(f"{run_dir} already holds checkpoints; pass resume=True (--resume) or a new directory.")
+    if resume:
+        if tf.train.latest_checkpoint(str(checkpoint_dir)) is None:
+            raise FileNotFoundError(f"--resume: no checkpoint in {checkpoint_dir}.")
+        saved = run_dir / "config.json"
+        if saved.exists():
+            config = config_from_dict(json.loads(saved.read_text()))
+    strategy = strategy or make_strategy(config.strategy)
+    chief = _is_chief(strategy)
+    if config.precision != "float32":
+        keras.mixed_precision.set_global_policy(config.precision)
+    keras.utils.set_random_seed(config.seed)
+    if chief:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        (run_dir / "config.json").write_text(json.dumps(dataclasses.asdict(config), indent=2) + "\n")
+
+    train_examples, num_train = load_split(config, config.train_split, data_dir=data_dir, manual_dir=manual_dir)
+    if config.train_size is not None:
+        if config.train_size > num_train:
+            raise ValueError(f"train_size {config.train_size} exceeds the {num_train} training galaxies.")
+        train_examples, num_train = train_examples.take(config.train_size), config.train_size
+    global_batch = config.batch_size_per_replica * strategy.num_replicas_in_sync
+    steps_per_epoch = num_train // global_batch
+    if steps_per_epoch == 0:
+        raise ValueError(f"{num_train} training galaxies make no batch of {global_batch}.")
+    total_steps = config.steps or config.epochs * steps_per_epoch
+    train_examples = train_examples.cache()
+    validation = None
+    if config.validation_split:
+        validation_examples, _ = load_split(config, config.validation_split, data_dir=data_dir, manual_dir=manual_dir)
+        if config.validation_size is not None:
+            validation_examples = validation_examples.take(config.validation_size)
+        validation = validation_examples.cache().batch(config.batch_size_per_replica).prefetch(tf.data.AUTOTUNE)
+
+    with strategy.scope():
+        model = build_detector(config.detector)
+        inner = keras.optimizers.Adam(learning_rate=_learning_rate(config), global_clipnorm=config.clip_norm)
+        optimizer = keras.optimizers.LossScaleOptimizer(inner) if config.precision == "mixed_float16" else inner
+        optimizer.build(model.trainable_variables)
+        step_variable = tf.Variable(0, dtype=tf.int64, trainable=False, name="step")
+        best_score = tf.Variable(-np.inf, dtype=tf.float64, trainable=False, name="best_score")
+    checkpoint = tf.train.Checkpoint(model=model, optimizer=optimizer, step=step_variable, best_score=best_score)
+    write_dir = checkpoint_dir if chief else Path(tempfile.mkdtemp(prefix="gsfc-worker-"))
+    manager = tf.train.CheckpointManager(checkpoint, str(write_dir), max_to_keep=config.keep_checkpoints)
+    if resume:
+        latest = tf.train.latest_checkpoint(str(checkpoint_dir))
+        checkpoint.restore(latest).assert_existing_objects_matched()
+        log.info("Resumed from %s at step %d.", latest, int(step_variable.numpy()))
+    step = int(step_variable.numpy())
+
+    def save_checkpoint() -> None:
+        step_variable.assign(step)
+        manager.save(checkpoint_number=step)
+
+    def epoch_batches(epoch: int, skip_batches: int) -> tf.data.Dataset:
+        # Each epoch is shuffled with its own seed, so a resumed run sees exactly the batches
+        # the interrupted one would have seen, from the same position.
+        dataset = data.batch_examples(
+            train_examples,
+            batch_size=global_batch,
+            augment=config.augment,
+            shuffle_buffer=num_train,
+            seed=config.seed + epoch,
+            skip_batches=skip_batches,
+        )
+        # Shard by element: a small TFDS split is one file, too few to shard by file.
+        options = tf.data.Options()
+        options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.DATA
+        return strategy.experimental_distribute_dataset(dataset.with_options(options))
+
+    scale_loss = optimizer.scale_loss if config.precision == "mixed_float16" else None
+
+    def replica_step(images, targets):
+        losses, gradients = replica_losses_and_gradients(
+            model,
+            images,
+            targets,
+            weight_decay=config.weight_decay,
+            num_replicas=strategy.num_replicas_in_sync,
+            scale_loss=scale_loss,
+        )
+        optimizer.apply(gradients, model.trainable_variables)
+        return losses
+
+    @tf.function
+    def distributed_step(iterator):
+        per_replica = strategy.run(replica_step, args=next(iterator))
+        return {k: strategy.reduce(tf.distribute.ReduceOp.MEAN, v, axis=None) for k, v in per_replica.items()}
+
+    writer = tf.summary.create_file_writer(str(run_dir / "logs")) if chief else tf.summary.create_noop_writer()
+    history = _History(run_dir / "history.csv", enabled=chief)
+    validation_result = None
+    bar = tqdm(total=total_steps, initial=step, desc="train", unit="step", disable=not (progress and chief))
+    while step < total_steps:
+        epoch, offset = divmod(step, steps_per_epoch)
+        iterator = iter(epoch_batches(epoch, offset))
+        for _ in range(min(steps_per_epoch - offset, total_steps - step)):
+            losses = {k: float(v) for k, v in distributed_step(iterator).items()}
+            if not all(math.isfinite(v) for v in losses.values()):
+                raise FloatingPointError(
+                    f"Loss became {losses['loss']} at step {step + 1}; stopped. The last good checkpoint "
+                    f"is {manager.latest_checkpoint or 'none (no checkpoint was written yet)'}."
+                )
+            step += 1
+            learning_rate = float(inner.learning_rate)
+            with writer.as_default(step=step):
+                for name, value in losses.items():
+                    tf.summary.scalar(f"loss/{name}", value)
+                tf.summary.scalar("learning_rate", learning_rate)
+            history.write(step, losses, learning_rate)
+            bar.update(1)
+            bar.set_postfix(loss=f"{losses['loss']:.3f}", epoch=epoch + 1)
+            if step % config.checkpoint_every == 0:
+                save_checkpoint()
+        if validation is not None and (step % steps_per_epoch == 0 or step == total_steps):
+            validation_result = _validate(model, validation, writer, step)
+            score = _validation_score(validation_result)
+            if chief and score > float(best_score.numpy()):
+                best_score.assign(score)
+                model.save_weights(str(run_dir / "best.weights.h5"))
+    bar.close()
+    if manager.latest_checkpoint is None or not manager.latest_checkpoint.endswith(f"-{step}"):
+        save_checkpoint()
+    model_path = run_dir / "model.keras"
+    if chief:
+        model.save(model_path)
+        if validation_result is not None:
+            evaluation.write_metrics_json(validation_result, run_dir / "validation.json")
+    else:
+        tf.io.gfile.rmtree(str(write_dir))
+    return TrainResult(run_dir=run_dir, steps=step, model_path=model_path, validation=validation_result)
+
+
+def _validation_score(metrics: dict[str, Any]) -> float:
+    """min(completeness, purity) at the operating point; -inf when the split has no clumps."""
+    if metrics["completeness"] is None:
+        return float("-inf")
+    return min(metrics["completeness"], metrics["purity"])
+
+
+def _validate(model, validation: tf.data.Dataset, writer, step: int) -> dict[str, Any]:
+    truths, predictions = collect_detections(model, validation)
+    metrics = evaluation.evaluate_detections(truths, predictions)
+    if metrics["completeness"] is None:
+        log.warning("step %d: the validation split has no clumps; nothing to score.", step)
+        return metrics
+    with writer.as_default(step=step):
+        tf.summary.scalar("validation/completeness", metrics["completeness"])
+        tf.summary.scalar("validation/purity", metrics["purity"])
+        tf.summary.scalar("validation/operating_threshold", metrics["operating_point"]["threshold"])
+    log.info(
+        "step %d: validation completeness %.3f, purity %.3f (score >= %.2f)",
+        step, metrics["completeness"], metrics["purity"], metrics["operating_point"]["threshold"],
+    )
+    return metrics

@@ -1,0 +1,92 @@
+"""Subprocess helpers for the distributed-training tests (one strategy per process).
+
+    python tests/_distributed_worker.py mirrored-equivalence DATA_DIR OUT_JSON
+    python tests/_distributed_worker.py multi-worker DATA_DIR RUN_DIR   (TF_CONFIG set by the caller)
+"""
+
+import json
+import sys
+
+import numpy as np
+import tensorflow as tf
+
+
+def _config(extra=()):
+    from gsfc_tf import config
+
+    # Every anchor and every proposal is sampled (positive_fraction 1), so the losses do not
+    # depend on which replica drew which random numbers; frozen BN (trainable_backbone_layers=0)
+    # keeps per-replica batch statistics out of the comparison.
+    return config.override(
+        config.smoke_training(),
+        [
+            "detector.image_size=64",
+            "detector.trainable_backbone_layers=0",
+            "detector.rpn_samples_per_image=680",
+            "detector.rpn_positive_fraction=1.0",
+            "detector.rpn_post_nms_top_k_train=40",
+            "detector.rpn_post_nms_top_k_test=40",
+            "detector.rpn_pre_nms_top_k_train=80",
+            "detector.roi_samples_per_image=56",
+            "detector.roi_positive_fraction=1.0",
+            "augment=false",
+            *extra,
+        ],
+    )
+
+
+def mirrored_equivalence(data_dir, out_json):
+    cpu = tf.config.list_physical_devices("CPU")[0]
+    tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
+    from gsfc_tf import trainer
+    from gsfc_tf.models import build_detector
+
+    config = _config()
+    examples, _ = trainer.load_split(config, "train", data_dir=data_dir)
+    batch = next(iter(examples.take(4).batch(4)))
+
+    single = build_detector(config.detector)
+    losses_1, gradients_1 = trainer.replica_losses_and_gradients(
+        single, *batch, weight_decay=config.weight_decay, num_replicas=1
+    )
+    strategy = trainer.make_strategy("mirrored")
+    with strategy.scope():
+        mirrored = build_detector(config.detector)
+        mirrored.set_weights(single.get_weights())
+    distributed = strategy.experimental_distribute_dataset(examples.take(4).batch(4))
+
+    @tf.function
+    def step(inputs):
+        losses, gradients = strategy.run(
+            lambda images, targets: trainer.replica_losses_and_gradients(
+                mirrored, images, targets, weight_decay=config.weight_decay, num_replicas=2
+            ),
+            args=inputs,
+        )
+        mean = {k: strategy.reduce("MEAN", v, axis=None) for k, v in losses.items()}
+        return mean, [strategy.reduce("SUM", g, axis=None) for g in gradients]
+
+    losses_2, gradients_2 = step(next(iter(distributed)))
+    result = {
+        "replicas": strategy.num_replicas_in_sync,
+        "losses_1": {k: float(v) for k, v in losses_1.items()},
+        "losses_2": {k: float(v) for k, v in losses_2.items()},
+        "relative_gradient_error": float(
+            tf.linalg.global_norm([a - b for a, b in zip(gradients_1, gradients_2)]) / tf.linalg.global_norm(gradients_1)
+        ),
+        "gradient_norm": float(tf.linalg.global_norm(gradients_1)),
+    }
+    with open(out_json, "w") as f:
+        json.dump(result, f)
+
+
+def multi_worker(data_dir, run_dir):
+    from gsfc_tf import trainer
+
+    config = _config(["steps=3", "checkpoint_every=2", "train_size=32", "validation_size=8", "batch_size_per_replica=2"])
+    result = trainer.train(config, run_dir, data_dir=data_dir, strategy=trainer.make_strategy("multi_worker"), progress=False)
+    print(json.dumps({"steps": result.steps}))
+
+
+if __name__ == "__main__":
+    {"mirrored-equivalence": mirrored_equivalence, "multi-worker": multi_worker}[sys.argv[1]](*sys.argv[2:])

@@ -1,0 +1,170 @@
+"""The distributed training loop: run directory, resume after SIGKILL, NaN stop, bad input, strategies."""
+
+import csv
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from gsfc_tf import cli, config, trainer
+
+REPO = Path(__file__).resolve().parents[1]
+FAST = ["train_size=48", "validation_size=16", "batch_size_per_replica=4", "warmup_steps=2"]
+
+
+def _history(run_dir):
+    with open(Path(run_dir) / "history.csv") as f:
+        return [(int(row["step"]), float(row["loss"])) for row in csv.DictReader(f)]
+
+
+def _env():
+    return {**os.environ, "PYTHONPATH": str(REPO), "TF_CPP_MIN_LOG_LEVEL": "2"}
+
+
+def test_training_writes_a_complete_run_dir(tmp_path, synthetic_small_data_dir):
+    run_config = config.override(config.smoke_training(), [*FAST, "steps=6", "checkpoint_every=3"])
+    result = trainer.train(run_config, tmp_path / "run", data_dir=synthetic_small_data_dir, progress=False)
+    run = tmp_path / "run"
+    assert result.steps == 6
+    assert config.config_from_dict(json.loads((run / "config.json").read_text())) == run_config
+    assert tf.train.latest_checkpoint(str(run / "checkpoints")).endswith("ckpt-6")
+    assert (run / "checkpoints" / "ckpt-3.index").exists()
+    assert [step for step, _ in _history(run)] == [1, 2, 3, 4, 5, 6]
+    assert all(np.isfinite(loss) for _, loss in _history(run))
+    assert list((run / "logs").glob("events.out.tfevents.*"))
+    validation = json.loads((run / "validation.json").read_text())
+    assert {"completeness", "purity", "curves", "per_class"} <= set(validation)
+    assert (run / "best.weights.h5").exists()
+    model = keras.saving.load_model(run / "model.keras")
+    outputs = model.predict(np.zeros((1, 128, 128, 3), np.float32), verbose=0)
+    assert outputs["boxes"].shape[:2] == (1, run_config.detector.max_detections)
+    with pytest.raises(FileExistsError, match="resume"):
+        trainer.train(run_config, run, data_dir=synthetic_small_data_dir, progress=False)
+
+
+def test_sigkill_then_resume_loses_at_most_one_checkpoint_interval(tmp_path, synthetic_small_data_dir):
+    run = tmp_path / "run"
+    command = [
+        sys.executable, "-m", "gsfc_tf.cli", "train", "--config", "smoke", "--data-dir", synthetic_small_data_dir,
+        "--out", str(run), *[f"--set={s}" for s in [*FAST, "steps=40", "checkpoint_every=5", "validation_size=4"]],
+    ]
+    process = subprocess.Popen(command, env=_env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.time() + 300
+        while not (run / "checkpoints" / "ckpt-10.index").exists():
+            assert process.poll() is None, "training exited before its second checkpoint"
+            assert time.time() < deadline, "no checkpoint within 5 minutes"
+            time.sleep(0.2)
+        process.send_signal(signal.SIGKILL)
+        process.wait()
+    finally:
+        process.kill()
+    killed_at = max(step for step, _ in _history(run))
+    restored = int(tf.train.latest_checkpoint(str(run / "checkpoints")).rsplit("-", 1)[1])
+    assert 10 <= restored <= killed_at and killed_at - restored < 5
+    assert killed_at < 40, "the run finished before it was killed; nothing was tested"
+
+    resumed = subprocess.run([*command, "--resume"], env=_env(), capture_output=True, text=True, timeout=600)
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    history = _history(run)
+    after = [(step, loss) for step, loss in history[killed_at:]]
+    assert [step for step, _ in after] == list(range(restored + 1, 41))
+    # The first resumed step repeats a step of the killed run: same weights, optimizer state,
+    # batch and augmentation give the same loss.
+    if restored + 1 <= killed_at:
+        original = dict(history[:killed_at])[restored + 1]
+        assert after[0][1] == pytest.approx(original, rel=1e-3)
+    assert keras.saving.load_model(run / "model.keras") is not None
+
+
+def test_nan_loss_stops_naming_the_step_and_keeps_the_last_good_checkpoint(
+    tmp_path, synthetic_small_data_dir, monkeypatch
+):
+    build = trainer.build_detector
+
+    def poisoned_detector(detector_config):
+        model = build(detector_config)
+        compute_losses, calls = model.compute_losses, tf.Variable(0)
+
+        def compute_nan_after_four_steps(images, targets, training=True):
+            losses = compute_losses(images, targets, training=training)
+            calls.assign_add(1)
+            return {k: tf.where(calls > 4, tf.constant(np.nan, v.dtype), v) for k, v in losses.items()}
+
+        model.compute_losses = compute_nan_after_four_steps
+        return model
+
+    monkeypatch.setattr(trainer, "build_detector", poisoned_detector)
+    run_config = config.override(config.smoke_training(), [*FAST, "steps=10", "checkpoint_every=2"])
+    with pytest.raises(FloatingPointError, match=r"at step 5; stopped.*ckpt-4"):
+        trainer.train(run_config, tmp_path / "run", data_dir=synthetic_small_data_dir, progress=False)
+    assert tf.train.latest_checkpoint(str(tmp_path / "run" / "checkpoints")).endswith("ckpt-4")
+    assert not (tmp_path / "run" / "model.keras").exists()
+
+
+def test_cli_bad_input_gives_one_clear_line(tmp_path, capsys):
+    assert cli.main(["train", "--set", "lerning_rate=1", "--out", str(tmp_path / "a")]) == 2
+    assert "Valid keys: dataset," in capsys.readouterr().err
+    assert cli.main(["train", "--data-dir", str(tmp_path / "missing"), "--out", str(tmp_path / "b")]) == 2
+    assert "Data dir" in capsys.readouterr().err
+    assert cli.main(["train", "--resume", "--out", str(tmp_path / "c")]) == 2
+    assert "no checkpoint" in capsys.readouterr().err
+
+
+def test_mirrored_over_two_cpus_matches_one_device(tmp_path, synthetic_small_data_dir):
+    out = tmp_path / "equivalence.json"
+    script = REPO / "tests" / "_distributed_worker.py"
+    done = subprocess.run(
+        [sys.executable, str(script), "mirrored-equivalence", synthetic_small_data_dir, str(out)],
+        env=_env(), capture_output=True, text=True, timeout=600,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    result = json.loads(out.read_text())
+    assert result["replicas"] == 2 and result["gradient_norm"] > 0
+    for name, value in result["losses_1"].items():
+        assert result["losses_2"][name] == pytest.approx(value, rel=1e-4, abs=1e-7), name
+    assert result["relative_gradient_error"] < 1e-3
+
+
+def _free_ports(count):
+    sockets = [socket.socket() for _ in range(count)]
+    for s in sockets:
+        s.bind(("127.0.0.1", 0))
+    ports = [s.getsockname()[1] for s in sockets]
+    for s in sockets:
+        s.close()
+    return ports
+
+
+def test_multi_worker_mirrored_with_two_local_workers(tmp_path, synthetic_small_data_dir):
+    workers = [f"127.0.0.1:{port}" for port in _free_ports(2)]
+    script = REPO / "tests" / "_distributed_worker.py"
+    processes = []
+    for index in range(2):
+        tf_config = {"cluster": {"worker": workers}, "task": {"type": "worker", "index": index}}
+        processes.append(
+            subprocess.Popen(
+                [sys.executable, str(script), "multi-worker", synthetic_small_data_dir, str(tmp_path / "run")],
+                env={**_env(), "TF_CONFIG": json.dumps(tf_config)},
+                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+            )
+        )
+    try:
+        outputs = [p.communicate(timeout=600) for p in processes]
+    finally:
+        for p in processes:
+            p.kill()
+    for p, (stdout, stderr) in zip(processes, outputs):
+        assert p.returncode == 0, stderr[-3000:]
+        assert json.loads(stdout.strip().splitlines()[-1]) == {"steps": 3}
+    assert (tmp_path / "run" / "model.keras").exists()
+    assert [step for step, _ in _history(tmp_path / "run")] == [1, 2, 3]
