@@ -188,7 +188,7 @@ def smoke_training(**overrides) -> TrainConfig:
         detector=smoke(),
         dataset="clump_scout/synthetic_small",
         batch_size_per_replica=8,
-        steps=600,
+        steps=800,
         # The tiny backbone trains from scratch: a higher rate than the pre-trained paper setup.
         learning_rate=3e-3,
         warmup_steps=50,

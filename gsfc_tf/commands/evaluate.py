@@ -1,0 +1,34 @@
+"""`gsfc-tf evaluate`: score a trained model on a `clump_scout` split; write metrics.json and plots."""
+
+from __future__ import annotations
+
+__all__ = ["configure_parser", "run"]
+
+
+def configure_parser(parser) -> None:
+    parser.add_argument("--model", required=True, help="run directory, .keras file or SavedModel directory")
+    parser.add_argument("--split", default="test", help="TFDS split (default test), e.g. validation or test[:100]")
+    parser.add_argument(
+        "--dataset", help="TFDS dataset/config (default: the run's config.json dataset, else clump_scout/synthetic)"
+    )
+    parser.add_argument("--data-dir", help="TFDS data dir")
+    parser.add_argument("--manual-dir", help="manual dir of clump_scout/sdss (catalogue + cutouts)")
+    parser.add_argument("--limit", type=int, help="score only the first N galaxies (quick looks)")
+    parser.add_argument("--batch-size", type=int, default=8, help="images per detector call (default 8)")
+    parser.add_argument("--out", required=True, help="directory for metrics.json and the PNG plots")
+
+
+def run(args) -> int:
+    from gsfc_tf import inference
+
+    detector = inference.load_detector(args.model)
+    dataset = args.dataset or inference.run_dataset(detector)
+    examples = inference.load_examples(dataset, args.split, data_dir=args.data_dir, manual_dir=args.manual_dir)
+    result = inference.evaluate_examples(
+        detector, examples, batch_size=args.batch_size, limit=args.limit,
+        fixed_threshold=inference.validation_threshold(detector),
+    )
+    written = inference.write_evaluation(result, args.out)
+    print(f"{dataset} {args.split}, {len(result.truths)} galaxies: {inference.headline(result.metrics)}")
+    print("Wrote " + ", ".join(str(path) for path in written.values()))
+    return 0

@@ -1,0 +1,115 @@
+"""End-to-end tests of `gsfc-tf evaluate` and `gsfc-tf predict` on a saved smoke run."""
+
+import json
+import math
+
+import numpy as np
+import pytest
+from astropy import units as u
+from astropy.io import fits
+from astropy.table import Table
+
+from gsfc_tf import cli
+from test_inference import as_cutout, build_tiny_split, save_png, save_run_dir
+
+ARCSEC = 1 / 3600
+
+
+@pytest.fixture(scope="module")
+def run_dir(tmp_path_factory):
+    # An operating threshold no untrained score reaches (they sit near 1/3): the default must use it.
+    return save_run_dir(tmp_path_factory.mktemp("runs") / "run", validation_threshold=0.99)
+
+
+def fits_cutout(path, size=400):
+    """A g, r, i cube with a blob, TAN WCS at RA 150, Dec 2 on the image centre, 1"/px, north up, east left."""
+    yy, xx = np.mgrid[:size, :size]
+    blob = np.exp(-((yy - size / 2) ** 2 + (xx - size / 2) ** 2) / (2 * 30.0**2)).astype(np.float32)
+    planes = np.stack([blob * 5 + 0.1 * k for k in range(3)])
+    header = fits.PrimaryHDU(planes).header
+    header.update(
+        CTYPE1="RA---TAN", CTYPE2="DEC--TAN", CUNIT1="deg", CUNIT2="deg", CRVAL1=150.0, CRVAL2=2.0,
+        CRPIX1=(size + 1) / 2, CRPIX2=(size + 1) / 2, CD1_1=-ARCSEC, CD1_2=0.0, CD2_1=0.0, CD2_2=ARCSEC,
+    )
+    fits.PrimaryHDU(planes, header=header).writeto(path)
+    return path
+
+
+@pytest.fixture(scope="module")
+def inputs(tmp_path_factory):
+    """Two PNG cutouts (as a glob), a FITS cutout with a WCS and a corrupt file."""
+    folder = tmp_path_factory.mktemp("cutouts")
+    rng = np.random.default_rng(0)
+    for name in ("g0", "g1"):
+        save_png(folder / f"{name}.png", as_cutout(rng.integers(0, 255, (200, 200, 3), dtype=np.uint8)))
+    fits_cutout(folder / "sky.fits")
+    (folder / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n not really")
+    return [str(folder / "g*.png"), str(folder / "sky.fits"), str(folder / "broken.png")]
+
+
+def test_predict_writes_a_catalogue_with_sky_positions_for_fits(run_dir, inputs, tmp_path, capsys):
+    out = tmp_path / "clumps.csv"
+    assert cli.main(["predict", "--model", str(run_dir), *inputs, "--out", str(out), "--min-score", "0"]) == 0
+    captured = capsys.readouterr()
+    assert "broken.png" in captured.err and "1 unreadable input skipped" in captured.out
+    table = Table.read(out, format="ascii.csv")
+    assert set(table["galaxy_id"]) == {"g0", "g1", "sky"}
+    # The model sees the central 200x200 of each 400x400 cutout; boxes are cutout pixels.
+    for column in ("x_min", "y_min", "x_max", "y_max"):
+        assert 100 - 1e-3 <= table[column].min() and table[column].max() <= 300 + 1e-3
+    np.testing.assert_allclose(table["x_centre"], (table["x_min"] + table["x_max"]) / 2)
+    is_fits = np.asarray(table["galaxy_id"]) == "sky"
+    assert np.isfinite(table["ra"][is_fits]).all() and np.isfinite(table["dec"][is_fits]).all()
+    assert np.isnan(table["ra"][~is_fits]).all() and np.isnan(table["dec"][~is_fits]).all()
+    # 1"/px, centre (200, 200) at (150, 2), y down is south, x right is west.
+    sky = table[is_fits]
+    np.testing.assert_allclose(sky["dec"], 2.0 + (200.0 - sky["y_centre"]) * ARCSEC, atol=1e-6)
+    np.testing.assert_allclose(
+        (150.0 - sky["ra"]) * math.cos(math.radians(2.0)), (sky["x_centre"] - 200.0) * ARCSEC, atol=1e-6
+    )
+
+
+def test_predict_fits_format_round_trips(run_dir, inputs, tmp_path):
+    csv_path, fits_path = tmp_path / "clumps.csv", tmp_path / "clumps.fits"
+    common = ["predict", "--model", str(run_dir), *inputs, "--min-score", "0", "--batch-size", "3"]
+    assert cli.main([*common, "--out", str(csv_path)]) == 0
+    assert cli.main([*common, "--out", str(fits_path), "--format", "fits"]) == 0
+    from_csv, from_fits = Table.read(csv_path, format="ascii.csv"), Table.read(fits_path)
+    assert from_fits.colnames == from_csv.colnames and len(from_fits) == len(from_csv) > 0
+    assert from_fits["ra"].unit == u.deg and from_fits["x_min"].unit == u.pix
+    assert list(from_fits["galaxy_id"]) == list(from_csv["galaxy_id"])
+    for column in ("x_min", "y_max", "score", "class_id"):
+        np.testing.assert_allclose(from_fits[column], from_csv[column], rtol=1e-6)
+    np.testing.assert_allclose(from_fits["ra"], from_csv["ra"], rtol=1e-12, equal_nan=True)
+
+
+def test_predict_default_min_score_is_the_runs_operating_threshold(run_dir, inputs, tmp_path, capsys):
+    out = tmp_path / "clumps.csv"
+    assert cli.main(["predict", "--model", str(run_dir), *inputs, "--out", str(out)]) == 0
+    assert "score >= 0.99" in capsys.readouterr().out
+    assert len(Table.read(out, format="ascii.csv")) == 0
+
+
+def test_predict_fails_when_nothing_is_readable(run_dir, inputs, tmp_path, capsys):
+    out = tmp_path / "clumps.csv"
+    unreadable = [inputs[-1], str(tmp_path / "nowhere.png")]
+    assert cli.main(["predict", "--model", str(run_dir), *unreadable, "--out", str(out)]) == 1
+    assert "none of the 2 inputs" in capsys.readouterr().err
+    assert not out.exists()
+
+
+def test_evaluate_writes_metrics_and_plots(run_dir, tmp_path_factory, tmp_path, capsys):
+    data_dir = build_tiny_split(tmp_path_factory.mktemp("tfds"))
+    out = tmp_path / "eval"
+    # --dataset defaults to the run's config.json dataset, the tiny config prepared in data_dir.
+    argv = ["evaluate", "--model", str(run_dir), "--data-dir", str(data_dir), "--limit", "3", "--batch-size", "2"]
+    assert cli.main([*argv, "--out", str(out)]) == 0
+    printed = capsys.readouterr().out
+    assert "3 galaxies" in printed and "AP50" in printed and "validation threshold 0.99" in printed
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert {"completeness", "purity", "operating_point", "per_class", "curves", "by_size", "coco"} <= set(metrics)
+    assert metrics["n_images"] == 3
+    # The run's validation threshold (0.99) is above every untrained score: nothing predicted there.
+    assert metrics["fixed_threshold"]["threshold"] == 0.99 and metrics["fixed_threshold"]["n_predicted"] == 0
+    for name in ("completeness_purity", "detections", "completeness_by_size"):
+        assert (out / f"{name}.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
