@@ -8,6 +8,7 @@ Every op here works eagerly and inside `tf.data.Dataset.map`. Boxes are absolute
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Iterable
 
 import numpy as np
@@ -21,6 +22,7 @@ __all__ = [
     "batch_examples",
     "from_tfds_example",
     "galaxies_to_dataset",
+    "load_tfds_split",
     "model_inputs",
     "pad_targets",
     "resize_example",
@@ -30,6 +32,27 @@ PADDING = -1
 # Clump Scout cutouts are 400x400; the model sees their central 200x200 (Popp et al. 2024).
 CUTOUT_SIZE = 400
 CROP_SIZE = 200
+
+
+def load_tfds_split(
+    dataset: str, split: str, *, data_dir: str | None = None, manual_dir: str | None = None
+) -> tf.data.Dataset:
+    """Prepares `dataset` if needed and returns the raw TFDS examples of `split`, in order.
+
+    `dataset` is any TFDS name the registry or `data_dir` knows, e.g. `clump_scout/synthetic`,
+    or a custom config already prepared in `data_dir`.
+    """
+    import tensorflow_datasets as tfds
+
+    import tfds_clumpscout  # noqa: F401  (registers clump_scout)
+
+    if data_dir is not None and not Path(data_dir).is_dir():
+        raise FileNotFoundError(f"Data dir {data_dir} does not exist; create it or leave --data-dir out.")
+    if manual_dir is not None and not Path(manual_dir).is_dir():
+        raise FileNotFoundError(f"Manual dir {manual_dir} does not exist; it must hold the catalogue and cutouts.")
+    builder = tfds.builder(dataset, data_dir=data_dir)
+    builder.download_and_prepare(download_config=tfds.download.DownloadConfig(manual_dir=manual_dir))
+    return builder.as_dataset(split=split, shuffle_files=False)
 
 
 def from_tfds_example(example: dict) -> tuple[tf.Tensor, tf.Tensor, tf.Tensor]:

@@ -42,7 +42,6 @@ __all__ = [
     "galaxy_id",
     "headline",
     "load_detector",
-    "load_examples",
     "OUTPUT_KEYS",
     "point_at_threshold",
     "predict_catalogue",
@@ -176,23 +175,6 @@ def run_dataset(detector: Detector) -> str:
 
 # --------------------------------------------------------------------------------------------
 # Evaluation on a clump_scout split.
-
-
-def load_examples(
-    dataset: str, split: str, *, data_dir: str | None = None, manual_dir: str | None = None
-) -> tf.data.Dataset:
-    """Prepares `dataset` if needed and returns the raw TFDS examples of `split`, in order.
-
-    `dataset` is any TFDS name the builder registry or `data_dir` knows, e.g.
-    `clump_scout/synthetic`, or a custom config already prepared in `data_dir`.
-    """
-    import tensorflow_datasets as tfds
-
-    import tfds_clumpscout  # noqa: F401  (registers clump_scout)
-
-    builder = tfds.builder(dataset, data_dir=data_dir)
-    builder.download_and_prepare(download_config=tfds.download.DownloadConfig(manual_dir=manual_dir))
-    return builder.as_dataset(split=split, shuffle_files=False)
 
 
 @dataclasses.dataclass(frozen=True)

@@ -24,10 +24,8 @@ from typing import Any
 import keras
 import numpy as np
 import tensorflow as tf
-import tensorflow_datasets as tfds
 from tqdm.auto import tqdm
 
-import tfds_clumpscout  # noqa: F401  (registers clump_scout)
 from gsfc_tf import data, evaluation
 from gsfc_tf.config import TrainConfig, config_from_dict
 from gsfc_tf.models import build_detector
@@ -94,13 +92,7 @@ def load_split(
     config: TrainConfig, split: str, *, data_dir: str | None = None, manual_dir: str | None = None
 ) -> tuple[tf.data.Dataset, int]:
     """Prepares `config.dataset` if needed and returns (examples (image, targets) at the model size, count)."""
-    if data_dir is not None and not Path(data_dir).is_dir():
-        raise FileNotFoundError(f"Data dir {data_dir} does not exist; create it or leave --data-dir out.")
-    if manual_dir is not None and not Path(manual_dir).is_dir():
-        raise FileNotFoundError(f"Manual dir {manual_dir} does not exist; it must hold the catalogue and cutouts.")
-    builder = tfds.builder(config.dataset, data_dir=data_dir)
-    builder.download_and_prepare(download_config=tfds.download.DownloadConfig(manual_dir=manual_dir))
-    dataset = builder.as_dataset(split=split, shuffle_files=False)
+    dataset = data.load_tfds_split(config.dataset, split, data_dir=data_dir, manual_dir=manual_dir)
     count = int(dataset.cardinality())
     detector = config.detector
 

@@ -22,7 +22,6 @@ from gsfc_tf.inference import (
     expand_image_paths,
     galaxy_id,
     load_detector,
-    load_examples,
     point_at_threshold,
     predict_catalogue,
     run_dataset,
@@ -74,7 +73,7 @@ def tiny_data_dir(tmp_path_factory):
 @pytest.fixture(scope="module")
 def test_split(tiny_data_dir):
     """(examples, crops uint8 [H, W, 3], truths in crop pixels) of the tiny test split."""
-    examples = load_examples(TINY_DATASET, "test", data_dir=str(tiny_data_dir))
+    examples = data.load_tfds_split(TINY_DATASET, "test", data_dir=str(tiny_data_dir))
     crops, truths = [], []
     for example in examples:
         image, boxes_yxyx, labels = data.from_tfds_example(example)

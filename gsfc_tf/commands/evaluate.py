@@ -19,11 +19,11 @@ def configure_parser(parser) -> None:
 
 
 def run(args) -> int:
-    from gsfc_tf import inference
+    from gsfc_tf import data, inference
 
     detector = inference.load_detector(args.model)
     dataset = args.dataset or inference.run_dataset(detector)
-    examples = inference.load_examples(dataset, args.split, data_dir=args.data_dir, manual_dir=args.manual_dir)
+    examples = data.load_tfds_split(dataset, args.split, data_dir=args.data_dir, manual_dir=args.manual_dir)
     result = inference.evaluate_examples(
         detector, examples, batch_size=args.batch_size, limit=args.limit,
         fixed_threshold=inference.validation_threshold(detector),
