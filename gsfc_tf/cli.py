@@ -17,6 +17,7 @@ __all__ = ["main"]
 _COMMANDS = {
     "demo": ("gsfc_tf.commands.demo", "The whole chain on synthetic galaxies: data, training, evaluation, export."),
     "train": ("gsfc_tf.commands.train", "Train the detector on clump_scout (synthetic or sdss) under tf.distribute."),
+    "experiment": ("gsfc_tf.commands.experiment", "Run an experiment: train-size (completeness/purity vs training-set size)."),
     "evaluate": ("gsfc_tf.commands.evaluate", "Score a trained model on a clump_scout split: metrics.json and plots."),
     "predict": ("gsfc_tf.commands.predict", "Find clumps in cutouts (PNG/JPEG/FITS) and write a clump catalogue."),
     "export": ("gsfc_tf.commands.export", "Export a trained model as a TF Serving SavedModel."),
