@@ -1,7 +1,12 @@
 """`make demo`: the whole chain on CPU, on synthetic Clump-Scout-like galaxies.
 
-Builds `clump_scout/synthetic` into `<out>/tensorflow_datasets` and draws galaxies with
-their true clumps.
+1. build `clump_scout/synthetic_small` (or `--dataset`) and draw galaxies with their true clumps;
+2. train the `smoke` preset (a few minutes on a CPU);
+3. evaluate on the held-out test split at the threshold chosen on validation;
+4. export a TF Serving SavedModel.
+
+Everything goes under `--out`: `tensorflow_datasets/` (unless `--data-dir`), `galaxies.png`, `run/`, `evaluation/`
+(metrics.json and plots) and `export/gsfc_tf/1/`.
 """
 
 from __future__ import annotations
@@ -12,29 +17,50 @@ __all__ = ["configure_parser", "run"]
 
 
 def configure_parser(parser) -> None:
-    parser.add_argument("--out", default="out/demo", help="where the dataset, run and figures go")
-    parser.add_argument("--dataset", default="clump_scout/synthetic", help="TFDS name/config to build")
+    parser.add_argument("--out", default="out/demo", help="where the dataset, run, plots and export go")
+    parser.add_argument("--data-dir", help="TFDS data dir (default: <out>/tensorflow_datasets)")
+    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                        help="override a field of the smoke preset, e.g. --set steps=200")
 
 
 def run(args) -> int:
-    import tensorflow_datasets as tfds
+    import keras
 
-    import tfds_clumpscout  # noqa: F401
-    from gsfc_tf import data, evaluation, plots
+    from gsfc_tf import config, data, evaluation, export, inference, plots, trainer
 
     out = Path(args.out)
-    data_dir = out / "tensorflow_datasets"
-    builder = tfds.builder(args.dataset, data_dir=str(data_dir))
-    builder.download_and_prepare()
-    print(f"Built {args.dataset} in {builder.data_dir}: {builder.info.splits}")
+    data_dir = args.data_dir or str(out / "tensorflow_datasets")
+    smoke = config.override(config.smoke_training(), args.overrides)
+    out.mkdir(parents=True, exist_ok=True)
 
+    print(f"[1/4] Data: {smoke.dataset}")
     images, truths = [], []
-    for example in builder.as_dataset(split="train").take(16):
+    for example in data.load_tfds_split(smoke.dataset, "train", data_dir=data_dir).take(16):
         image, boxes_yxyx, labels = data.from_tfds_example(example)
         images.append(image.numpy())
         truths.append(evaluation.ImageBoxes(boxes_yxyx.numpy(), labels.numpy()))
-    figure = plots.plot_detections_grid(images, truths)
-    path = out / "galaxies.png"
-    figure.savefig(path, dpi=120)
-    print(f"Wrote {path}")
+    plots.plot_detections_grid(images, truths).savefig(out / "galaxies.png", dpi=120)
+    print(f"      wrote {out / 'galaxies.png'}")
+
+    run_dir = out / "run"
+    print(f"[2/4] Training the smoke preset ({smoke.steps} steps) into {run_dir}")
+    resume = (run_dir / "checkpoints").exists() and not (run_dir / "model.keras").exists()
+    if not (run_dir / "model.keras").exists():
+        trainer.train(smoke, run_dir, data_dir=data_dir, resume=resume)
+
+    print("[3/4] Evaluating on the test split at the validation threshold")
+    model = keras.saving.load_model(run_dir / "model.keras")
+    detector = inference.Detector.from_model(model, run_dir=run_dir)
+    examples = data.load_tfds_split(smoke.dataset, "test", data_dir=data_dir)
+    threshold = inference.validation_threshold(detector)
+    result = inference.evaluate_examples(detector, examples, fixed_threshold=threshold)
+    written = inference.write_evaluation(result, out / "evaluation")
+    fixed = result.metrics["fixed_threshold"]
+    print(f"      test completeness {fixed['completeness']:.3f}, purity {fixed['purity']:.3f} "
+          f"at score >= {threshold:.2f} (IoU >= 0.5); AP50 {result.metrics['coco']['AP50']:.3f}")
+    print("      wrote " + ", ".join(str(path) for path in written.values()))
+
+    print("[4/4] Exporting a TF Serving SavedModel")
+    export_dir = export.export_saved_model(model, out / "export" / "gsfc_tf" / "1", overwrite=True)
+    print(f"      wrote {export_dir}")
     return 0

@@ -1,0 +1,243 @@
+"""SavedModel export: fresh-process round trip of both signatures, saved_model_cli, errors.
+
+One export (module fixture) of a smoke detector whose score threshold is the median score of
+the first galaxy, so outputs hold both detections and padding. Every check compares with the
+in-memory `model.predict` mapped to the export's conventions here, in numpy.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from gsfc_tf import cli
+from gsfc_tf.config import smoke
+from gsfc_tf.data import model_inputs
+from gsfc_tf.export import BYTES_SIGNATURE, METADATA_PATH, TENSOR_SIGNATURE, check_export_dir, load_exported
+from gsfc_tf.models import build_detector
+from tfds_clumpscout.clump_scout.synthetic import generate_galaxy
+
+SAVED_MODEL_CLI = Path(sys.executable).with_name("saved_model_cli")
+OUTPUT_KEYS = ("num_detections", "detection_boxes", "detection_scores", "detection_classes")
+
+# Runs without gsfc_tf, as TF Serving would: only TensorFlow and the SavedModel.
+FRESH_PROCESS = textwrap.dedent(
+    """
+    import sys
+    import numpy as np
+    import tensorflow as tf
+
+    export_dir, inputs, out = sys.argv[1:]
+    model = tf.saved_model.load(export_dir)
+    encoded = [open(f"{inputs}/cutout0.png", "rb").read(), open(f"{inputs}/cutout1.jpg", "rb").read()]
+    by_bytes = model.signatures["serving_default"](image_bytes=tf.constant(encoded))
+    by_tensor = model.signatures["serving_tensor"](images=tf.constant(np.load(f"{inputs}/crops.npy")))
+    np.savez(
+        out,
+        gsfc_tf_imported=np.array("gsfc_tf" in sys.modules),
+        **{"bytes_" + k: v.numpy() for k, v in by_bytes.items()},
+        **{"tensor_" + k: v.numpy() for k, v in by_tensor.items()},
+    )
+    """
+)
+
+
+def _expected(model, images: np.ndarray, *, normalised: bool) -> dict[str, np.ndarray]:
+    """`model.predict` on `images` uint8 [B, H, W, 3], boxes mapped to input pixels in numpy.
+
+    normalised=True gives the export's outputs (boxes / (H, W), classes 1/2, padding 0);
+    False the internal form `load_exported` returns (pixel boxes, classes 0/1).
+    """
+    inputs, offset, scale = (np.asarray(t) for t in model_inputs(images, image_size=model.detector_config.image_size))
+    predicted = model.predict(inputs, verbose=0)
+    num = predicted["num_detections"]
+    valid = np.arange(predicted["scores"].shape[1])[None] < num[:, None]
+    boxes = predicted["boxes"] / np.tile(scale, 2) + np.tile(offset, 2)
+    if normalised:
+        boxes = boxes / np.tile(images.shape[1:3], 2)
+    classes = predicted["classes"] + (1 if normalised else 0)
+    keys = OUTPUT_KEYS if normalised else ("num_detections", "boxes", "scores", "classes")
+    values = (num, np.where(valid[..., None], boxes, 0.0), np.where(valid, predicted["scores"], 0.0), np.where(valid, classes, 0))
+    return dict(zip(keys, values))
+
+
+def _assert_outputs_equal(actual, expected):
+    assert set(actual) == set(expected)
+    for key, want in expected.items():
+        got = np.asarray(actual[key])
+        assert got.shape == want.shape, key
+        if np.issubdtype(want.dtype, np.integer):
+            np.testing.assert_array_equal(got, want, err_msg=key)
+        else:
+            np.testing.assert_allclose(got, want, atol=1e-4, rtol=0, err_msg=key)
+
+
+@pytest.fixture(scope="module")
+def exported(tmp_path_factory):
+    root = tmp_path_factory.mktemp("export")
+    keras.utils.set_random_seed(0)
+    cutouts = np.stack([generate_galaxy(seed, image_size=400).image for seed in (1, 2)])
+    # Non-square, so a y/x mix-up in the box mapping shows.
+    crops = np.stack([generate_galaxy(seed, image_size=200).image[:150] for seed in (3, 4)])
+
+    probe_config = smoke(score_threshold=0.0)
+    probe = build_detector(probe_config)
+    first_scores = probe.predict(model_inputs(cutouts, image_size=probe_config.image_size)[0], verbose=0)["scores"][0]
+    config = dataclasses.replace(probe_config, score_threshold=float(np.median(first_scores)))
+    model = build_detector(config)
+    model.set_weights(probe.get_weights())
+    run_dir = root / "run"
+    run_dir.mkdir()
+    model.save(run_dir / "model.keras")
+
+    inputs = root / "inputs"
+    inputs.mkdir()
+    (inputs / "cutout0.png").write_bytes(tf.io.encode_png(cutouts[0]).numpy())
+    (inputs / "cutout1.jpg").write_bytes(tf.io.encode_jpeg(cutouts[1], quality=90).numpy())
+    np.save(inputs / "crops.npy", crops)
+    # What the server sees: the JPEG's decoded pixels, not the original ones.
+    decoded = np.stack([cutouts[0], tf.io.decode_jpeg((inputs / "cutout1.jpg").read_bytes()).numpy()])
+
+    base = root / "serving"
+    (base / "1").mkdir(parents=True)
+    (base / "1" / "stale.txt").write_text("an older export")
+    assert cli.main(["export", "--model", str(run_dir), "--out", str(base / "1"), "--overwrite"]) == 0
+    return dict(
+        model=model,
+        config=config,
+        run_dir=run_dir,
+        base=base,
+        version=base / "1",
+        inputs=inputs,
+        decoded=decoded,
+        crops=crops,
+    )
+
+
+@pytest.fixture(scope="module")
+def loaded(exported):
+    return load_exported(exported["version"])
+
+
+def test_layout_and_metadata(exported):
+    assert sorted(p.name for p in exported["base"].iterdir()) == ["1"], "no staging directory or stale file left"
+    version = exported["version"]
+    assert (version / "saved_model.pb").is_file() and (version / "variables").is_dir()
+    assert not (version / "stale.txt").exists()
+    metadata = json.loads((version / METADATA_PATH).read_text())
+    config = exported["config"]
+    assert metadata["detection_classes"] == {"1": "clump", "2": "odd_clump"}
+    assert metadata["image_size"] == config.image_size
+    assert metadata["score_threshold"] == config.score_threshold
+    assert metadata["detector"] == json.loads(json.dumps(dataclasses.asdict(config)))
+
+
+def test_fresh_process_round_trip_both_signatures(exported, tmp_path):
+    out = tmp_path / "outputs.npz"
+    subprocess.run(
+        [sys.executable, "-c", FRESH_PROCESS, str(exported["version"]), str(exported["inputs"]), str(out)],
+        check=True,
+        cwd=tmp_path,
+    )
+    got = np.load(out)
+    assert not got["gsfc_tf_imported"]
+    model = exported["model"]
+    for prefix, images in (("bytes_", exported["decoded"]), ("tensor_", exported["crops"])):
+        expected = _expected(model, images, normalised=True)
+        _assert_outputs_equal({k: got[prefix + k] for k in OUTPUT_KEYS}, expected)
+    # The threshold leaves detections and padding in the batch, so both are checked above.
+    num = got["bytes_num_detections"]
+    assert num[0] > 0 and num.min() < model.detector_config.max_detections
+    valid_classes = got["bytes_detection_classes"][0, : num[0]]
+    assert set(valid_classes) <= {1, 2}
+
+
+def test_saved_model_cli_show_lists_signatures(exported):
+    shown = subprocess.run(
+        [str(SAVED_MODEL_CLI), "show", "--dir", str(exported["version"]), "--all"],
+        check=True,
+        capture_output=True,
+        text=True,
+    ).stdout
+    for signature, input_key, dtype in ((BYTES_SIGNATURE, "image_bytes", "DT_STRING"), (TENSOR_SIGNATURE, "images", "DT_UINT8")):
+        block = shown.split(f"signature_def['{signature}']:")[1].split("signature_def[")[0]
+        assert f"inputs['{input_key}'] tensor_info:" in block and dtype in block
+        for key in OUTPUT_KEYS:
+            assert f"outputs['{key}'] tensor_info:" in block
+
+
+def test_saved_model_cli_run_tensor_signature(exported, tmp_path):
+    subprocess.run(
+        [
+            str(SAVED_MODEL_CLI), "run", "--dir", str(exported["version"]), "--tag_set", "serve",
+            "--signature_def", TENSOR_SIGNATURE, "--inputs", f"images={exported['inputs'] / 'crops.npy'}",
+            "--outdir", str(tmp_path),
+        ],
+        check=True,
+        capture_output=True,
+    )
+    got = {key: np.load(tmp_path / f"{key}.npy") for key in OUTPUT_KEYS}
+    _assert_outputs_equal(got, _expected(exported["model"], exported["crops"], normalised=True))
+
+
+def test_load_exported_gives_internal_form(exported, loaded):
+    _assert_outputs_equal(loaded(exported["crops"]), _expected(exported["model"], exported["crops"], normalised=False))
+    with pytest.raises(ValueError, match=r"Expected uint8 images \[B, H, W, 3\], got float32"):
+        loaded(exported["crops"].astype(np.float32))
+
+
+def test_load_exported_picks_highest_version(exported, tmp_path):
+    (tmp_path / "2").mkdir()
+    (tmp_path / "2" / "saved_model.pb").write_bytes(b"not a SavedModel")
+    (tmp_path / "10").symlink_to(exported["version"], target_is_directory=True)
+    (tmp_path / "11").mkdir()  # no saved_model.pb: not a version
+    detect = load_exported(tmp_path)
+    _assert_outputs_equal(detect(exported["crops"]), _expected(exported["model"], exported["crops"], normalised=False))
+    with pytest.raises(FileNotFoundError, match="holds no SavedModel"):
+        load_exported(tmp_path / "11")
+
+
+@pytest.mark.parametrize(
+    "case, message",
+    [
+        ("not_an_image", r"neither PNG nor JPEG:\] \[1\]"),
+        ("truncated_png", r"Invalid PNG"),
+        ("mixed_sizes", r"all images in one request must have the same height and width"),
+        ("empty", r"the request holds no images"),
+    ],
+)
+def test_bad_bytes_fail_clearly_and_next_request_works(exported, loaded, case, message):
+    serve = loaded.saved_model.signatures[BYTES_SIGNATURE]
+    png = (exported["inputs"] / "cutout0.png").read_bytes()
+    requests = {
+        "not_an_image": [png, b"<html>not an image</html>"],
+        "truncated_png": [png, png[:200]],
+        "mixed_sizes": [png, tf.io.encode_png(exported["crops"][0]).numpy()],
+        "empty": [],
+    }
+    with pytest.raises(tf.errors.InvalidArgumentError, match=message):
+        serve(image_bytes=tf.constant(requests[case], tf.string))
+    expected = _expected(exported["model"], exported["decoded"][:1], normalised=True)
+    _assert_outputs_equal(serve(image_bytes=tf.constant([png])), expected)
+
+
+def test_refuses_to_overwrite_or_non_integer_version(exported):
+    version = exported["version"]
+    with pytest.raises(FileExistsError, match="already holds a model"):
+        check_export_dir(version)
+    with pytest.raises(ValueError, match="integer version"):
+        check_export_dir(exported["base"] / "latest")
+    assert check_export_dir(version, overwrite=True) == version
+    with pytest.raises(SystemExit, match="already holds a model"):
+        cli.main(["export", "--model", str(exported["run_dir"]), "--out", str(version)])
+    with pytest.raises(SystemExit, match="neither a run directory"):
+        cli.main(["export", "--model", str(exported["base"]), "--out", str(exported["base"] / "2")])
