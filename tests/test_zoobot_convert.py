@@ -11,7 +11,7 @@ import torch
 
 from gsfc_tf import cli
 from gsfc_tf.backbones import build_backbone
-from gsfc_tf.backbones.convert import load_state_dict
+from gsfc_tf.backbones.convert import convert, load_state_dict
 
 _LEVELS = ("C1", "C2", "C3", "C4", "C5")
 _RELATIVE_TOLERANCE = 1e-4  # of each map's largest |value|
@@ -123,7 +123,7 @@ def test_cli_subprocess(tmp_path):
 def _convert_dict(state_dict, tmp_path):
     path = tmp_path / "edited.bin"
     torch.save(state_dict, path)
-    return cli.main(["zoobot-weights", "--source", str(path), "--out", str(tmp_path / "x.weights.h5")])
+    return convert(str(path), tmp_path / "x.weights.h5")
 
 
 def test_missing_key_names_the_layer(b0_checkpoint, tmp_path):
