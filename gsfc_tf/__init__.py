@@ -10,6 +10,8 @@ __version__ = "0.1.0"
 
 _LAZY = {
     "build_backbone": "gsfc_tf.backbones",
+    "build_detector": "gsfc_tf.models",
+    "train": "gsfc_tf.trainer",
 }
 
 __all__ = ["__version__", *_LAZY]
