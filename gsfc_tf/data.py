@@ -4,6 +4,9 @@ Shape shorthand: S model input side (pixels), N clumps in one galaxy, M `max_clu
 
 Every op here works eagerly and inside `tf.data.Dataset.map`. Boxes are absolute-pixel
 `yxyx` in the frame of the image they travel with; padding rows are all -1.
+
+Examples stay uint8 at the crop size (200 px) through caching and shuffling, and are resized
+to S only per batch: at S = 400 a float copy of `synthetic` would need 7.7 GB.
 """
 
 from __future__ import annotations
@@ -15,10 +18,10 @@ import numpy as np
 import tensorflow as tf
 
 __all__ = [
-    "PADDING",
-    "augment_dihedral",
     "CROP_SIZE",
     "CUTOUT_SIZE",
+    "PADDING",
+    "augment_dihedral",
     "batch_examples",
     "from_tfds_example",
     "galaxies_to_dataset",
@@ -26,6 +29,8 @@ __all__ = [
     "model_inputs",
     "pad_targets",
     "resize_example",
+    "resize_targets_example",
+    "tfds_examples",
 ]
 
 PADDING = -1
@@ -190,10 +195,22 @@ def augment_dihedral(
     return tf.ensure_shape(image, [size, size, image.shape[-1]]), {**targets, "boxes_yxyx": boxes_yxyx}
 
 
-def galaxies_to_dataset(galaxies: Iterable, *, image_size: int, max_clumps: int) -> tf.data.Dataset:
-    """Turns in-memory galaxies (objects with `.image`, `.boxes_yxyx`, `.labels`) into prepared examples.
+def resize_targets_example(
+    image: tf.Tensor, targets: dict[str, tf.Tensor], *, image_size: int
+) -> tuple[tf.Tensor, dict[str, tf.Tensor]]:
+    """`resize_example` for a padded example: padding rows stay -1."""
+    resized, boxes_yxyx = resize_example(image, targets["boxes_yxyx"], image_size=image_size)
+    valid = targets["labels"] >= 0
+    return resized, {**targets, "boxes_yxyx": tf.where(valid[:, None], boxes_yxyx, targets["boxes_yxyx"])}
+
+
+def galaxies_to_dataset(galaxies: Iterable, *, max_clumps: int) -> tf.data.Dataset:
+    """Turns in-memory galaxies (objects with `.image`, `.boxes_yxyx`, `.labels`) into examples.
 
     Used by tests, benchmarks and notebooks that generate synthetic galaxies directly.
+
+    Returns:
+        A dataset of (uint8 image [H, W, 3], padded targets in its pixels), like `tfds_examples`.
     """
     galaxies = list(galaxies)
     if not galaxies:
@@ -202,30 +219,37 @@ def galaxies_to_dataset(galaxies: Iterable, *, image_size: int, max_clumps: int)
     targets = [pad_targets(g.boxes_yxyx, g.labels, max_clumps=max_clumps) for g in galaxies]
     boxes = np.stack([t["boxes_yxyx"].numpy() for t in targets])
     labels = np.stack([t["labels"].numpy() for t in targets])
+    return tf.data.Dataset.from_tensor_slices((images, {"boxes_yxyx": boxes, "labels": labels}))
 
-    def prepare(image, boxes_yxyx, labels):
-        valid = labels >= 0
-        image, resized_boxes = resize_example(image, boxes_yxyx, image_size=image_size)
-        boxes_yxyx = tf.where(valid[:, None], resized_boxes, boxes_yxyx)
-        return image, {"boxes_yxyx": boxes_yxyx, "labels": labels}
 
-    return tf.data.Dataset.from_tensor_slices((images, boxes, labels)).map(prepare)
+def tfds_examples(dataset: tf.data.Dataset, *, max_clumps: int) -> tf.data.Dataset:
+    """Maps raw `clump_scout` examples to (uint8 image [H, W, 3], padded targets in its pixels)."""
+
+    def unpack(example):
+        image, boxes_yxyx, labels = from_tfds_example(example)
+        return image, pad_targets(boxes_yxyx, labels, max_clumps=max_clumps)
+
+    return dataset.map(unpack, num_parallel_calls=tf.data.AUTOTUNE)
 
 
 def batch_examples(
     dataset: tf.data.Dataset,
     *,
     batch_size: int,
+    image_size: int,
     augment: bool = False,
     shuffle_buffer: int = 0,
     seed: int = 0,
     skip_batches: int = 0,
     drop_remainder: bool = True,
 ) -> tf.data.Dataset:
-    """Shuffles, augments, batches and prefetches prepared (image, targets) examples.
+    """Shuffles, augments, resizes to S, batches and prefetches (uint8 image, targets) examples.
 
     `skip_batches` drops the first batches without changing the rest: each example keeps the
     augmentation draw it would have had, so a resumed run continues exactly where it stopped.
+
+    Returns:
+        Batches of (float32 [B, S, S, 3] in [0, 1], targets in S-frame pixels).
     """
     if shuffle_buffer:
         dataset = dataset.shuffle(shuffle_buffer, seed=seed, reshuffle_each_iteration=True)
@@ -237,4 +261,8 @@ def batch_examples(
             lambda example, s: augment_dihedral(*example, seed=tf.cast(s, tf.int32)),
             num_parallel_calls=tf.data.AUTOTUNE,
         )
+    dataset = dataset.map(
+        lambda image, targets: resize_targets_example(image, targets, image_size=image_size),
+        num_parallel_calls=tf.data.AUTOTUNE,
+    )
     return dataset.batch(batch_size, drop_remainder=drop_remainder).prefetch(tf.data.AUTOTUNE)

@@ -38,6 +38,7 @@ __all__ = [
     "make_strategy",
     "replica_losses_and_gradients",
     "train",
+    "validation_batches",
 ]
 
 log = logging.getLogger(__name__)
@@ -91,17 +92,19 @@ def make_strategy(name: str = "auto") -> tf.distribute.Strategy:
 def load_split(
     config: TrainConfig, split: str, *, data_dir: str | None = None, manual_dir: str | None = None
 ) -> tuple[tf.data.Dataset, int]:
-    """Prepares `config.dataset` if needed and returns (examples (image, targets) at the model size, count)."""
+    """Prepares `config.dataset` if needed; returns (uint8 examples with padded targets, count).
+
+    Examples keep the dataset's image size; `data.batch_examples` (or `validation_batches`)
+    resizes them to the model's.
+    """
     dataset = data.load_tfds_split(config.dataset, split, data_dir=data_dir, manual_dir=manual_dir)
     count = int(dataset.cardinality())
-    detector = config.detector
+    return data.tfds_examples(dataset, max_clumps=config.detector.max_clumps), count
 
-    def prepare(example):
-        image, boxes_yxyx, labels = data.from_tfds_example(example)
-        image, boxes_yxyx = data.resize_example(image, boxes_yxyx, image_size=detector.image_size)
-        return image, data.pad_targets(boxes_yxyx, labels, max_clumps=detector.max_clumps)
 
-    return dataset.map(prepare, num_parallel_calls=tf.data.AUTOTUNE), count
+def validation_batches(examples: tf.data.Dataset, *, image_size: int, batch_size: int) -> tf.data.Dataset:
+    """Batches of (float32 [B, S, S, 3], targets in S pixels) for evaluation, in order."""
+    return data.batch_examples(examples, batch_size=batch_size, image_size=image_size, drop_remainder=False)
 
 
 def collect_detections(
@@ -243,7 +246,9 @@ def train(
         validation_examples, _ = load_split(config, config.validation_split, data_dir=data_dir, manual_dir=manual_dir)
         if config.validation_size is not None:
             validation_examples = validation_examples.take(config.validation_size)
-        validation = validation_examples.cache().batch(config.batch_size_per_replica).prefetch(tf.data.AUTOTUNE)
+        validation = validation_batches(
+            validation_examples.cache(), image_size=config.detector.image_size, batch_size=config.batch_size_per_replica
+        )
 
     with strategy.scope():
         model = build_detector(config.detector)
@@ -271,6 +276,7 @@ def train(
         dataset = data.batch_examples(
             train_examples,
             batch_size=global_batch,
+            image_size=config.detector.image_size,
             augment=config.augment,
             shuffle_buffer=num_train,
             seed=config.seed + epoch,

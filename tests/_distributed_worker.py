@@ -43,7 +43,8 @@ def mirrored_equivalence(data_dir, out_json):
 
     config = _config()
     examples, _ = trainer.load_split(config, "train", data_dir=data_dir)
-    batch = next(iter(examples.take(4).batch(4)))
+    four = trainer.validation_batches(examples.take(4), image_size=config.detector.image_size, batch_size=4)
+    batch = next(iter(four))
 
     single = build_detector(config.detector)
     losses_1, gradients_1 = trainer.replica_losses_and_gradients(
@@ -53,7 +54,7 @@ def mirrored_equivalence(data_dir, out_json):
     with strategy.scope():
         mirrored = build_detector(config.detector)
         mirrored.set_weights(single.get_weights())
-    distributed = strategy.experimental_distribute_dataset(examples.take(4).batch(4))
+    distributed = strategy.experimental_distribute_dataset(four)
 
     @tf.function
     def step(inputs):

@@ -101,14 +101,15 @@ def test_galaxies_to_batches_end_to_end():
                 labels=rng.integers(0, 2, count),
             )
         )
-    dataset = data.galaxies_to_dataset(galaxies, image_size=50, max_clumps=4)
-    batches = list(data.batch_examples(dataset, batch_size=3, augment=True, shuffle_buffer=3, seed=3))
+    dataset = data.galaxies_to_dataset(galaxies, max_clumps=4)
+    batches = list(data.batch_examples(dataset, batch_size=3, image_size=50, augment=True, shuffle_buffer=3, seed=3))
     assert len(batches) == 1
     images, targets = batches[0]
     assert images.shape == (3, 50, 50, 3)
     assert targets["boxes_yxyx"].shape == (3, 4, 4) and targets["labels"].shape == (3, 4)
     valid = targets["labels"].numpy() >= 0
     assert valid.sum() == 4
+    np.testing.assert_array_equal(targets["boxes_yxyx"].numpy()[~valid], -1.0)
     boxes = targets["boxes_yxyx"].numpy()[valid]
     np.testing.assert_allclose(boxes[:, 2] - boxes[:, 0], 5.0, rtol=1e-5)  # 10 px at 100 → 5 px at 50
     assert boxes.min() >= 0 and boxes.max() <= 50
@@ -124,8 +125,8 @@ def test_skipping_batches_resumes_the_same_stream():
         )
         for k in range(12)
     ]
-    dataset = data.galaxies_to_dataset(galaxies, image_size=16, max_clumps=2)
-    options = dict(batch_size=3, augment=True, shuffle_buffer=12, seed=5)
+    dataset = data.galaxies_to_dataset(galaxies, max_clumps=2)
+    options = dict(batch_size=3, image_size=16, augment=True, shuffle_buffer=12, seed=5)
     full = list(data.batch_examples(dataset, **options))
     resumed = list(data.batch_examples(dataset, skip_batches=2, **options))
     assert len(full) == 4 and len(resumed) == 2

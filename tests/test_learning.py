@@ -24,7 +24,8 @@ def test_smoke_preset_finds_held_out_clumps(tmp_path, synthetic_small_data_dir):
     # Held-out galaxies the run never saw, scored at the threshold chosen on validation.
     test_split, _ = trainer.load_split(smoke, "test", data_dir=synthetic_small_data_dir)
     model = keras.saving.load_model(result.model_path)
-    truths, predictions = trainer.collect_detections(model, test_split.batch(16))
+    batches = trainer.validation_batches(test_split, image_size=smoke.detector.image_size, batch_size=16)
+    truths, predictions = trainer.collect_detections(model, batches)
     threshold = result.validation["operating_point"]["threshold"]
     kept = [p.select(p.scores >= threshold) for p in predictions]
     metrics = evaluation.evaluate_detections(truths, kept)
