@@ -13,6 +13,7 @@ from typing import Any
 
 import numpy as np
 from matplotlib.figure import Figure
+from matplotlib.ticker import NullLocator
 from matplotlib.lines import Line2D
 from matplotlib.patches import Rectangle
 
@@ -139,6 +140,9 @@ def plot_training_size_curve(
     ax.plot(sizes[order], purity[order], "s-", color=_PURITY_COLOUR, label="purity")
     _target_line(ax, target)
     ax.set_xscale("log")
+    # Label the sizes trained, not powers of ten (a few sizes often span less than a decade).
+    ax.set_xticks(sizes[order], [f"{size:g}" for size in sizes[order]])
+    ax.xaxis.set_minor_locator(NullLocator())
     ax.set(xlabel="training galaxies", ylabel="fraction", ylim=(0, 1.02))
     ax.set_title("Completeness and purity against training-set size", fontsize=10)
     ax.grid(alpha=0.3, which="both")

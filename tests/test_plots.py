@@ -121,3 +121,12 @@ def test_training_size_curve(tmp_path):
 
 def test_class_colours_are_distinct():
     assert len(set(CLASS_COLOURS)) == len(CLASS_COLOURS)
+
+
+def test_training_size_axis_is_labelled_with_the_sizes_trained():
+    from gsfc_tf.plots import plot_training_size_curve
+
+    figure = plot_training_size_curve([800, 200, 400], [0.5, 0.2, 0.4], [0.6, 0.3, 0.5])
+    axis = figure.axes[0]
+    assert [t.get_text() for t in axis.get_xticklabels()] == ["200", "400", "800"]
+    np.testing.assert_array_equal(axis.lines[0].get_xdata(), [200, 400, 800])
