@@ -3,10 +3,10 @@
 Times forward (inference mode) and forward+backward (training mode, gradients of the summed
 C1..C5 means with respect to every weight) per image, median of several runs after warm-up,
 Keras and timm alternating so both see the same machine load, both on 2 threads; graph mode for Keras (`tf.function`, no XLA), eager PyTorch.
-Writes the `backbone` section of `benchmarks/RESULTS.md`; `--quick` (64x64, one repeat) only
-prints, so a smoke test can run it without touching the results.
+Writes the `backbone` section of `benchmarks/RESULTS.md` (or of `--results`); `--quick` (64x64,
+one repeat) is the smoke mode `run_all --quick` uses.
 
-    python -m benchmarks.bench_backbone [--quick]
+    python -m benchmarks.bench_backbone [--quick] [--repeats N] [--results PATH]
 """
 
 from __future__ import annotations
@@ -15,6 +15,7 @@ import argparse
 import os
 import statistics
 import time
+from pathlib import Path
 
 # PyTorch's OpenMP threads spin at barriers by default; on a busy 2-core machine that stalls
 # a step for seconds while the partner thread is descheduled. Must be set before torch loads.
@@ -27,7 +28,7 @@ import torch  # noqa: E402
 import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
-from benchmarks.results import markdown_table, write_section  # noqa: E402
+from benchmarks.results import RESULTS_PATH, markdown_table, write_section  # noqa: E402
 from gsfc_tf.backbones import build_backbone  # noqa: E402
 
 _THREADS = 2
@@ -88,9 +89,10 @@ def _timm_steps(arch: str, images: np.ndarray):
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="64x64, one repeat, print only.")
+    parser.add_argument("--quick", action="store_true", help="64x64, one repeat")
     parser.add_argument("--repeats", type=int, default=7)
     parser.add_argument("--batch", type=int, default=4)
+    parser.add_argument("--results", type=Path, default=RESULTS_PATH, help="the RESULTS.md to update")
     args = parser.parse_args(argv)
     torch.set_num_threads(_THREADS)
     tf.config.threading.set_intra_op_parallelism_threads(_THREADS)
@@ -115,17 +117,17 @@ def main(argv: list[str] | None = None) -> None:
               "Keras fwd+bwd ms/img", "timm fwd+bwd ms/img", "Keras/timm"]
     table = markdown_table(header, rows)
     print(table)
-    if not args.quick:
-        body = (
-            f"Per-image time, median of {repeats} runs (Keras and timm alternating) after {_WARMUP} warm-ups, "
-            f"{_THREADS} threads each; Keras in "
-            "`tf.function` without XLA, timm `features_only` in eager PyTorch (NCHW, `OMP_WAIT_POLICY=PASSIVE`). "
-            "fwd: inference mode; "
-            "fwd+bwd: training mode, gradients of all weights. Keras/timm > 1 means Keras is slower. "
-            f"1-minute load average {load_before:.1f} before and {os.getloadavg()[0]:.1f} after "
-            "(the machine is shared; a load above the core count inflates both columns).\n\n" + table
-        )
-        write_section("backbone", "Backbone speed: Keras vs timm", body)
+    body = (
+        f"Per-image time, median of {repeats} runs (Keras and timm alternating) after {_WARMUP} warm-ups, "
+        f"{_THREADS} threads each; Keras in "
+        "`tf.function` without XLA, timm `features_only` in eager PyTorch (NCHW, `OMP_WAIT_POLICY=PASSIVE`). "
+        "fwd: inference mode; "
+        "fwd+bwd: training mode, gradients of all weights. Keras/timm > 1 means Keras is slower. "
+        f"1-minute load average {load_before:.1f} before and {os.getloadavg()[0]:.1f} after "
+        "(the machine is shared; a load above the core count inflates both columns).\n\n" + table
+    )
+    write_section("backbone", "Backbone speed: Keras vs timm" + (" (quick)" if args.quick else ""), body,
+                  path=args.results)
 
 
 if __name__ == "__main__":

@@ -3,8 +3,10 @@
 Both use a ResNet-50 + FPN backbone (random weights), the same square image size, batch,
 proposal counts and ROI sampling; each framework runs in its own subprocess so peak RSS is
 its own (and torch is imported without TensorFlow, avoiding the triton load-order crash).
+The subprocesses alternate (TF, torch, TF, torch, ...) so both see the same machine load, and
+each row is the median step time over all rounds.
 
-    python -m benchmarks.bench_detector [--quick]
+    python -m benchmarks.bench_detector [--quick] [--rounds N] [--results PATH]
 """
 
 from __future__ import annotations
@@ -13,9 +15,11 @@ import argparse
 import json
 import os
 import resource
+import statistics
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 __all__ = ["main"]
 
@@ -36,12 +40,15 @@ def _synthetic_batch(batch, size, seed=0):
 
 
 def _timed(step, warmup, iters):
+    """Seconds of each of `iters` calls of `step` after `warmup` untimed ones."""
     for _ in range(warmup):
         step()
-    start = time.perf_counter()
+    times = []
     for _ in range(iters):
+        start = time.perf_counter()
         step()
-    return (time.perf_counter() - start) / iters
+        times.append(time.perf_counter() - start)
+    return times
 
 
 def _run_tf(size, batch, warmup, iters, proposals):
@@ -118,7 +125,7 @@ def _child(args):
     else:
         train_s, infer_s = _run_tf(args.size, args.batch, args.warmup, args.iters, proposals)
     peak_mib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    print(json.dumps({"train_img_s": args.batch / train_s, "infer_img_s": args.batch / infer_s, "peak_mib": peak_mib}))
+    print(json.dumps({"train_s": train_s, "infer_s": infer_s, "peak_mib": peak_mib}))
 
 
 def main(argv=None) -> int:
@@ -128,30 +135,47 @@ def main(argv=None) -> int:
     parser.add_argument("--size", type=int, default=None)
     parser.add_argument("--batch", type=int, default=2)
     parser.add_argument("--iters", type=int, default=None)
-    parser.add_argument("--warmup", type=int, default=2)
+    parser.add_argument("--warmup", type=int, default=None)
+    parser.add_argument("--rounds", type=int, default=None, help="subprocesses per framework, alternating")
+    parser.add_argument("--results", type=Path, default=None, help="the RESULTS.md to update")
     args = parser.parse_args(argv)
-    args.size = args.size or (128 if args.quick else 400)
-    args.iters = args.iters or (2 if args.quick else 5)
+    # 256 px keeps a full run near 3 minutes with 12 timed steps per row on 2 cores.
+    args.size = args.size or (128 if args.quick else 256)
+    args.iters = args.iters or (1 if args.quick else 6)
+    args.warmup = args.warmup if args.warmup is not None else (1 if args.quick else 2)
+    args.rounds = args.rounds or (1 if args.quick else 2)
     if args.framework:
         _child(args)
         return 0
 
-    results = {}
-    for framework in ("tf", "torch"):
-        command = [sys.executable, "-m", "benchmarks.bench_detector", "--framework", framework, "--size", str(args.size),
-                   "--batch", str(args.batch), "--iters", str(args.iters), "--warmup", str(args.warmup)]
-        command += ["--quick"] if args.quick else []
-        env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}
-        output = subprocess.run(command, check=True, capture_output=True, text=True, env=env).stdout
-        results[framework] = json.loads(output.strip().splitlines()[-1])
-        print(framework, results[framework], flush=True)
+    runs = {"tf": [], "torch": []}
+    load_before = os.getloadavg()[0]
+    for _ in range(args.rounds):
+        for framework in runs:
+            command = [sys.executable, "-m", "benchmarks.bench_detector", "--framework", framework,
+                       "--size", str(args.size), "--batch", str(args.batch), "--iters", str(args.iters),
+                       "--warmup", str(args.warmup)]
+            command += ["--quick"] if args.quick else []
+            # PyTorch's OpenMP threads spin at barriers by default, stalling for seconds on a busy machine.
+            env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", "OMP_WAIT_POLICY": os.environ.get("OMP_WAIT_POLICY", "PASSIVE")}
+            output = subprocess.run(command, check=True, capture_output=True, text=True, env=env).stdout
+            runs[framework].append(json.loads(output.strip().splitlines()[-1]))
+            print(framework, runs[framework][-1], flush=True)
+    results = {
+        framework: {
+            "train_img_s": args.batch / statistics.median(t for run in framework_runs for t in run["train_s"]),
+            "infer_img_s": args.batch / statistics.median(t for run in framework_runs for t in run["infer_s"]),
+            "peak_mib": max(run["peak_mib"] for run in framework_runs),
+        }
+        for framework, framework_runs in runs.items()
+    }
 
     # machine_description() imports tensorflow then torch; triton segfaults unless torch,
     # timm and torchvision are loaded first.
     import timm  # noqa: F401
     import torchvision  # noqa: F401
 
-    from benchmarks.results import markdown_table, write_section
+    from benchmarks.results import RESULTS_PATH, markdown_table, write_section
 
     ours, ref = results["tf"], results["torch"]
     proposals = _QUICK_PROPOSALS if args.quick else _PROPOSALS
@@ -162,10 +186,15 @@ def main(argv=None) -> int:
     ]
     body = (
         f"ResNet-50 + FPN, random weights, {args.size}x{args.size} px, batch {args.batch}, "
-        f"proposals {proposals}, {args.iters} timed steps after {args.warmup} warm-up; jit_compile off.\n\n"
+        f"proposals {proposals}; {args.rounds} alternating subprocess(es) per framework, each {args.iters} timed "
+        f"steps after {args.warmup} warm-up; images/s from the median step; peak RSS is the largest of the "
+        f"framework's subprocesses; jit_compile off; all {os.cpu_count()} cores each, `OMP_WAIT_POLICY=PASSIVE`. "
+        f"Ratio > 1 means gsfc-tf is faster (memory: larger). 1-minute load average {load_before:.1f} before and {os.getloadavg()[0]:.1f} "
+        "after (shared machine).\n\n"
         + markdown_table(["metric", "gsfc-tf (Keras 3)", "torchvision FasterRCNN", "ratio"], rows)
     )
-    write_section("detector", "Faster R-CNN detector vs torchvision" + (" (quick)" if args.quick else ""), body)
+    write_section("detector", "Faster R-CNN detector vs torchvision" + (" (quick)" if args.quick else ""), body,
+                  path=args.results or RESULTS_PATH)
     return 0
 
 

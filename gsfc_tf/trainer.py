@@ -240,6 +240,7 @@ def train(
     if steps_per_epoch == 0:
         raise ValueError(f"{num_train} training galaxies make no batch of {global_batch}.")
     total_steps = config.steps or config.epochs * steps_per_epoch
+    validate_every = config.validate_every or steps_per_epoch
     train_examples = train_examples.cache()
     validation = None
     if config.validation_split:
@@ -331,12 +332,12 @@ def train(
             bar.set_postfix(loss=f"{losses['loss']:.3f}", epoch=epoch + 1)
             if step % config.checkpoint_every == 0:
                 save_checkpoint()
-        if validation is not None and (step % steps_per_epoch == 0 or step == total_steps):
-            validation_result = _validate(model, validation, writer, step)
-            score = _validation_score(validation_result)
-            if chief and score > float(best_score.numpy()):
-                best_score.assign(score)
-                model.save_weights(str(run_dir / "best.weights.h5"))
+            if validation is not None and (step % validate_every == 0 or step == total_steps):
+                validation_result = _validate(model, validation, writer, step)
+                score = _validation_score(validation_result)
+                if chief and score > float(best_score.numpy()):
+                    best_score.assign(score)
+                    model.save_weights(str(run_dir / "best.weights.h5"))
     bar.close()
     if manager.latest_checkpoint is None or not manager.latest_checkpoint.endswith(f"-{step}"):
         save_checkpoint()

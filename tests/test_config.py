@@ -9,12 +9,13 @@ from gsfc_tf import config
 
 
 def test_presets_are_named_and_valid():
-    assert set(config.PRESETS) == {"smoke", "paper"}
+    assert set(config.PRESETS) == {"smoke", "paper", "bench"}
     paper = config.PRESETS["paper"]()
     assert (paper.learning_rate, paper.weight_decay, paper.batch_size_per_replica, paper.epochs) == (1e-4, 5e-5, 4, 120)
     assert paper.detector.backbone == "zoobot_efficientnet_b0" and paper.augment
     smoke = config.PRESETS["smoke"]()
     assert smoke.detector.backbone == "tiny" and smoke.steps is not None
+    assert config.PRESETS["bench"]().steps > smoke.steps
 
 
 def test_override_parses_types_and_nested_keys():
@@ -36,6 +37,7 @@ def test_override_parses_types_and_nested_keys():
         ("model.x=1", "Unknown config key 'model.x'"),
         ("learning_rate", "Expected KEY=VALUE"),
         ("steps=ten", "Cannot read steps='ten' as int"),
+        ("validate_every=0", "validate_every must be >= 1"),
         ("augment=maybe", "Cannot read augment='maybe' as bool"),
         ("precision=float8", "precision must be"),
         ("detector.image_size=8", "smaller than the coarsest stride"),

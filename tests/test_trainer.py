@@ -31,7 +31,7 @@ def _env():
 
 
 def test_training_writes_a_complete_run_dir(tmp_path, synthetic_small_data_dir):
-    run_config = config.override(config.smoke_training(), [*FAST, "steps=6", "checkpoint_every=3"])
+    run_config = config.override(config.smoke_training(), [*FAST, "steps=6", "checkpoint_every=3", "validate_every=4"])
     result = trainer.train(run_config, tmp_path / "run", data_dir=synthetic_small_data_dir, progress=False)
     run = tmp_path / "run"
     assert result.steps == 6
@@ -40,7 +40,15 @@ def test_training_writes_a_complete_run_dir(tmp_path, synthetic_small_data_dir):
     assert (run / "checkpoints" / "ckpt-3.index").exists()
     assert [step for step, _ in _history(run)] == [1, 2, 3, 4, 5, 6]
     assert all(np.isfinite(loss) for _, loss in _history(run))
-    assert list((run / "logs").glob("events.out.tfevents.*"))
+    events = list((run / "logs").glob("events.out.tfevents.*"))
+    validated_at = sorted(
+        event.step
+        for path in events
+        for event in tf.compat.v1.train.summary_iterator(str(path))
+        for value in event.summary.value
+        if value.tag == "validation/completeness"
+    )
+    assert validated_at == [4, 6]  # every 4 steps, and always the last
     validation = json.loads((run / "validation.json").read_text())
     assert {"completeness", "purity", "curves", "per_class"} <= set(validation)
     assert (run / "best.weights.h5").exists()

@@ -1,0 +1,58 @@
+"""`make bench` cannot rot: `run_all --quick` runs every benchmark script end to end.
+
+The quick mode uses tiny sizes and steps, so its numbers mean nothing; the test checks that
+every script runs and fills its section, in a temporary RESULTS.md (the committed one is never
+touched), with a table of figures. Timings are never asserted.
+"""
+
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import tensorflow as tf
+
+from benchmarks import run_all
+
+_ROOT = Path(__file__).resolve().parents[1]
+
+
+def _sections(text: str) -> dict[str, str]:
+    return dict(re.findall(r"<!-- begin (\w+) -->\n(.*?)<!-- end \1 -->", text, re.S))
+
+
+def _table_rows(section: str) -> list[list[str]]:
+    """The body rows of every markdown table in `section`, headers and separators dropped."""
+    rows = []
+    for block in section.split("\n\n"):
+        lines = [line for line in block.strip().splitlines() if line.startswith("|")]
+        rows += [[cell.strip() for cell in line.strip("|").split("|")] for line in lines[2:]]
+    return rows
+
+
+def test_quick_bench_fills_every_section(tmp_path, synthetic_small_data_dir):
+    results = tmp_path / "RESULTS.md"
+    completed = subprocess.run(
+        [sys.executable, "-m", "benchmarks.run_all", "--quick", "--results", str(results),
+         "--data-dir", synthetic_small_data_dir],
+        cwd=_ROOT, capture_output=True, text=True,
+    )
+    assert completed.returncode == 0, completed.stdout[-3000:] + completed.stderr[-3000:]
+
+    sections = _sections(results.read_text())
+    assert list(sections) == ["run", *run_all.BENCHMARKS]
+    run_rows = _table_rows(sections["run"])
+    assert [row[0] for row in run_rows] == list(run_all.BENCHMARKS)
+    assert all(row[2] == "ok" for row in run_rows), run_rows
+
+    for name in ("backbone", "detector", "export", "data", "flops", "accuracy"):
+        rows = _table_rows(sections[name])
+        assert rows, f"{name}: no table"
+        numbers = [cell for row in rows for cell in row[1:] if re.fullmatch(r"[\d.]+x?%?", cell)]
+        assert numbers, f"{name}: no figures in {rows}"
+    # Every score is a fraction; the curve has one row per training-set size.
+    accuracy_rows = _table_rows(sections["accuracy"])
+    assert [row[0] for row in accuracy_rows] == ["`smoke`", "`bench`", "8", "16"]
+    assert all(0.0 <= float(cell) <= 1.0 for row in accuracy_rows for cell in row[-3:-1]), accuracy_rows
+    if not tf.config.list_physical_devices("GPU"):
+        assert "Not measured on this run" in sections["gpu"]
