@@ -26,19 +26,17 @@ import numpy as np
 import tensorflow as tf
 from tqdm.auto import tqdm
 
-from gsfc_tf import data, evaluation
+from gsfc_tf import data, evaluation, inference
 from gsfc_tf.config import TrainConfig, config_from_dict
 from gsfc_tf.models import build_detector
 from gsfc_tf.models.faster_rcnn import LOSS_NAMES
 
 __all__ = [
     "TrainResult",
-    "collect_detections",
     "load_split",
     "make_strategy",
     "replica_losses_and_gradients",
     "train",
-    "validation_batches",
 ]
 
 log = logging.getLogger(__name__)
@@ -94,30 +92,11 @@ def load_split(
 ) -> tuple[tf.data.Dataset, int]:
     """Prepares `config.dataset` if needed; returns (uint8 examples with padded targets, count).
 
-    Examples keep the dataset's image size; `data.batch_examples` (or `validation_batches`)
-    resizes them to the model's.
+    Examples keep the dataset's image size; `data.batch_examples` resizes them to the model's.
     """
     dataset = data.load_tfds_split(config.dataset, split, data_dir=data_dir, manual_dir=manual_dir)
     count = int(dataset.cardinality())
     return data.tfds_examples(dataset, max_clumps=config.detector.max_clumps), count
-
-
-def validation_batches(examples: tf.data.Dataset, *, image_size: int, batch_size: int) -> tf.data.Dataset:
-    """Batches of (float32 [B, S, S, 3], targets in S pixels) for evaluation, in order."""
-    return data.batch_examples(examples, batch_size=batch_size, image_size=image_size, drop_remainder=False)
-
-
-def collect_detections(
-    model: keras.Model, batches: tf.data.Dataset
-) -> tuple[list[evaluation.ImageBoxes], list[evaluation.ImageBoxes]]:
-    """Runs `model` over batches of (images, targets); returns (truths, predictions) per image."""
-    predict = tf.function(lambda images: model(images, training=False))
-    truths, predictions = [], []
-    for images, targets in batches:
-        outputs = {k: v.numpy() for k, v in predict(images).items()}
-        truths += evaluation.from_padded_batch(targets["boxes_yxyx"].numpy(), targets["labels"].numpy())
-        predictions += evaluation.from_padded_batch(**outputs)
-    return truths, predictions
 
 
 def _learning_rate(config: TrainConfig) -> keras.optimizers.schedules.LearningRateSchedule:
@@ -247,9 +226,7 @@ def train(
         validation_examples, _ = load_split(config, config.validation_split, data_dir=data_dir, manual_dir=manual_dir)
         if config.validation_size is not None:
             validation_examples = validation_examples.take(config.validation_size)
-        validation = validation_batches(
-            validation_examples.cache(), image_size=config.detector.image_size, batch_size=config.batch_size_per_replica
-        )
+        validation = validation_examples.cache().batch(config.batch_size_per_replica)
 
     with strategy.scope():
         model = build_detector(config.detector)
@@ -307,6 +284,7 @@ def train(
         per_replica = strategy.run(replica_step, args=next(iterator))
         return {k: strategy.reduce(tf.distribute.ReduceOp.MEAN, v, axis=None) for k, v in per_replica.items()}
 
+    detector = inference.Detector.from_model(model)
     writer = tf.summary.create_file_writer(str(run_dir / "logs")) if chief else tf.summary.create_noop_writer()
     history = _History(run_dir / "history.csv", enabled=chief)
     validation_result = None
@@ -333,7 +311,7 @@ def train(
             if step % config.checkpoint_every == 0:
                 save_checkpoint()
             if validation is not None and (step % validate_every == 0 or step == total_steps):
-                validation_result = _validate(model, validation, writer, step)
+                validation_result = _validate(detector, validation, writer, step)
                 score = _validation_score(validation_result)
                 if chief and score > float(best_score.numpy()):
                     best_score.assign(score)
@@ -358,8 +336,12 @@ def _validation_score(metrics: dict[str, Any]) -> float:
     return min(metrics["completeness"], metrics["purity"])
 
 
-def _validate(model, validation: tf.data.Dataset, writer, step: int) -> dict[str, Any]:
-    truths, predictions = collect_detections(model, validation)
+def _validate(detector, validation: tf.data.Dataset, writer, step: int) -> dict[str, Any]:
+    """Scores the detector on batches of (uint8 crops, padded targets) as `gsfc-tf evaluate` would."""
+    truths, predictions = [], []
+    for images, targets in validation:
+        predictions += detector.detect_boxes(images)
+        truths += evaluation.from_padded_batch(targets["boxes_yxyx"].numpy(), targets["labels"].numpy())
     metrics = evaluation.evaluate_detections(truths, predictions)
     if metrics["completeness"] is None:
         log.warning("step %d: the validation split has no clumps; nothing to score.", step)

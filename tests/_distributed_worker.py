@@ -38,12 +38,12 @@ def _config(extra=()):
 def mirrored_equivalence(data_dir, out_json):
     cpu = tf.config.list_physical_devices("CPU")[0]
     tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
-    from gsfc_tf import trainer
+    from gsfc_tf import data, trainer
     from gsfc_tf.models import build_detector
 
     config = _config()
     examples, _ = trainer.load_split(config, "train", data_dir=data_dir)
-    four = trainer.validation_batches(examples.take(4), image_size=config.detector.image_size, batch_size=4)
+    four = data.batch_examples(examples.take(4), batch_size=4, image_size=config.detector.image_size)
     batch = next(iter(four))
 
     single = build_detector(config.detector)

@@ -3,7 +3,7 @@
 import keras
 import numpy as np
 
-from gsfc_tf import config, evaluation, trainer
+from gsfc_tf import config, data, evaluation, inference, trainer
 
 
 def _random_boxes(predictions, sides, size, rng):
@@ -22,20 +22,18 @@ def test_smoke_preset_finds_held_out_clumps(tmp_path, synthetic_small_data_dir):
     assert result.validation["completeness"] > 0.3
 
     # Held-out galaxies the run never saw, scored at the threshold chosen on validation.
-    test_split, _ = trainer.load_split(smoke, "test", data_dir=synthetic_small_data_dir)
-    model = keras.saving.load_model(result.model_path)
-    batches = trainer.validation_batches(test_split, image_size=smoke.detector.image_size, batch_size=16)
-    truths, predictions = trainer.collect_detections(model, batches)
-    threshold = result.validation["operating_point"]["threshold"]
-    kept = [p.select(p.scores >= threshold) for p in predictions]
-    metrics = evaluation.evaluate_detections(truths, kept)
-    curves = metrics["curves"]
-    completeness, purity = curves["completeness"][0], curves["purity"][0]
+    detector = inference.Detector.from_model(keras.saving.load_model(result.model_path), run_dir=result.run_dir)
+    threshold = inference.validation_threshold(detector)
+    test_split = data.load_tfds_split(smoke.dataset, "test", data_dir=synthetic_small_data_dir)
+    scored = inference.evaluate_examples(detector, test_split, fixed_threshold=threshold, progress=False)
+    completeness = scored.metrics["fixed_threshold"]["completeness"]
+    purity = scored.metrics["fixed_threshold"]["purity"]
 
-    sides = np.concatenate([t.boxes_yxyx[:, 2] - t.boxes_yxyx[:, 0] for t in truths])
-    rng = np.random.default_rng(0)
-    baseline = evaluation.evaluate_detections(truths, _random_boxes(kept, sides, smoke.detector.image_size, rng))
-    baseline_completeness = baseline["curves"]["completeness"][0]
+    kept = [p.select(p.scores >= threshold) for p in scored.predictions]
+    sides = np.concatenate([t.boxes_yxyx[:, 2] - t.boxes_yxyx[:, 0] for t in scored.truths])
+    crop_size = scored.images[0].shape[0]
+    baseline = _random_boxes(kept, sides, crop_size, np.random.default_rng(0))
+    baseline_completeness = evaluation.evaluate_detections(scored.truths, baseline)["curves"]["completeness"][0]
 
     assert completeness >= 0.5, (completeness, purity)
     assert purity >= 0.4, (completeness, purity)
