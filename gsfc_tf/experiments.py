@@ -16,8 +16,6 @@ import json
 from collections.abc import Sequence
 from pathlib import Path
 
-import keras
-
 from gsfc_tf import data, inference, plots
 from gsfc_tf.config import TrainConfig
 from gsfc_tf.trainer import train
@@ -60,8 +58,7 @@ def train_size_experiment(
         if not (run_dir / "model.keras").exists():
             train(dataclasses.replace(base, train_size=size), run_dir, data_dir=data_dir, manual_dir=manual_dir,
                   resume=(run_dir / "checkpoints").exists(), progress=progress)
-        model = keras.saving.load_model(run_dir / "model.keras")
-        detector = inference.Detector.from_model(model, run_dir=run_dir)
+        detector = inference.load_detector(run_dir)
         threshold = inference.validation_threshold(detector)
         result = inference.evaluate_examples(detector, examples, fixed_threshold=threshold, progress=progress)
         point = result.metrics["fixed_threshold"]
