@@ -235,7 +235,15 @@ def train(
         optimizer.build(model.trainable_variables)
         step_variable = tf.Variable(0, dtype=tf.int64, trainable=False, name="step")
         best_score = tf.Variable(-np.inf, dtype=tf.float64, trainable=False, name="best_score")
-    checkpoint = tf.train.Checkpoint(model=model, optimizer=optimizer, step=step_variable, best_score=best_score)
+    # The sampler's seed state is a Keras SeedGenerator, which TF's checkpoint tracking does not
+    # reach through the model; without it a resumed run would draw different RPN/ROI samples.
+    checkpoint = tf.train.Checkpoint(
+        model=model,
+        optimizer=optimizer,
+        step=step_variable,
+        best_score=best_score,
+        sampling_seed=model.seed_generator.state,
+    )
     write_dir = checkpoint_dir if chief else Path(tempfile.mkdtemp(prefix="gsfc-worker-"))
     manager = tf.train.CheckpointManager(checkpoint, str(write_dir), max_to_keep=config.keep_checkpoints)
     if resume:
