@@ -62,6 +62,9 @@ def test_fit_predict_and_keras_round_trip(model, tmp_path):
     model.save(path)
     restored = keras.saving.load_model(path)
     assert isinstance(restored, FasterRCNN) and restored.detector_config == CONFIG
+    assert restored.compiled and float(restored.optimizer.learning_rate) == pytest.approx(1e-3)
+    assert restored.jit_compile == model.jit_compile
+    assert int(restored.optimizer.iterations) == int(model.optimizer.iterations) > 0
     again = restored.predict(images, verbose=0)
     for key in predictions:
         np.testing.assert_allclose(again[key], predictions[key], atol=1e-5)

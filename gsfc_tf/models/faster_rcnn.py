@@ -100,6 +100,11 @@ class FasterRCNN(keras.Model):
         kwargs.setdefault("jit_compile", self.detector_config.jit_compile)
         super().compile(optimizer=optimizer, **kwargs)
 
+    def compile_from_config(self, config):
+        # Keras skips re-compiling models that override `compile`; ours only sets a default.
+        self.compile(**keras.saving.deserialize_keras_object(config))
+        self.optimizer.build(self.trainable_variables)
+
     @property
     def metrics(self):
         return self.loss_trackers
