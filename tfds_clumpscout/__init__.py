@@ -4,7 +4,7 @@
     import tensorflow_datasets as tfds
     ds = tfds.load("clump_scout/synthetic", split="train")
 
-or ``tfds build --imports tfds_clumpscout --config synthetic clump_scout``.
+or ``tfds build --imports tfds_clumpscout clump_scout/synthetic``.
 """
 
 from tfds_clumpscout.clump_scout import Builder as ClumpScout

@@ -1,7 +1,11 @@
 """DatasetBuilderTestCase for both `clump_scout` configs, plus the bad-input behaviours."""
 
 import json
+import os
 import shutil
+import subprocess
+import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -134,3 +138,17 @@ def test_config_rejects_bad_values():
     with pytest.raises(ValueError, match="split sizes"):
         builder_module.ClumpScoutConfig(name="x", source="synthetic", num_test=0)
     assert preparation.PreparationRules().crop_offset == 100
+
+
+def test_tfds_build_command_line_builds_the_manual_config(tmp_path):
+    command = [
+        str(Path(sys.executable).with_name("tfds")), "build", "--imports", "tfds_clumpscout", "clump_scout/sdss",
+        f"--manual_dir={DUMMY}", f"--data_dir={tmp_path}",
+    ]
+    repo = Path(builder_module.__file__).parents[2]
+    env = {**os.environ, "PYTHONPATH": str(repo), "TF_CPP_MIN_LOG_LEVEL": "2"}
+    result = subprocess.run(command, env=env, cwd=tmp_path, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    built = builder_module.Builder(config="sdss", data_dir=tmp_path)
+    assert {name: split.num_examples for name, split in built.info.splits.items()} == SdssTest.SPLITS
+    assert (Path(built.data_dir) / "preparation_report.json").is_file()
