@@ -68,7 +68,7 @@ def test_sigkill_then_resume_loses_at_most_one_checkpoint_interval(tmp_path, syn
     run = tmp_path / "run"
     command = [
         sys.executable, "-m", "gsfc_tf.cli", "train", "--config", "smoke", "--data-dir", synthetic_small_data_dir,
-        "--out", str(run), *[f"--set={s}" for s in [*FAST, "steps=40", "checkpoint_every=5", "validation_size=4"]],
+        "--out", str(run), *[f"--set={s}" for s in [*FAST, "steps=40", "checkpoint_every=10", "validation_size=4"]],
     ]
     process = subprocess.Popen(command, env=_env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
@@ -84,7 +84,7 @@ def test_sigkill_then_resume_loses_at_most_one_checkpoint_interval(tmp_path, syn
         process.kill()
     killed_at = max(step for step, _ in _history(run))
     restored = int(tf.train.latest_checkpoint(str(run / "checkpoints")).rsplit("-", 1)[1])
-    assert 10 <= restored < killed_at and killed_at - restored <= 5
+    assert 10 <= restored < killed_at and killed_at - restored <= 10
     assert killed_at < 40, "the run finished before it was killed; nothing was tested"
 
     resumed = subprocess.run([*command, "--resume"], env=_env(), capture_output=True, text=True, timeout=600)
