@@ -7,11 +7,12 @@ import tensorflow as tf
 from gsfc_tf import cli
 
 
-def test_demo_chain_writes_every_artefact(tmp_path, synthetic_small_data_dir, capsys):
-    out = tmp_path / "demo"
-    arguments = ["demo", "--out", str(out), "--data-dir", synthetic_small_data_dir,
-                 "--set", "steps=2", "--set", "validation_size=8"]
-    assert cli.main(arguments) == 0
+def test_demo_chain_writes_every_artefact(tmp_path, monkeypatch, capsys):
+    # As `make demo` runs it on a fresh clone: default --out, no data dir yet (only the budget is cut).
+    monkeypatch.chdir(tmp_path)
+    assert cli.main(["demo", "--set", "steps=2", "--set", "validation_size=8"]) == 0
+    out = tmp_path / "out" / "demo"
+    assert (out / "tensorflow_datasets" / "clump_scout" / "synthetic_small").is_dir()
     printed = capsys.readouterr().out
     assert "test completeness" in printed and "purity" in printed
     assert (out / "galaxies.png").stat().st_size > 10_000

@@ -29,8 +29,11 @@ def run(args) -> int:
     from gsfc_tf import config, data, evaluation, export, inference, plots, trainer
 
     out = Path(args.out)
-    data_dir = args.data_dir or str(out / "tensorflow_datasets")
     smoke = config.override(config.smoke_training(), args.overrides)
+    data_dir = args.data_dir
+    if data_dir is None:
+        data_dir = str(out / "tensorflow_datasets")
+        Path(data_dir).mkdir(parents=True, exist_ok=True)
     out.mkdir(parents=True, exist_ok=True)
 
     print(f"[1/4] Data: {smoke.dataset}")
