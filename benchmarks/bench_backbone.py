@@ -13,8 +13,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import statistics
-import time
 from pathlib import Path
 
 # PyTorch's OpenMP threads spin at barriers by default; on a busy 2-core machine that stalls
@@ -29,26 +27,12 @@ import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
 from benchmarks.results import RESULTS_PATH, markdown_table, write_section  # noqa: E402
+from benchmarks.timing import median_seconds  # noqa: E402
 from gsfc_tf.backbones import build_backbone  # noqa: E402
 
 _THREADS = 2
 _WARMUP = 3
 _PAIRS = {"zoobot_efficientnet_b0": "efficientnet_b0", "zoobot_resnet50": "resnet50"}
-
-
-def _median_seconds(steps: dict, repeats: int) -> dict:
-    """Median wall time of each zero-argument step; runs alternate so both see the same load."""
-    for step in steps.values():
-        # PyTorch's oneDNN builds its kernels over the first few calls at a new shape.
-        for _ in range(_WARMUP):
-            step()
-    times = {key: [] for key in steps}
-    for _ in range(repeats):
-        for key, step in steps.items():
-            start = time.perf_counter()
-            step()
-            times[key].append(time.perf_counter() - start)
-    return {key: statistics.median(values) for key, values in times.items()}
 
 
 def _keras_steps(name: str, images: np.ndarray):
@@ -107,7 +91,10 @@ def main(argv: list[str] | None = None) -> None:
             keras_steps, timm_steps = _keras_steps(name, images), _timm_steps(arch, images)
             row = [name, f"{size}x{size}", batch]
             for index in range(2):  # forward, then forward+backward
-                seconds = _median_seconds({"keras": keras_steps[index], "timm": timm_steps[index]}, repeats)
+                # PyTorch's oneDNN builds its kernels over the first few calls at a new shape.
+                seconds = median_seconds(
+                    {"keras": keras_steps[index], "timm": timm_steps[index]}, warmup=_WARMUP, repeats=repeats
+                )
                 keras_ms, timm_ms = (1000 * seconds[framework] / batch for framework in ("keras", "timm"))
                 row += [f"{keras_ms:.1f}", f"{timm_ms:.1f}", f"{keras_ms / timm_ms:.2f}"]
             rows.append(row)

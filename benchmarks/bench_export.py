@@ -17,27 +17,12 @@ import torchvision  # noqa: F401
 
 import argparse
 import os
-import statistics
 import sys
 import tempfile
 import time
 from pathlib import Path
 
 __all__ = ["main"]
-
-
-def _median_seconds(calls: dict, warmup: int, iters: int) -> dict[str, float]:
-    """Median wall time of each call; the calls take turns so load changes hit them alike."""
-    for call in calls.values():
-        for _ in range(warmup):
-            call()
-    times = {name: [] for name in calls}
-    for _ in range(iters):
-        for name, call in calls.items():
-            start = time.perf_counter()
-            call()
-            times[name].append(time.perf_counter() - start)
-    return {name: statistics.median(values) for name, values in times.items()}
 
 
 def main(argv=None) -> int:
@@ -53,6 +38,7 @@ def main(argv=None) -> int:
     import tensorflow as tf
 
     from benchmarks.results import RESULTS_PATH, markdown_table, write_section
+    from benchmarks.timing import median_seconds
     from gsfc_tf.config import paper, smoke
     from gsfc_tf.data import model_inputs
     from gsfc_tf.export import BYTES_SIGNATURE, TENSOR_SIGNATURE, export_saved_model, load_exported
@@ -83,8 +69,8 @@ def main(argv=None) -> int:
                 image_bytes=tf.constant(encoded[:n])
             ),
         }
-        latency_s = _median_seconds({name: lambda run=run: run(1) for name, run in paths.items()}, warmup=1 if args.quick else 2, iters=iters)
-        batch_s = _median_seconds({name: lambda run=run: run(16) for name, run in paths.items()}, warmup=1, iters=iters)
+        latency_s = median_seconds({name: lambda run=run: run(1) for name, run in paths.items()}, warmup=1 if args.quick else 2, repeats=iters)
+        batch_s = median_seconds({name: lambda run=run: run(16) for name, run in paths.items()}, warmup=1, repeats=iters)
     rows = [[name, f"{latency_s[name] * 1e3:.0f}", f"{16 / batch_s[name]:.1f}"] for name in paths]
     print(markdown_table(["path", "batch 1 ms", "batch 16 images/s"], rows), flush=True)
 
