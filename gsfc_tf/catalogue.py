@@ -1,5 +1,9 @@
 """Clump catalogues: read cutouts (PNG/JPEG/FITS), turn detections into rows, write CSV or FITS.
 
+A catalogue run writes two tables: the clump catalogue (one `CatalogueRow` per clump) and, beside
+it, the image table (`image_table_path`: one `ImageStatusRow` per input, so an input with no
+clumps or an unreadable one is on record too). Galaxy ids come from `unique_galaxy_ids`.
+
 Pixel conventions:
     Image coordinates (boxes, catalogue columns) are continuous, with the origin at the top-left
     corner of the top-left pixel, x to the right and y down: pixel (row i, column j) spans
@@ -14,9 +18,11 @@ Pixel conventions:
 
 from __future__ import annotations
 
+import collections
 import dataclasses
 import logging
 import math
+import os
 import warnings
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
@@ -31,14 +37,24 @@ from gsfc_tf.evaluation import CLASS_NAMES, ImageBoxes
 from tfds_clumpscout.clump_scout.preparation import PreparationRules, UnreadableImageError, read_image
 
 __all__ = [
+    "IMAGE_STATUSES",
     "CatalogueRow",
+    "ImageStatusRow",
     "UnreadableImageError",
+    "check_output_file",
+    "galaxy_id",
+    "image_table_path",
     "iter_cutouts",
     "pixel_to_world",
     "read_cutout",
     "rows_from_detections",
+    "unique_galaxy_ids",
     "write_catalogue",
+    "write_image_table",
 ]
+
+# What became of one input image: clumps found at the minimum score, none found, or not readable.
+IMAGE_STATUSES = ("detected", "no_clumps", "unreadable")
 
 _LOG = logging.getLogger(__name__)
 
@@ -61,7 +77,35 @@ class CatalogueRow:
     dec: float = math.nan
 
 
-_COLUMN_DTYPES = {"galaxy_id": str, "class_name": str, "class_id": np.int64}
+@dataclasses.dataclass(frozen=True)
+class ImageStatusRow:
+    """One input image of a catalogue run and what became of it.
+
+    Attributes:
+        galaxy_id: the id its clumps carry in the catalogue (`unique_galaxy_ids`).
+        path: the input as given.
+        status: one of `IMAGE_STATUSES`.
+        reason: why it could not be read; empty unless `status` is `unreadable`.
+        n_clumps: catalogue rows of this image; > 0 exactly when `status` is `detected`.
+    """
+
+    galaxy_id: str
+    path: str
+    status: str
+    reason: str = ""
+    n_clumps: int = 0
+
+    def __post_init__(self):
+        if self.status not in IMAGE_STATUSES:
+            raise ValueError(f"status must be one of {IMAGE_STATUSES}, got {self.status!r}")
+        if (self.status == "unreadable") != bool(self.reason):
+            raise ValueError(f"{self.path}: a reason is given for, and only for, an unreadable image")
+        if (self.status == "detected") != (self.n_clumps > 0):
+            raise ValueError(f"{self.path}: status {self.status!r} with {self.n_clumps} clumps")
+
+
+# Table column types follow the row dataclasses' field annotations.
+_COLUMN_DTYPES = {"str": str, "int": np.int64, "float": np.float64}
 _PIXEL_COLUMNS = ("x_min", "y_min", "x_max", "y_max", "x_centre", "y_centre")
 _COLUMN_UNITS = {"ra": u.deg, "dec": u.deg, **{name: u.pix for name in _PIXEL_COLUMNS}}
 
@@ -142,6 +186,23 @@ def rows_from_detections(
     ]
 
 
+def _write_rows(rows: Iterable, row_type: type, path: str | Path, format: str, units: dict) -> Path:
+    """Writes dataclass rows as a CSV or FITS table, one column per field; replaces `path`."""
+    if format not in ("csv", "fits"):
+        raise ValueError(f'format must be "csv" or "fits", got {format!r}')
+    rows = list(rows)
+    fields = dataclasses.fields(row_type)
+    table = Table(
+        [np.array([getattr(row, f.name) for row in rows], dtype=_COLUMN_DTYPES[f.type]) for f in fields],
+        names=[f.name for f in fields],
+        units=units,
+    )
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    table.write(path, format="ascii.csv" if format == "csv" else "fits", overwrite=True)
+    return path
+
+
 def write_catalogue(rows: Iterable[CatalogueRow], path: str | Path, *, format: str = "csv") -> Path:
     """Writes rows as a CSV or FITS binary table (with units), replacing any file at `path`.
 
@@ -153,22 +214,105 @@ def write_catalogue(rows: Iterable[CatalogueRow], path: str | Path, *, format: s
     Returns:
         The path written.
     """
-    if format not in ("csv", "fits"):
-        raise ValueError(f'format must be "csv" or "fits", got {format!r}')
-    rows = list(rows)
-    names = [field.name for field in dataclasses.fields(CatalogueRow)]
-    table = Table(
-        [
-            np.array([getattr(row, name) for row in rows], dtype=_COLUMN_DTYPES.get(name, np.float64))
-            for name in names
-        ],
-        names=names,
-        units=_COLUMN_UNITS,
-    )
+    return _write_rows(rows, CatalogueRow, path, format, _COLUMN_UNITS)
+
+
+def write_image_table(rows: Iterable[ImageStatusRow], path: str | Path, *, format: str = "csv") -> Path:
+    """Writes the image table (`ImageStatusRow` columns) as CSV or FITS, replacing any file at `path`.
+
+    Args:
+        rows: one row per input image.
+        path: the output file, by convention `image_table_path(catalogue_path)`.
+        format: "csv" or "fits".
+
+    Returns:
+        The path written.
+    """
+    return _write_rows(rows, ImageStatusRow, path, format, {})
+
+
+def image_table_path(catalogue_path: str | Path) -> Path:
+    """Where the image table of a catalogue goes: `clumps.csv` -> `clumps.images.csv`."""
+    catalogue_path = Path(catalogue_path)
+    return catalogue_path.with_name(f"{catalogue_path.stem}.images{catalogue_path.suffix}")
+
+
+def check_output_file(path: str | Path) -> Path:
+    """Checks, before any work, that a table can be written at `path`; returns it as a Path.
+
+    Missing parent folders are fine (the writers create them).
+
+    Raises:
+        ValueError: `path` is a directory, a folder on the way is a file, or the file or its
+            nearest existing folder is not writable.
+    """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    table.write(path, format="ascii.csv" if format == "csv" else "fits", overwrite=True)
+    if path.is_dir():
+        raise ValueError(f"{path} is a directory; give a file name, e.g. {path / 'clumps.csv'}")
+    if path.exists():
+        if not os.access(path, os.W_OK):
+            raise ValueError(f"{path} is not writable")
+        return path
+    folder = path.parent
+    while not folder.exists():
+        folder = folder.parent
+    if not folder.is_dir():
+        raise ValueError(f"cannot write {path}: {folder} is a file, not a folder")
+    if not os.access(folder, os.W_OK | os.X_OK):
+        raise ValueError(f"cannot write {path}: {folder} is not writable")
     return path
+
+
+def galaxy_id(path: str | os.PathLike) -> str:
+    """A cutout's galaxy id: its file name without the image (and `.gz`) suffix."""
+    name = Path(path).name
+    name = name[:-3] if name.lower().endswith(".gz") else name
+    return Path(name).stem
+
+
+def _path_parts(path: str | os.PathLike) -> list[str]:
+    # URLs (gs://, s3://) are kept as given; local paths are made absolute so that `a.png` and
+    # `./a.png` are one file.
+    path = os.fspath(path)
+    return (path if "://" in path else os.path.abspath(path)).split("/" if "://" in path else os.sep)
+
+
+def unique_galaxy_ids(paths: Sequence[str | os.PathLike]) -> list[str]:
+    """One galaxy id per cutout path, all different, so rows of different files never merge.
+
+    A file's id is its stem (`galaxy_id`) unless another path gives the same id; then each of
+    those gets its path relative to the deepest folder they share, suffix kept: `good.png`,
+    `good.jpg` and `sub/good.png` keep those names, while a lone `J0931+0203.fits` is
+    `J0931+0203`.
+
+    Args:
+        paths: local paths or URLs, each file once.
+
+    Returns:
+        The ids, in the order of `paths`.
+
+    Raises:
+        ValueError: a file is listed twice.
+    """
+    parts = [_path_parts(path) for path in paths]
+    ids = [galaxy_id(path) for path in paths]
+    by_path: set[int] = set()
+    while True:
+        counts = collections.Counter(ids)
+        colliding = {index for index, name in enumerate(ids) if counts[name] > 1}
+        if colliding <= by_path:
+            if colliding:
+                raise ValueError(f"{paths[min(colliding)]} is listed twice")
+            return ids
+        # A path id can collide with another file's stem (`good.png` with `good.png.fits`):
+        # those join the path-named set, until nothing collides.
+        by_path |= colliding
+        folders = [parts[index][:-1] for index in by_path]
+        shared = 0
+        while all(len(folder) > shared and folder[shared] == folders[0][shared] for folder in folders):
+            shared += 1
+        for index in by_path:
+            ids[index] = "/".join(parts[index][shared:])
 
 
 def read_cutout(path: str | Path, *, rules: PreparationRules = PreparationRules()) -> tuple[np.ndarray, WCS | None]:

@@ -2,6 +2,7 @@
 
 import logging
 import math
+import os
 
 import numpy as np
 import pytest
@@ -12,12 +13,17 @@ from PIL import Image
 
 from gsfc_tf.catalogue import (
     CatalogueRow,
+    ImageStatusRow,
     UnreadableImageError,
+    check_output_file,
+    image_table_path,
     iter_cutouts,
     pixel_to_world,
     read_cutout,
     rows_from_detections,
+    unique_galaxy_ids,
     write_catalogue,
+    write_image_table,
 )
 from gsfc_tf.evaluation import ImageBoxes
 
@@ -137,3 +143,56 @@ def test_write_empty_catalogue_and_bad_format(tmp_path):
     assert len(table) == 0 and "score" in table.colnames
     with pytest.raises(ValueError, match="format"):
         write_catalogue([CatalogueRow("g", 0, 0, 1, 1, 0.5, 0.5, "clump", 0, 1.0)], tmp_path / "x", format="xls")
+
+
+def test_unique_galaxy_ids_keep_stems_and_tell_colliding_files_apart(tmp_path, monkeypatch):
+    lone, png, jpg, nested = (tmp_path / name for name in ("J0931+0203.fits.gz", "good.png", "good.jpg", "sub/good.png"))
+    ids = unique_galaxy_ids([lone, png, jpg, nested])
+    assert ids == ["J0931+0203", "good.png", "good.jpg", "sub/good.png"]
+    # Relative and absolute spellings of one folder give the same ids.
+    monkeypatch.chdir(tmp_path)
+    assert unique_galaxy_ids(["good.png", "./sub/good.png"]) == ["good.png", "sub/good.png"]
+    # A path id that meets another file's stem makes that file path-named too.
+    tricky = [tmp_path / "good.png", tmp_path / "good.jpg", tmp_path / "good.png.fits"]
+    assert unique_galaxy_ids(tricky) == ["good.png", "good.jpg", "good.png.fits"]
+    assert unique_galaxy_ids(["gs://b/x/g.png", "gs://b/y/g.png"]) == ["x/g.png", "y/g.png"]
+    with pytest.raises(ValueError, match="listed twice"):
+        unique_galaxy_ids([png, tmp_path / "sub" / ".." / "good.png"])
+
+
+@pytest.mark.parametrize("format", ["csv", "fits"])
+def test_write_image_table_round_trip(tmp_path, format):
+    rows = [
+        ImageStatusRow("g0", "in/g0.png", "detected", n_clumps=3),
+        ImageStatusRow("g1", "in/g1.png", "no_clumps"),
+        ImageStatusRow("bad", "in/bad.png", "unreadable", reason="in/bad.png: cannot identify image file"),
+    ]
+    path = write_image_table(rows, image_table_path(tmp_path / f"clumps.{format}"), format=format)
+    assert path.name == f"clumps.images.{format}"
+    table = Table.read(path, format="ascii.csv" if format == "csv" else "fits")
+    assert table.colnames == ["galaxy_id", "path", "status", "reason", "n_clumps"]
+    assert list(table["status"]) == ["detected", "no_clumps", "unreadable"]
+    assert list(table["n_clumps"]) == [3, 0, 0] and table["reason"][2] == rows[2].reason
+
+
+def test_image_status_rows_are_consistent():
+    with pytest.raises(ValueError, match="status must be one of"):
+        ImageStatusRow("g", "g.png", "missing")
+    with pytest.raises(ValueError, match="reason"):
+        ImageStatusRow("g", "g.png", "unreadable")
+    with pytest.raises(ValueError, match="0 clumps"):
+        ImageStatusRow("g", "g.png", "detected")
+
+
+def test_check_output_file_refuses_directories_and_unwritable_places(tmp_path):
+    assert check_output_file(tmp_path / "new" / "deeper" / "clumps.csv") == tmp_path / "new" / "deeper" / "clumps.csv"
+    with pytest.raises(ValueError, match="is a directory"):
+        check_output_file(tmp_path)
+    (tmp_path / "file").write_text("")
+    with pytest.raises(ValueError, match="is a file, not a folder"):
+        check_output_file(tmp_path / "file" / "clumps.csv")
+    if os.geteuid() != 0:  # root may write anywhere
+        locked = tmp_path / "locked"
+        locked.mkdir(mode=0o555)
+        with pytest.raises(ValueError, match="not writable"):
+            check_output_file(locked / "clumps.csv")
