@@ -30,6 +30,9 @@ def _assert_same(a: SyntheticGalaxy, b: SyntheticGalaxy) -> None:
     np.testing.assert_array_equal(a.boxes_yxyx, b.boxes_yxyx)
     np.testing.assert_array_equal(a.labels, b.labels)
     np.testing.assert_array_equal(a.distractors_yx, b.distractors_yx)
+    np.testing.assert_array_equal(a.hii_regions_yx, b.hii_regions_yx)
+    np.testing.assert_array_equal(a.snr, b.snr)
+    np.testing.assert_array_equal(a.contrast, b.contrast)
     assert (a.ra, a.dec, a.redshift) == (b.ra, b.dec, b.redshift)
 
 
@@ -82,6 +85,10 @@ def test_contract(image_size):
         assert np.all(y1 - y0 >= 4.3 * image_size / 200 - 1e-3)
         assert np.all(y1 - y0 <= 48.2 * image_size / 200 + 1e-3)
         assert galaxy.distractors_yx.dtype == np.float32 and galaxy.distractors_yx.shape[1] == 2
+        assert galaxy.hii_regions_yx.dtype == np.float32 and galaxy.hii_regions_yx.shape[1] == 2
+        for measure in (galaxy.snr, galaxy.contrast):
+            assert measure.dtype == np.float32 and measure.shape == (n,)
+            assert np.all(np.isfinite(measure) & (measure > 0))
         assert 0 <= galaxy.ra < 360 and -10 <= galaxy.dec <= 70 and 0.02 <= galaxy.redshift <= 0.25
         assert galaxy.image.std() > 5  # not a blank frame
 
@@ -136,9 +143,9 @@ def test_clumps_are_visible_and_normal_ones_are_blue(galaxies):
 
 
 def test_distractors_are_visible_unboxed_and_only_in_some_images(galaxies):
-    # About 0.8 stars per image (Poisson) and a companion in a fifth of the images.
+    # About 0.8 stars and 2.5 field galaxies per image (Poisson): exp(-3.3) = 4% have none.
     with_distractors = np.mean([len(g.distractors_yx) > 0 for g in galaxies])
-    assert 0.4 < with_distractors < 0.9
+    assert 0.9 < with_distractors < 0.995
     contrasts, saturated = [], []
     for galaxy in galaxies:
         brightness = galaxy.image.astype(np.float32).sum(axis=-1)
@@ -150,7 +157,46 @@ def test_distractors_are_visible_unboxed_and_only_in_some_images(galaxies):
             saturated.append(galaxy.image[int(py), int(px)].max() >= 250)
     assert len(contrasts) > 100
     assert np.mean(np.array(contrasts) > 0) > 0.95
-    assert 0.05 < np.mean(saturated) < 0.5  # some stars are bright; the companions never are
+    assert 0.03 < np.mean(saturated) < 0.3  # some stars are bright; the field galaxies never are
+
+
+def test_hii_regions_are_many_faint_and_unboxed(galaxies):
+    counts = np.array([len(g.hii_regions_yx) for g in galaxies])
+    # 60 per unit arm amplitude, amplitude uniform in [0, 0.5]: 15 on average, before the
+    # ones too near a box or off the image are dropped.
+    assert 8 < counts.mean() < 15 and np.mean(counts == 0) < 0.2
+    knot_contrasts, clump_contrasts = [], []
+    for galaxy in galaxies:
+        brightness = galaxy.image.astype(np.float32).sum(axis=-1)
+        y0, x0, y1, x1 = galaxy.boxes_yxyx.T
+        for py, px in galaxy.hii_regions_yx:
+            assert not np.any((y0 <= py) & (py <= y1) & (x0 <= px) & (px <= x1))
+            core, ring = _centre_and_ring(brightness, py, px, 1.5, 5.0, square=False)
+            knot_contrasts.append(core - ring)
+        for box in galaxy.boxes_yxyx[galaxy.labels == 0]:
+            cy, cx = (box[:2] + box[2:]) / 2
+            core, ring = _centre_and_ring(brightness, cy, cx, 1.5, 5.0, square=False)
+            clump_contrasts.append(core - ring)
+    # Seen as knots more often than not, but far fainter than the clumps.
+    assert np.mean(np.array(knot_contrasts) > 0) > 0.6
+    assert np.median(knot_contrasts) < 0.3 * np.median(clump_contrasts)
+
+
+def test_snr_and_contrast_grow_with_clump_brightness(monkeypatch):
+    """The same galaxies with clumps 2x and 4x brighter: every clump's SNR and contrast grow."""
+    snr, contrast = [], []
+    for factor in (1.0, 2.0, 4.0):
+        low, high = synthetic._CLUMP_CONTRAST_RANGE
+        with monkeypatch.context() as patch:
+            patch.setattr(synthetic, "_CLUMP_CONTRAST_RANGE", (factor * low, factor * high))
+            galaxies = list(generate_galaxies(10, seed=8))
+        snr.append(np.concatenate([g.snr for g in galaxies]))
+        contrast.append(np.concatenate([g.contrast for g in galaxies]))
+    assert np.all(np.diff(snr, axis=0) > 0)
+    # The contrast counts the clump's light only, so it scales with it (other clumps' light
+    # in the box is not in the denominator).
+    np.testing.assert_allclose(contrast[1], 2 * contrast[0], rtol=1e-3)
+    np.testing.assert_allclose(contrast[2], 4 * contrast[0], rtol=1e-3)
 
 
 @pytest.mark.parametrize(

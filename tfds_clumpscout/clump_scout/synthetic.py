@@ -3,20 +3,25 @@
 Each galaxy is an inclined exponential disc (Sersic n=1) plus a de Vaucouleurs bulge (n=4), with
 blue star-forming clumps sampled from the disc light, PSF-blurred, seen through sky and Poisson
 noise and mapped to an SDSS-like gri colour composite (i -> R, r -> G, g -> B) with the Lupton et
-al. (2004) asinh stretch. Foreground stars and, now and then, a small background galaxy are drawn
-as unlabelled distractors: they never get a box.
+al. (2004) asinh stretch. Unlabelled sources that a detector must learn to pass over never get a
+box: foreground stars; field galaxies behind and beside the disc (Euclidean-like number counts,
+blue discs to red spheroids); and, along the spiral arms, HII regions: many small, faint,
+unresolved knots that are not giant clumps.
 
 Every labelled clump gets a square box centred on it, sized like the volunteers' consensus boxes.
 "Odd" clumps (label 1) are red (bulge-like colours, as volunteers flagged red or unusual clumps)
 and either elongated (axis ratio 0.25-0.5) or diffuse (2-3x wider, lower surface brightness),
 so a detector can tell them apart by colour and shape.
 
+Each clump's signal-to-noise ratio and contrast are recorded (`SyntheticGalaxy.snr`, `.contrast`),
+measured in the r band within its box, so evaluation can tell faint misses from bright ones.
+
 The box and count statistics below are those of the Galaxy Zoo: Clump Scout consensus boxes used by
 Popp et al. 2024 (RASTI 3(1):174), measured in the central 200x200 crop from the authors'
 `imageGroups_{train,valid}.pkl`. Lengths are in pixels of a 200-pixel crop and scale with
 `image_size`.
 
-Shape shorthand: H = W = image_size, N clumps (1..9), M distractors.
+Shape shorthand: H = W = image_size, N clumps (1..9), M stars and field galaxies, K HII regions.
 """
 
 from __future__ import annotations
@@ -74,7 +79,16 @@ _BULGE_B4 = 7.669  # Sersic b_n for n = 4 (half light inside R_e)
 _PSF_WEIGHTS = (0.9, 0.1)  # double-Gaussian PSF as SDSS models it: a core and a 2x wider wing
 _CLUMP_SPREAD = 1.5  # clumps' radial scale over the disc's; gives BOX_CENTRE_{MEAN,STD}_PX
 _STARS_PER_IMAGE = 0.8  # mean number of foreground stars in a crop
-_COMPANION_PROBABILITY = 0.2
+# A 200-px SDSS crop is 79" on a side: to r ~ 22.5 it holds a few field galaxies, most of them
+# faint (counts rise steeply to the faint end), a few resolved.
+_FIELD_GALAXIES_PER_IMAGE = 2.5
+_FIELD_PEAK_RANGE = (2.0, 40.0)  # peak r surface brightness, in r-band sky sigmas
+# Clumps' peak over the local disc plus 3 sky sigmas, log-uniform: from barely detectable to obvious.
+_CLUMP_CONTRAST_RANGE = (0.5, 8.0)
+# HII regions: unresolved knots on the arm crests, many where the arms are strong, each a small
+# fraction of the local arm light; far fainter than the giant clumps.
+_HII_REGIONS_PER_ARM_AMPLITUDE = 60.0
+_HII_CONTRAST_RANGE = (0.15, 0.8)
 _MIN_IMAGE_SIZE = 32
 _COUNT_PROBABILITIES = np.array(CLUMP_COUNT_HISTOGRAM, np.float64) / sum(CLUMP_COUNT_HISTOGRAM)
 
@@ -91,7 +105,12 @@ class SyntheticGalaxy:
         ra: right ascension in degrees, [0, 360).
         dec: declination in degrees, [-10, 70].
         redshift: redshift, [0.02, 0.25].
-        distractors_yx: float32 [M, 2] centres (y, x) of the unlabelled stars and companion galaxy.
+        distractors_yx: float32 [M, 2] centres (y, x) of the unlabelled stars and field galaxies.
+        hii_regions_yx: float32 [K, 2] centres (y, x) of the unlabelled HII-region knots.
+        snr: float32 [N] each clump's signal-to-noise ratio: its r-band flux within its box over
+            the noise there, sqrt(sky variance x pixels + Poisson variance of all the box's light).
+        contrast: float32 [N] each clump's r-band flux within its box over that of the galaxy's
+            disc and bulge there.
     """
 
     image: np.ndarray
@@ -101,6 +120,9 @@ class SyntheticGalaxy:
     dec: float
     redshift: float
     distractors_yx: np.ndarray
+    hii_regions_yx: np.ndarray
+    snr: np.ndarray
+    contrast: np.ndarray
 
 
 def generate_galaxy(seed: int, *, image_size: int = REFERENCE_IMAGE_SIZE) -> SyntheticGalaxy:
@@ -264,6 +286,11 @@ class _Disc:
     def surface_brightness(self, y, x):
         return self.peak * np.exp(-self.radius(y, x) / self.scale_length)
 
+    def image_position(self, u, v):
+        """(y, x) of the disc-plane point (u along the major axis, v along the minor one, unforeshortened)."""
+        cos, sin = np.cos(self.angle), np.sin(self.angle)
+        return self.cy + u * sin + v * self.axis_ratio * cos, self.cx + u * cos - v * self.axis_ratio * sin
+
     def spiral_arms(self, y, x, amplitude, pitch, phase):
         """Multiplicative two-armed logarithmic spiral, fading out towards the centre."""
         u, v = _plane_coordinates(self.cy, self.cx, self.axis_ratio, self.angle, y, x)
@@ -307,31 +334,31 @@ def _draw(rng: np.random.Generator, image_size: int) -> SyntheticGalaxy:
     half_sides = sides[:, None] / 2
     boxes_yxyx = np.concatenate([clump_yx - half_sides, clump_yx + half_sides], axis=1)
 
-    arms = disc.spiral_arms(
-        y,
-        x,
+    arms = _Arms(
         amplitude=rng.uniform(0.0, 0.5),
         pitch=math.radians(rng.uniform(12.0, 30.0)),
         phase=rng.uniform(0.0, 2 * math.pi),
     )
-    disc_light = disc.surface_brightness(y, x) * arms
+    disc_light = disc.surface_brightness(y, x) * disc.spiral_arms(y, x, arms.amplitude, arms.pitch, arms.phase)
     # The bulge is rounder than the disc; 0.5 px of softening keeps its n=4 cusp off one pixel.
     bulge_q = math.sqrt(disc.axis_ratio)
     bulge_radius = _elliptical_radius(disc.cy, disc.cx, bulge_q, disc.angle, y, x)
     bulge = np.exp(-_BULGE_B4 * (np.sqrt(np.sqrt(np.hypot(bulge_radius, 0.5) / disc.bulge_re)) - 1))
     disc_flux = 2 * math.pi * disc.scale_length**2 * disc.axis_ratio * disc.peak
     bulge *= rng.uniform(0.05, 0.6) * disc_flux / bulge.sum()
-    disc_light, bulge = _blur([disc_light, bulge], psf_vars)
+    blurred_disc, bulge = _blur([disc_light, bulge], psf_vars)
     disc_gri = _colour_to_gri(rng.normal(0.35, 0.06), rng.normal(0.15, 0.04))
     bulge_gri = _colour_to_gri(rng.normal(0.85, 0.05), rng.normal(0.38, 0.03))
-    bands = disc_light[None] * disc_gri[:, None, None] + bulge[None] * bulge_gri[:, None, None]
+    bands = blurred_disc[None] * disc_gri[:, None, None] + bulge[None] * bulge_gri[:, None, None]
     bands = bands.astype(np.float32)
+    galaxy_r = bands[1].copy()  # the disc and bulge alone, for the clumps' contrast
 
+    hii_regions_yx = _add_hii_regions(rng, bands, disc, arms, disc_light, boxes_yxyx, psf_vars)
     # Compact sources are added already blurred: Gaussian variances add.
-    _add_clumps(rng, bands, disc, clump_yx, sides, labels, psf_vars)
+    clump_flux_r = _add_clumps(rng, bands, disc, clump_yx, sides, labels, psf_vars)
     distractors_yx = _add_stars(rng, bands, boxes_yxyx, psf_vars)
-    if rng.random() < _COMPANION_PROBABILITY:
-        distractors_yx += _add_companion(rng, bands, disc, boxes_yxyx, psf_vars)
+    distractors_yx += _add_field_galaxies(rng, bands, boxes_yxyx, psf_vars)
+    snr, contrast = _clump_snr_and_contrast(clump_flux_r, bands[1], galaxy_r, boxes_yxyx)
 
     noise_sigma = np.sqrt(_SKY_SIGMA_GRI[:, None, None] ** 2 + np.maximum(bands, 0.0) / _GAIN)
     bands += noise_sigma * rng.standard_normal(bands.shape, dtype=np.float32)
@@ -347,13 +374,15 @@ def _draw(rng: np.random.Generator, image_size: int) -> SyntheticGalaxy:
         dec=dec,
         redshift=redshift,
         distractors_yx=np.array(distractors_yx, np.float32).reshape(-1, 2),
+        hii_regions_yx=hii_regions_yx,
+        snr=snr,
+        contrast=contrast,
     )
 
 
 def _place_clumps(rng, disc: _Disc, sides, image_size):
     """float32 [N, 2]: clump centres drawn from the disc light, boxes inside and not piled up."""
     clump_yx = np.zeros((len(sides), 2), np.float32)
-    cos, sin = math.cos(disc.angle), math.sin(disc.angle)
     for k, side in enumerate(sides):
         half = side / 2
         for _ in range(100):
@@ -361,8 +390,7 @@ def _place_clumps(rng, disc: _Disc, sides, image_size):
             # wider: clumps favour the outer disc and this matches the measured box-centre spread.
             radius = rng.gamma(2.0, _CLUMP_SPREAD * disc.scale_length)
             phase = rng.uniform(0.0, 2 * math.pi)
-            u, v = radius * math.cos(phase), radius * math.sin(phase) * disc.axis_ratio
-            py, px = disc.cy + u * sin + v * cos, disc.cx + u * cos - v * sin
+            py, px = disc.image_position(radius * math.cos(phase), radius * math.sin(phase))
             inside = half <= py <= image_size - half and half <= px <= image_size - half
             gaps = np.hypot(clump_yx[:k, 0] - py, clump_yx[:k, 1] - px)
             apart = np.all(gaps > 0.6 * (half + sides[:k] / 2))
@@ -372,11 +400,51 @@ def _place_clumps(rng, disc: _Disc, sides, image_size):
     return clump_yx
 
 
+def _box_pixels(box_yxyx, image_size):
+    """(rows, columns) slices of the pixels whose centres lie in the box."""
+    y0, x0, y1, x1 = (float(v) for v in box_yxyx)
+    rows = slice(max(0, math.ceil(y0 - 0.5)), min(image_size, math.floor(y1 - 0.5) + 1))
+    columns = slice(max(0, math.ceil(x0 - 0.5)), min(image_size, math.floor(x1 - 0.5) + 1))
+    return rows, columns
+
+
+def _clump_snr_and_contrast(clump_flux_r, total_r, galaxy_r, boxes_yxyx):
+    """Each clump's r-band signal-to-noise ratio and contrast within its box.
+
+    Args:
+        clump_flux_r: [N] each clump's own r flux within its box.
+        total_r: [H, W] noise-free r light of every source.
+        galaxy_r: [H, W] noise-free r light of the disc and bulge.
+        boxes_yxyx: [N, 4] the clump boxes, px.
+
+    Returns:
+        float32 [N] SNRs (the noise as the image's: sky plus Poisson of all the light) and
+        float32 [N] contrasts (clump over disc and bulge light).
+    """
+    snr, contrast = [], []
+    for flux, box in zip(clump_flux_r, boxes_yxyx):
+        pixels = _box_pixels(box, total_r.shape[0])
+        n_pixels = total_r[pixels].size
+        variance = n_pixels * float(_SKY_SIGMA_GRI[1]) ** 2 + float(np.maximum(total_r[pixels], 0.0).sum()) / _GAIN
+        snr.append(flux / math.sqrt(variance))
+        contrast.append(flux / float(galaxy_r[pixels].sum()))
+    return np.array(snr, np.float32), np.array(contrast, np.float32)
+
+
 def _add_clumps(rng, bands, disc: _Disc, clump_yx, sides, labels, psf_vars):
-    """Adds PSF-blurred clumps; their peak is a random multiple of the local disc plus sky noise."""
-    for (py, px), side, odd in zip(clump_yx, sides, labels):
-        # From ~0.5x the local background (barely detectable) to ~8x (obvious).
-        contrast = 10 ** rng.uniform(math.log10(0.5), math.log10(8.0))
+    """Adds PSF-blurred clumps; their peak is a random multiple of the local disc plus sky noise.
+
+    Returns:
+        float64 [N]: each clump's own r-band flux within its box.
+    """
+    image_size = bands.shape[-1]
+    flux_in_box = np.zeros(len(labels))
+    low, high = _CLUMP_CONTRAST_RANGE
+    for k, ((py, px), side, odd) in enumerate(zip(clump_yx, sides, labels)):
+        half = side / 2
+        pixels = _box_pixels((py - half, px - half, py + half, px + half), image_size)
+        before = float(bands[1][pixels].sum())
+        contrast = 10 ** rng.uniform(math.log10(low), math.log10(high))
         peak = contrast * (float(disc.surface_brightness(py, px)) + 3.0 * float(_SKY_SIGMA_GRI[1]))
         if odd:
             gri = _colour_to_gri(rng.normal(1.0, 0.12), rng.normal(0.45, 0.06))
@@ -396,13 +464,19 @@ def _add_clumps(rng, bands, disc: _Disc, clump_yx, sides, labels, psf_vars):
         flux = peak * 2 * math.pi * math.sqrt((var_major + psf_vars[0]) * (var_minor + psf_vars[0]))
         angle = rng.uniform(0.0, math.pi)
         _add_blurred_gaussian(bands, psf_vars, py, px, var_major, var_minor, angle, flux * gri)
+        flux_in_box[k] = float(bands[1][pixels].sum()) - before
+    return flux_in_box
 
 
 def _distance_to_boxes(py, px, boxes_yxyx):
-    """Euclidean distance from (py, px) to the nearest box (0 inside one); inf without boxes."""
+    """Euclidean distance from each (py, px) (scalars or [K]) to the nearest box (0 inside one).
+
+    inf without boxes.
+    """
+    py, px = np.asarray(py)[..., None], np.asarray(px)[..., None]
     dy = np.maximum(np.maximum(boxes_yxyx[:, 0] - py, py - boxes_yxyx[:, 2]), 0.0)
     dx = np.maximum(np.maximum(boxes_yxyx[:, 1] - px, px - boxes_yxyx[:, 3]), 0.0)
-    return float(np.min(np.hypot(dy, dx), initial=np.inf))
+    return np.min(np.hypot(dy, dx), axis=-1, initial=np.inf)
 
 
 def _add_stars(rng, bands, boxes_yxyx, psf_vars):
@@ -426,28 +500,102 @@ def _add_stars(rng, bands, boxes_yxyx, psf_vars):
     return centres
 
 
-def _add_companion(rng, bands, disc: _Disc, boxes_yxyx, psf_vars):
-    """Adds a small red background galaxy in the outskirts, away from the boxes.
+def _add_field_galaxies(rng, bands, boxes_yxyx, psf_vars):
+    """Adds field galaxies behind and beside the disc, away from the boxes; returns their centres.
 
-    Returns:
-        [(y, x)] with its centre, or [] when no free spot was found.
+    Peaks follow N(> peak) ~ 1 / peak (faint ones common); brighter ones are larger. A third are
+    compact red spheroids, the rest bluer, flatter discs; each is a Gaussian (Sersic n=0.5)
+    blurred by the PSF, as the unresolved-to-barely-resolved galaxies of an SDSS field look.
     """
     image_size = bands.shape[-1]
     scale = image_size / REFERENCE_IMAGE_SIZE
-    sigma_major = rng.uniform(1.5, 4.0) * scale  # a Sersic n=0.5 (Gaussian) profile
-    sigma_minor = sigma_major * rng.uniform(0.4, 1.0)
-    for _ in range(20):
-        py, px = rng.uniform(0.0, image_size, size=2)
-        outskirts = disc.radius(py, px) > 2.5 * disc.scale_length
+    low, high = _FIELD_PEAK_RANGE
+    centres = []
+    for _ in range(rng.poisson(_FIELD_GALAXIES_PER_IMAGE)):
+        peak = low / (1 - rng.random() * (1 - low / high))  # truncated Pareto, index 1
+        sigma_major = rng.uniform(1.0, 2.5) * scale * (peak / low) ** 0.3
+        if rng.random() < 0.35:
+            sigma_major *= 0.7
+            sigma_minor = sigma_major * rng.uniform(0.6, 1.0)
+            gri = _colour_to_gri(rng.normal(1.1, 0.15), rng.normal(0.45, 0.08))
+        else:
+            sigma_minor = sigma_major * rng.uniform(0.25, 1.0)
+            gri = _colour_to_gri(rng.normal(0.6, 0.2), rng.normal(0.3, 0.1))
         margin = 3 * sigma_major + 2 * math.sqrt(psf_vars[1])
-        if outskirts and _distance_to_boxes(py, px, boxes_yxyx) > margin:
-            break
-    else:
-        return []
-    peak = rng.uniform(3.0, 15.0) * float(_SKY_SIGMA_GRI[1])
-    flux = peak * 2 * math.pi * sigma_major * sigma_minor
-    gri = _colour_to_gri(rng.normal(1.1, 0.15), rng.normal(0.45, 0.08))
-    angle = rng.uniform(0.0, math.pi)
-    var_major, var_minor = sigma_major**2, sigma_minor**2
-    _add_blurred_gaussian(bands, psf_vars, py, px, var_major, var_minor, angle, flux * gri)
-    return [(py, px)]
+        for _ in range(20):
+            py, px = rng.uniform(0.0, image_size, size=2)
+            if _distance_to_boxes(py, px, boxes_yxyx) > margin:
+                break
+        else:
+            continue
+        flux = peak * float(_SKY_SIGMA_GRI[1]) * 2 * math.pi * sigma_major * sigma_minor
+        var_major, var_minor = sigma_major**2, sigma_minor**2
+        _add_blurred_gaussian(bands, psf_vars, py, px, var_major, var_minor, rng.uniform(0.0, math.pi), flux * gri)
+        centres.append((py, px))
+    return centres
+
+
+@dataclasses.dataclass(frozen=True)
+class _Arms:
+    """A two-armed logarithmic spiral: relative amplitude, pitch angle (radians) and phase."""
+
+    amplitude: float
+    pitch: float
+    phase: float
+
+
+def _add_hii_regions(rng, bands, disc: _Disc, arms: _Arms, disc_light, boxes_yxyx, psf_vars):
+    """Adds unresolved HII regions on the arm crests, outside the boxes; returns their centres.
+
+    Their number grows with the arms' strength; each peaks, after the PSF, at a small fraction
+    of the local unblurred arm light, and none falls within two PSF core sigmas of a box. Being
+    unresolved, each is one PSF stamp centred on a pixel, which keeps many knots cheap.
+
+    Args:
+        bands: float32 [3, H, W] g, r, i light, added to in place.
+        disc_light: [H, W] the disc's r light with its arms, before the PSF blur.
+
+    Returns:
+        float32 [K, 2] centres (y, x).
+    """
+    image_size = bands.shape[-1]
+    count = rng.poisson(_HII_REGIONS_PER_ARM_AMPLITUDE * arms.amplitude)
+    # Along the disc light (Gamma(2) in scale lengths), on one of the two crests, where the
+    # winding in `_Disc.spiral_arms` is a multiple of 2 pi; a little scatter across the arm.
+    radius = rng.gamma(2.0, 1.0, size=count) + 0.2
+    crest = rng.integers(0, 2, size=count)
+    theta = np.log(radius) / math.tan(arms.pitch) - arms.phase / 2 + math.pi * crest + rng.normal(0.0, 0.1, count)
+    radius *= disc.scale_length
+    py, px = disc.image_position(radius * np.cos(theta), radius * np.sin(theta))
+    contrast = 10 ** rng.uniform(*np.log10(_HII_CONTRAST_RANGE), size=count)  # faint ones common
+    gri = _colour_to_gri(rng.normal(0.1, 0.1), rng.normal(-0.05, 0.08))  # as blue as young clumps
+
+    rows, columns = np.floor(py).astype(int), np.floor(px).astype(int)
+    inside = (rows >= 0) & (rows < image_size) & (columns >= 0) & (columns < image_size)
+    rows, columns, contrast = rows[inside], columns[inside], contrast[inside]
+    centres_yx = np.stack([rows, columns], axis=1).astype(np.float32) + 0.5
+    margin = 2 * math.sqrt(psf_vars[0])
+    clear = _distance_to_boxes(centres_yx[:, 0], centres_yx[:, 1], boxes_yxyx) > margin
+    if not clear.any():
+        return np.zeros((0, 2), np.float32)
+    stamp = _psf_stamp(psf_vars)
+    half = len(stamp) // 2
+    peaks = contrast[clear] * disc_light[rows[clear], columns[clear]]
+    for row, column, peak in zip(rows[clear], columns[clear], peaks):
+        y0, x0 = max(0, row - half), max(0, column - half)
+        y1, x1 = min(image_size, row + half + 1), min(image_size, column + half + 1)
+        cut = stamp[y0 - row + half : y1 - row + half, x0 - column + half : x1 - column + half]
+        bands[:, y0:y1, x0:x1] += gri[:, None, None] * (peak * cut)
+    return centres_yx[clear]
+
+
+def _psf_stamp(psf_vars):
+    """float32 [2R + 1, 2R + 1]: the double-Gaussian PSF at integer offsets, scaled to peak 1.
+
+    R is three wing sigmas, which holds all but ~1% of the light.
+    """
+    radius = math.ceil(3 * math.sqrt(psf_vars[-1]))
+    offsets_sq = np.arange(-radius, radius + 1, dtype=np.float32) ** 2
+    distance_sq = offsets_sq[:, None] + offsets_sq[None, :]
+    stamp = sum(w / var * np.exp(-0.5 * distance_sq / var) for w, var in zip(_PSF_WEIGHTS, psf_vars))
+    return (stamp / stamp[radius, radius]).astype(np.float32)
