@@ -62,9 +62,13 @@ class ClumpScoutConfig(tfds.core.BuilderConfig):
 class Builder(tfds.core.GeneratorBasedBuilder):
     """DatasetBuilder for `clump_scout`."""
 
-    VERSION = tfds.core.Version("1.0.0")
+    VERSION = tfds.core.Version("1.2.0")
     RELEASE_NOTES = {
         "1.0.0": "Initial release: `sdss` (paper preparation, preparation report) and `synthetic`.",
+        "1.2.0": (
+            "Per-clump `objects/snr` and `objects/contrast` (synthetic; NaN for `sdss`); synthetic "
+            "galaxies gain HII-region knots on their arms and field galaxies as unlabelled distractors."
+        ),
     }
     BUILDER_CONFIGS = [
         ClumpScoutConfig(
@@ -122,6 +126,12 @@ class Builder(tfds.core.GeneratorBasedBuilder):
                 "objects": tfds.features.Sequence({
                     "bbox": tfds.features.BBoxFeature(),
                     "label": tfds.features.ClassLabel(names=preparation.CLASS_NAMES),
+                    "snr": tfds.features.Scalar(
+                        dtype=np.float32, doc="Clump r-band signal-to-noise ratio in its box; NaN if unknown."
+                    ),
+                    "contrast": tfds.features.Scalar(
+                        dtype=np.float32, doc="Clump over disc-and-bulge r flux in its box; NaN if unknown."
+                    ),
                 }),
                 "ra": tfds.features.Scalar(dtype=np.float32, doc="Right ascension, deg; NaN if unknown."),
                 "dec": tfds.features.Scalar(dtype=np.float32, doc="Declination, deg; NaN if unknown."),
@@ -236,6 +246,8 @@ class Builder(tfds.core.GeneratorBasedBuilder):
                 ra=galaxy.ra,
                 dec=galaxy.dec,
                 redshift=galaxy.redshift,
+                snr=galaxy.snr,
+                contrast=galaxy.contrast,
             )
 
 
@@ -248,15 +260,26 @@ def _example(
     ra: float,
     dec: float,
     redshift: float,
+    snr: np.ndarray | None = None,
+    contrast: np.ndarray | None = None,
 ) -> dict:
-    """One TFDS example; pixel boxes [N, 4] become TFDS's normalised yxyx."""
+    """One TFDS example; pixel boxes [N, 4] become TFDS's normalised yxyx.
+
+    `snr` and `contrast` are [N] per clump, NaN where not given (real galaxies).
+    """
     height, width = image.shape[:2]
     scale = np.array([height, width, height, width], np.float32)
     bbox = np.clip(np.asarray(boxes_yxyx, np.float32).reshape(-1, 4) / scale, 0.0, 1.0)
+    unknown = np.full(len(bbox), np.nan, np.float32)
     return {
         "image": image,
         "image/id": local_id,
-        "objects": {"bbox": bbox, "label": np.asarray(labels, np.int64)},
+        "objects": {
+            "bbox": bbox,
+            "label": np.asarray(labels, np.int64),
+            "snr": unknown if snr is None else np.asarray(snr, np.float32),
+            "contrast": unknown if contrast is None else np.asarray(contrast, np.float32),
+        },
         "ra": ra,
         "dec": dec,
         "redshift": redshift,

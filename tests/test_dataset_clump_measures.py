@@ -1,0 +1,35 @@
+"""`clump_scout` stores each clump's SNR and contrast: the generator's for synthetic, NaN for real."""
+
+import numpy as np
+import tensorflow_datasets as tfds
+
+from tfds_clumpscout.clump_scout import clump_scout_dataset_builder as builder_module
+from tfds_clumpscout.clump_scout import synthetic
+
+
+def test_synthetic_examples_carry_the_generators_snr_and_contrast(tmp_path):
+    config = builder_module.ClumpScoutConfig(
+        name="synthetic_measures", source="synthetic", num_train=3, num_validation=1, num_test=1, synthetic_seed=2
+    )
+    builder = builder_module.Builder(config=config, data_dir=str(tmp_path))
+    builder.download_and_prepare()
+    examples = list(tfds.as_numpy(builder.as_dataset(split="train")))
+    # The train split is drawn with seed 3 * synthetic_seed + 0.
+    expected = {f"synthetic-6-{k:06d}": g for k, g in enumerate(synthetic.generate_galaxies(3, seed=6))}
+    assert len(examples) == 3
+    for example in examples:
+        galaxy = expected[example["image/id"].decode()]
+        objects = example["objects"]
+        assert objects["snr"].dtype == np.float32 and objects["contrast"].dtype == np.float32
+        np.testing.assert_array_equal(objects["snr"], galaxy.snr)
+        np.testing.assert_array_equal(objects["contrast"], galaxy.contrast)
+
+
+def test_real_galaxies_get_nan_measures():
+    example = builder_module._example(
+        "1", np.zeros((200, 200, 3), np.uint8), np.array([[10, 10, 30, 30], [50, 50, 60, 60]]), np.array([0, 1]),
+        ra=np.nan, dec=np.nan, redshift=np.nan,
+    )
+    for name in ("snr", "contrast"):
+        values = example["objects"][name]
+        assert values.dtype == np.float32 and values.shape == (2,) and np.all(np.isnan(values))
