@@ -22,6 +22,11 @@ Conventions:
     all images pooled. Class-agnostic (the headline): a truth counts as found by a box of either
     class. Per class: truths and predictions of that class only, so labels must agree.
 
+    Where the misses are: completeness at the operating threshold by a per-truth property (box
+    side always; signal-to-noise ratio when the truths carry one, as synthetic clumps do) is
+    class-agnostic too, a truth counting as found by a box of either class, with one row for
+    all truths and one per true class (`completeness_by_bins`).
+
     Empty denominators: purity is 1.0 where no prediction is made (no prediction is a false
     one; precision's convention at zero recall, which keeps the curve defined up to threshold
     1 and, since completeness is then 0, never makes such a threshold the operating point).
@@ -33,6 +38,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import functools
 import io
 import json
 import math
@@ -46,8 +52,10 @@ __all__ = [
     "CLASS_NAMES",
     "DEFAULT_SCORE_THRESHOLDS",
     "DEFAULT_SIZE_BIN_EDGES",
+    "DEFAULT_SNR_BIN_EDGES",
     "ImageBoxes",
     "coco_average_precision",
+    "completeness_by_bins",
     "evaluate_detections",
     "from_padded_batch",
     "greedy_match",
@@ -59,6 +67,9 @@ CLASS_NAMES = ("clump", "odd_clump")
 DEFAULT_SCORE_THRESHOLDS = tuple(i / 100 for i in range(101))
 # Clump box sides run 4-48 px (median 16.6, 5-95% 9-28): narrow bins where most clumps are.
 DEFAULT_SIZE_BIN_EDGES = (8.0, 12.0, 16.0, 20.0, 24.0, 32.0)
+# Synthetic clumps' r-band SNR in their box: 5% below 3.6, median 15, 10% above 45; below 3 a
+# clump is at the noise, above 20 a miss is the detector's fault.
+DEFAULT_SNR_BIN_EDGES = (3.0, 5.0, 10.0, 20.0, 40.0)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -222,12 +233,14 @@ class _Pooled:
     pred_scores, pred_matched: [P] every prediction's score and whether it matched.
     true_match_scores: [G] for every truth the score of the prediction that matched it, or -inf.
     true_sides: [G] every truth's box side, sqrt(height * width), px.
+    true_labels: [G] every truth's class id.
     """
 
     pred_scores: np.ndarray
     pred_matched: np.ndarray
     true_match_scores: np.ndarray
     true_sides: np.ndarray
+    true_labels: np.ndarray
 
 
 def _pool(truths: Sequence[ImageBoxes], predictions: Sequence[ImageBoxes], label: int | None, **criterion) -> _Pooled:
@@ -239,7 +252,7 @@ def _pool(truths: Sequence[ImageBoxes], predictions: Sequence[ImageBoxes], label
         true_match_scores = np.full(len(truth), -np.inf)
         true_match_scores[matched[matched >= 0]] = pred.scores[matched >= 0]
         sizes = truth.boxes_yxyx[:, 2:] - truth.boxes_yxyx[:, :2]
-        parts.append((pred.scores, matched >= 0, true_match_scores, np.sqrt(np.prod(sizes, axis=-1))))
+        parts.append((pred.scores, matched >= 0, true_match_scores, np.sqrt(np.prod(sizes, axis=-1)), truth.labels))
     return _Pooled(*(np.concatenate(column) for column in zip(*parts)))
 
 
@@ -310,6 +323,8 @@ def evaluate_detections(
     centre_distance: float | None = None,
     score_thresholds: Sequence[float] = DEFAULT_SCORE_THRESHOLDS,
     size_bin_edges: Sequence[float] = DEFAULT_SIZE_BIN_EDGES,
+    truth_snr: Sequence[np.ndarray] | None = None,
+    snr_bin_edges: Sequence[float] = DEFAULT_SNR_BIN_EDGES,
     target: float = 0.8,
     class_names: Sequence[str] = CLASS_NAMES,
 ) -> dict[str, Any]:
@@ -329,6 +344,9 @@ def evaluate_detections(
             its score >= t.
         size_bin_edges: increasing inner edges (px) of the box-side bins for completeness by
             size; the outer bins are open-ended.
+        truth_snr: I arrays [N_i], each truth's signal-to-noise ratio (NaN where unknown), image
+            for image; None: no `by_snr`.
+        snr_bin_edges: increasing inner edges of the SNR bins, as `size_bin_edges`.
         target: completeness and purity the operating point aims for.
         class_names: name of class id i is `class_names[i]`.
 
@@ -336,8 +354,8 @@ def evaluate_detections(
         A JSON-serialisable dict (NaN where undefined): `completeness`, `purity` (class-agnostic,
         at the operating threshold), `operating_point`, `f1_best`, `curves`, `per_class`
         (each with `completeness`, `purity` at the operating threshold and its own `curves`),
-        `by_size` (class-agnostic completeness by box side at the operating threshold),
-        `criterion`, counts.
+        `by_size` and, with `truth_snr`, `by_snr` (`completeness_by_bins` of box side and SNR
+        at the operating threshold), `criterion`, counts.
     """
     _check_criterion(iou_threshold, centre_distance)
     truths = _coerce(truths, "truths", need_scores=False)
@@ -347,9 +365,6 @@ def evaluate_detections(
     thresholds = np.asarray(score_thresholds, np.float64)
     if thresholds.ndim != 1 or len(thresholds) == 0 or np.any(np.diff(thresholds) <= 0):
         raise ValueError(f"score_thresholds must be a non-empty increasing [T], got {thresholds}")
-    edges = np.asarray(size_bin_edges, np.float64)
-    if edges.ndim != 1 or np.any(np.diff(edges) <= 0):
-        raise ValueError(f"size_bin_edges must be increasing, got {edges}")
     for image in (*truths, *predictions):
         if np.any((image.labels < 0) | (image.labels >= len(class_names))):
             raise ValueError(f"labels must be in [0, {len(class_names)}), got {image.labels}")
@@ -378,12 +393,14 @@ def evaluate_detections(
             "curves": _listed(class_curves),
         }
 
-    bins = np.digitize(pooled.true_sides, edges)
     found = pooled.true_match_scores >= (np.inf if operating_threshold is None else operating_threshold)
-    n_true_by_size = np.bincount(bins, minlength=len(edges) + 1)
-    n_found_by_size = np.bincount(bins, weights=found, minlength=len(edges) + 1).astype(np.int64)
-    inner = [f"{lo:g}–{hi:g}" for lo, hi in zip(edges[:-1], edges[1:])]
-    labels = [f"<{edges[0]:g}", *inner, f"≥{edges[-1]:g}"] if len(edges) else ["all"]
+    binned = functools.partial(
+        _binned_completeness, found=found, labels=pooled.true_labels, threshold=operating_threshold,
+        class_names=class_names,
+    )
+    by_snr = {}
+    if truth_snr is not None:
+        by_snr["by_snr"] = binned(_per_truth(truth_snr, truths, "truth_snr"), _bin_edges(snr_bin_edges, "snr_bin_edges"))
 
     return {
         "completeness": operating["completeness"],
@@ -397,17 +414,116 @@ def evaluate_detections(
         "f1_best": _point(curves, _best_index(curves["f1"], -thresholds)),
         "curves": _listed(curves),
         "per_class": per_class,
-        "by_size": {
-            "threshold": operating_threshold,
-            "bin_edges": edges.tolist(),
-            "labels": labels,
-            "n_true": n_true_by_size.tolist(),
-            "n_matched": n_found_by_size.tolist(),
-            "completeness": np.divide(
-                n_found_by_size, n_true_by_size, out=np.full(len(labels), np.nan), where=n_true_by_size > 0
-            ).tolist(),
-        },
+        "by_size": binned(pooled.true_sides, _bin_edges(size_bin_edges, "size_bin_edges")),
+        **by_snr,
     }
+
+
+def _bin_edges(edges: Sequence[float], name: str) -> np.ndarray:
+    edges = np.asarray(edges, np.float64)
+    if edges.ndim != 1 or np.any(np.diff(edges) <= 0):
+        raise ValueError(f"{name} must be increasing, got {edges}")
+    return edges
+
+
+def _per_truth(values: Sequence[np.ndarray], truths: Sequence[ImageBoxes], name: str) -> np.ndarray:
+    """Concatenates I per-image arrays [N_i] in truth order, checking each against its image."""
+    if len(values) != len(truths):
+        raise ValueError(f"{name} needs one array per image ({len(truths)}), got {len(values)}")
+    arrays = [np.asarray(v, np.float64).reshape(-1) for v in values]
+    for i, (array, truth) in enumerate(zip(arrays, truths)):
+        if len(array) != len(truth):
+            raise ValueError(f"{name}[{i}] must have one value per truth ({len(truth)}), got {len(array)}")
+    return np.concatenate(arrays) if arrays else np.zeros(0)
+
+
+def _binned_completeness(
+    values: np.ndarray,
+    edges: np.ndarray,
+    *,
+    found: np.ndarray,
+    labels: np.ndarray,
+    threshold: float | None,
+    class_names: Sequence[str],
+) -> dict[str, Any]:
+    """Completeness per bin of a per-truth value [G], for all truths and per true class.
+
+    Truths whose value is NaN are in no bin; `n_unknown` counts them.
+    """
+    known = ~np.isnan(values)
+    bins = np.digitize(values, edges)
+    inner = [f"{lo:g}–{hi:g}" for lo, hi in zip(edges[:-1], edges[1:])]
+    bin_labels = [f"<{edges[0]:g}", *inner, f"≥{edges[-1]:g}"] if len(edges) else ["all"]
+
+    def row(selected: np.ndarray) -> dict[str, Any]:
+        counted = selected & known
+        n_true = np.bincount(bins[counted], minlength=len(bin_labels))
+        n_matched = np.bincount(bins[counted], weights=found[counted], minlength=len(bin_labels)).astype(np.int64)
+        completeness = np.divide(n_matched, n_true, out=np.full(len(bin_labels), np.nan), where=n_true > 0)
+        return {
+            "n_true": n_true.tolist(),
+            "n_matched": n_matched.tolist(),
+            "completeness": completeness.tolist(),
+            "n_unknown": int(np.count_nonzero(selected & ~known)),
+        }
+
+    return {
+        "threshold": threshold,
+        "bin_edges": edges.tolist(),
+        "labels": bin_labels,
+        **row(np.ones(len(values), bool)),
+        "per_class": {name: row(labels == label) for label, name in enumerate(class_names)},
+    }
+
+
+def completeness_by_bins(
+    truths: Sequence[ImageBoxes],
+    predictions: Sequence[ImageBoxes],
+    truth_values: Sequence[np.ndarray],
+    bin_edges: Sequence[float],
+    *,
+    score_threshold: float,
+    iou_threshold: float | None = 0.5,
+    centre_distance: float | None = None,
+    class_names: Sequence[str] = CLASS_NAMES,
+) -> dict[str, Any]:
+    """Completeness against any per-truth property (SNR, contrast, size...), overall and per class.
+
+    A truth counts as found when a prediction of either class scoring >= `score_threshold`
+    matches it (class-agnostic greedy matching, as the headline completeness); the truths are
+    then split by the bin of their value and by their own class.
+
+    Args:
+        truths: I `ImageBoxes` without scores.
+        predictions: I `ImageBoxes` with scores, image for image.
+        truth_values: I arrays [N_i], one value per truth of each image; NaN where unknown
+            (left out of every bin and counted in `n_unknown`).
+        bin_edges: increasing inner edges; the outer bins are open-ended.
+        score_threshold: predictions scoring at least this count.
+        iou_threshold, centre_distance: the match criterion, as in `evaluate_detections`.
+        class_names: name of class id i is `class_names[i]`.
+
+    Returns:
+        `{"threshold", "bin_edges", "labels", "n_true", "n_matched", "completeness",
+        "n_unknown", "per_class": {name: {"n_true", "n_matched", "completeness",
+        "n_unknown"}}}`; the per-bin lists have len(bin_edges) + 1 entries, completeness NaN
+        for an empty bin.
+    """
+    _check_criterion(iou_threshold, centre_distance)
+    truths = _coerce(truths, "truths", need_scores=False)
+    predictions = _coerce(predictions, "predictions", need_scores=True)
+    if len(truths) != len(predictions):
+        raise ValueError(f"need truths and predictions for the same images, got {len(truths)} and {len(predictions)}")
+    values = _per_truth(truth_values, truths, "truth_values")
+    pooled = _pool(truths, predictions, None, iou_threshold=iou_threshold, centre_distance=centre_distance)
+    return _binned_completeness(
+        values,
+        _bin_edges(bin_edges, "bin_edges"),
+        found=pooled.true_match_scores >= score_threshold,
+        labels=pooled.true_labels,
+        threshold=float(score_threshold),
+        class_names=class_names,
+    )
 
 
 def _coco_dataset(images: Sequence[ImageBoxes], class_names: Sequence[str], with_scores: bool):

@@ -11,6 +11,7 @@ from hypothesis import strategies as st
 from gsfc_tf.evaluation import (
     ImageBoxes,
     coco_average_precision,
+    completeness_by_bins,
     evaluate_detections,
     from_padded_batch,
     greedy_match,
@@ -233,6 +234,68 @@ def test_invariants_order_independence_monotonicity_and_bounds(case, random):
     reordered = evaluate_detections([truths[i] for i in order], by_score)
     np.testing.assert_equal(reordered["curves"], metrics["curves"])
     np.testing.assert_equal(reordered["per_class"], metrics["per_class"])
+
+
+def test_completeness_by_snr_hand_computed_with_a_row_per_class():
+    # Five truths, SNRs 2, 4, 4, 12 and one unknown; the odd one (SNR 12) and the SNR-2 one are
+    # found, the latter by a box of the other class (class-agnostic), one SNR-4 one only below
+    # the threshold.
+    boxes = [square(30 + 30 * i, 100, 16) for i in range(5)]
+    truths = [truth(*boxes[:3], labels=[0, 0, 0]), truth(*boxes[3:], labels=[1, 0])]
+    predictions = [pred([boxes[0], boxes[1]], [0.9, 0.3], labels=[1, 0]), pred([boxes[3]], [0.8], labels=[1])]
+    snr = [np.array([2.0, 4.0, 4.0]), np.array([12.0, np.nan])]
+    by_snr = completeness_by_bins(truths, predictions, snr, [3, 5, 10], score_threshold=0.5)
+    assert by_snr["labels"] == ["<3", "3–5", "5–10", "≥10"] and by_snr["threshold"] == 0.5
+    assert by_snr["n_true"] == [1, 2, 0, 1] and by_snr["n_matched"] == [1, 0, 0, 1] and by_snr["n_unknown"] == 1
+    np.testing.assert_equal(by_snr["completeness"], [1.0, 0.0, np.nan, 1.0])
+    clump, odd = by_snr["per_class"]["clump"], by_snr["per_class"]["odd_clump"]
+    assert clump["n_true"] == [1, 2, 0, 0] and clump["n_matched"] == [1, 0, 0, 0] and clump["n_unknown"] == 1
+    assert odd["n_true"] == [0, 0, 0, 1] and odd["n_matched"] == [0, 0, 0, 1] and odd["n_unknown"] == 0
+    # A lower threshold lets the 0.3 box count.
+    assert completeness_by_bins(truths, predictions, snr, [3, 5, 10], score_threshold=0.2)["n_matched"] == [1, 1, 0, 1]
+
+
+def test_completeness_by_snr_counts_add_up_to_the_totals():
+    rng = np.random.default_rng(11)
+    truths, predictions = random_case(rng, n_images=25)
+    snr = [np.where(rng.random(len(t)) < 0.1, np.nan, rng.lognormal(2.5, 1.0, len(t))) for t in truths]
+    metrics = evaluate_detections(truths, predictions, truth_snr=snr)
+    threshold = metrics["operating_point"]["threshold"]
+    index = metrics["curves"]["score_threshold"].index(threshold)
+    for breakdown in (metrics["by_snr"], metrics["by_size"]):
+        assert breakdown["threshold"] == threshold
+        assert sum(breakdown["n_true"]) + breakdown["n_unknown"] == metrics["n_true"]
+        # Truths found at the operating threshold are binned, except those of unknown value.
+        assert sum(breakdown["n_matched"]) <= metrics["curves"]["n_matched"][index]
+        rows = breakdown["per_class"].values()
+        for key in ("n_true", "n_matched"):
+            np.testing.assert_array_equal(np.sum([row[key] for row in rows], axis=0), breakdown[key])
+        assert sum(row["n_unknown"] for row in rows) == breakdown["n_unknown"]
+        for name, row in breakdown["per_class"].items():
+            n_class = metrics["per_class"][name]["n_true"]
+            assert sum(row["n_true"]) + row["n_unknown"] == n_class
+    assert metrics["by_snr"]["n_unknown"] > 0 and metrics["by_size"]["n_unknown"] == 0
+    assert sum(metrics["by_size"]["n_matched"]) == metrics["curves"]["n_matched"][index]
+    # The same numbers from the standalone function at that threshold.
+    np.testing.assert_equal(
+        completeness_by_bins(truths, predictions, snr, metrics["by_snr"]["bin_edges"], score_threshold=threshold),
+        metrics["by_snr"],
+    )
+    assert "by_snr" not in evaluate_detections(truths, predictions)
+
+
+@pytest.mark.parametrize(
+    "snr, match",
+    [
+        (lambda truths: [np.ones(len(t)) for t in truths[:-1]], "one array per image"),
+        (lambda truths: [np.ones(len(t) + 1) for t in truths], "one value per truth"),
+    ],
+)
+def test_truth_snr_must_match_the_truths(snr, match):
+    truths, predictions = random_case(np.random.default_rng(4), n_images=3, max_true=3)
+    truths[0] = truth(square(50, 50, 10))
+    with pytest.raises(ValueError, match=match):
+        evaluate_detections(truths, predictions, truth_snr=snr(truths))
 
 
 def test_any_reordering_of_truths_and_predictions_without_ties_changes_nothing():
