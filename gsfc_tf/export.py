@@ -12,7 +12,10 @@ Signatures (tag `serve`):
     `serving_default`: input `image_bytes` tf.string [B], PNG or JPEG files (TF Serving's REST
         API takes them as `{"b64": "..."}`). All images of one request must share H x W.
     `serving_tensor`: input `images` tf.uint8 [B, H, W, 3] (uint8 only: the training images
-        are 8-bit, and a float32 request would be 4x larger for the same information).
+        are 8-bit, and a float32 request would be 4x larger for the same information). The
+        signature declares no shape, so that the graph itself can check rank and channels and
+        answer a wrong shape with an InvalidArgumentError naming [B, H, W, 3] (TensorFlow's
+        optimiser drops a rank check on an input declared rank 4).
 
 Both prepare the images exactly as training did (`data.model_inputs`, through the same
 `inference.Detector` function that `evaluate`/`predict` run): a 400x400 Clump Scout cutout is
@@ -100,6 +103,24 @@ def _decode_images(image_bytes: tf.Tensor) -> tf.Tensor:
     )
 
 
+def _checked_images(images: tf.Tensor) -> tf.Tensor:
+    """`images` of any shape, checked when run to be [B, H, W, 3] and given that static shape.
+
+    Raises (when run):
+        InvalidArgumentError: another rank or channel count, naming the shape expected and got.
+    """
+    shape = tf.shape(images)
+    # shape[-1:] rather than shape[-1]: a scalar has no last dimension to index.
+    is_batch_of_rgb = tf.logical_and(tf.equal(tf.size(shape), 4), tf.reduce_all(tf.equal(shape[-1:], 3)))
+    check = tf.debugging.Assert(
+        is_batch_of_rgb,
+        ["images: expected uint8 [B, H, W, 3] (a batch of RGB images), got shape", shape],
+        summarize=8,
+    )
+    with tf.control_dependencies([check]):
+        return tf.ensure_shape(images, [None, None, None, 3])
+
+
 def _serving_outputs(detections: dict, images: tf.Tensor) -> dict[str, tf.Tensor]:
     """`Detector` outputs (pixel boxes of `images` [B, H, W, 3], ids 0/1) → the outputs above."""
     height_width = tf.cast(tf.shape(images)[1:3], tf.float32)
@@ -155,13 +176,14 @@ def export_saved_model(model: keras.Model, export_dir: str | Path, *, overwrite:
 
     @tf.function
     def serve_tensor(images):
+        images = _checked_images(images)
         return _serving_outputs(detect(images), images)
 
     archive = keras.export.ExportArchive()
     archive.track(model)
     archive.add_endpoint(BYTES_SIGNATURE, serve_bytes, input_signature=[tf.TensorSpec([None], tf.string, name="image_bytes")])
     archive.add_endpoint(
-        TENSOR_SIGNATURE, serve_tensor, input_signature=[tf.TensorSpec([None, None, None, 3], tf.uint8, name="images")]
+        TENSOR_SIGNATURE, serve_tensor, input_signature=[tf.TensorSpec(None, tf.uint8, name="images")]
     )
 
     config = model.detector_config

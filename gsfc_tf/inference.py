@@ -15,7 +15,9 @@ from __future__ import annotations
 import dataclasses
 import glob
 import json
+import logging
 import math
+import zipfile
 from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Any
@@ -26,7 +28,15 @@ from matplotlib.figure import Figure
 from tqdm.auto import tqdm
 
 from gsfc_tf import data, evaluation, plots
-from gsfc_tf.catalogue import CatalogueRow, UnreadableImageError, iter_cutouts, rows_from_detections
+from gsfc_tf.catalogue import (
+    CatalogueRow,
+    ImageStatusRow,
+    UnreadableImageError,
+    galaxy_id,
+    iter_cutouts,
+    rows_from_detections,
+    unique_galaxy_ids,
+)
 
 __all__ = [
     "DEFAULT_DATASET",
@@ -42,10 +52,12 @@ __all__ = [
     "galaxy_id",
     "headline",
     "load_detector",
+    "load_keras_model",
     "OUTPUT_KEYS",
     "point_at_threshold",
     "predict_catalogue",
     "run_dataset",
+    "unique_galaxy_ids",
     "validation_threshold",
     "write_evaluation",
 ]
@@ -55,6 +67,8 @@ OUTPUT_KEYS = ("boxes", "scores", "classes", "num_detections")
 DEFAULT_MIN_SCORE = 0.5
 DEFAULT_DATASET = "clump_scout/synthetic"
 _GLOB_CHARACTERS = frozenset("*?[")
+
+log = logging.getLogger(__name__)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -72,6 +86,8 @@ class Detector:
     detect_fn: Callable[[tf.Tensor], Mapping[str, tf.Tensor]]
     source: str
     run_dir: Path | None = None
+    # Input sizes already warned about by `detect`: one warning per size, not per batch.
+    _oversized_warned: set[tuple[int, int]] = dataclasses.field(default_factory=set, init=False, repr=False, compare=False)
 
     @classmethod
     def from_model(cls, model, *, image_size: int | None = None, source: str = "model", run_dir: Path | None = None):
@@ -110,8 +126,27 @@ class Detector:
         images = tf.convert_to_tensor(images)
         if images.dtype != tf.uint8 or images.shape.rank != 4 or images.shape[-1] != 3:
             raise ValueError(f"Expected uint8 images [B, H, W, 3], got {images.dtype.name} {images.shape}.")
+        self._warn_if_oversized(*images.shape[1:3])
         outputs = self.detect_fn(images)
         return {key: np.asarray(outputs[key]) for key in OUTPUT_KEYS}
+
+    def _warn_if_oversized(self, height: int, width: int) -> None:
+        """Warns once per size about images the detector would see at a much smaller scale.
+
+        Anything but a `CUTOUT_SIZE` cutout is taken whole as the `CROP_SIZE` view the model was
+        trained on (`data.model_inputs`), so a 4000-px field is shrunk 20x and its clumps vanish.
+        We warn rather than tile: tiling would also need a rule for clumps cut by tile edges.
+        """
+        if max(height, width) <= data.CUTOUT_SIZE or (height, width) in self._oversized_warned:
+            return
+        self._oversized_warned.add((height, width))
+        log.warning(
+            "%dx%d px input is %.3gx the %d-px training cutout and is shrunk as a whole to the detector's "
+            "%d-px view, so its clumps look %.3gx smaller than in training and will be missed; predict does "
+            "not tile: cut it into %d-px cutouts first.",
+            height, width, max(height, width) / data.CUTOUT_SIZE, data.CUTOUT_SIZE, data.CROP_SIZE,
+            max(height, width) / data.CROP_SIZE, data.CUTOUT_SIZE,
+        )
 
     def detect_boxes(self, images) -> list[evaluation.ImageBoxes]:
         """`detect`, split into one `ImageBoxes` (with scores, input pixels) per image."""
@@ -134,19 +169,49 @@ def load_detector(path: str | Path) -> Detector:
         from gsfc_tf.export import load_exported
 
         return Detector(detect_fn=load_exported(path), source=str(path))
-    model_path = path / "model.keras" if path.is_dir() else path
-    if not (model_path.is_file() and model_path.suffix == ".keras"):
+    if _keras_model_path(path) is None:
         raise FileNotFoundError(
             f"{path} is not a run directory (with model.keras), a .keras file or a SavedModel directory "
             "(with saved_model.pb)."
         )
+    model, model_path = load_keras_model(path)
+    run_dir = model_path.parent if (model_path.parent / "config.json").is_file() else None
+    return Detector.from_model(model, source=str(model_path), run_dir=run_dir)
+
+
+def _keras_model_path(path: Path) -> Path | None:
+    """The run directory's `model.keras`, or `path` itself if it is a `.keras` file; None if neither exists."""
+    model_path = path / "model.keras" if path.is_dir() else path
+    return model_path if model_path.is_file() and model_path.suffix == ".keras" else None
+
+
+def load_keras_model(path: str | Path):
+    """Loads the Keras detector (uncompiled) of a run directory or a `.keras` file.
+
+    Returns:
+        (the `FasterRCNN`, the `.keras` file it came from).
+
+    Raises:
+        FileNotFoundError: `path` is neither a run directory with `model.keras` nor a `.keras` file.
+        ValueError: the file is not a readable Keras model (truncated, corrupt weights, ...); one
+            line naming the file and what is wrong.
+    """
+    model_path = _keras_model_path(Path(path))
+    if model_path is None:
+        raise FileNotFoundError(f"{path} is neither a run directory (with model.keras) nor a .keras file.")
+    # Keras reports a file that is not a zip archive as "File not found".
+    if not zipfile.is_zipfile(model_path):
+        raise ValueError(f"{model_path} is not a Keras model: not a zip archive (truncated or corrupt?).")
     import keras
 
     import gsfc_tf.models  # noqa: F401  (registers FasterRCNN for deserialisation)
 
-    model = keras.saving.load_model(model_path, compile=False)
-    run_dir = model_path.parent if (model_path.parent / "config.json").is_file() else None
-    return Detector.from_model(model, source=str(model_path), run_dir=run_dir)
+    try:
+        model = keras.saving.load_model(model_path, compile=False)
+    except (ValueError, OSError, KeyError, EOFError, zipfile.BadZipFile) as error:
+        reason = " ".join(str(error).split())
+        raise ValueError(f"{model_path} is not a readable Keras model: {type(error).__name__}: {reason}") from None
+    return model, model_path
 
 
 def _run_file(run_dir: Path | None, name: str) -> dict[str, Any] | None:
@@ -303,39 +368,44 @@ def write_evaluation(result: Evaluation, out_dir: str | Path, *, dpi: int = 120)
 # Catalogues of cutouts.
 
 
-def galaxy_id(path: str | Path) -> str:
-    """A cutout's galaxy id: its file name without the image (and `.gz`) suffix."""
-    name = Path(path).name
-    name = name[:-3] if name.lower().endswith(".gz") else name
-    return Path(name).stem
-
-
 def expand_image_paths(patterns: Iterable[str]) -> list[Path]:
     """Expands glob patterns (sorted matches); plain paths and patterns matching nothing stay as given.
 
     Keeping unmatched names lets `iter_cutouts` report them as unreadable instead of silently
-    dropping them.
+    dropping them. A file named twice (two overlapping patterns, `a.png` and `./a.png`) is kept
+    once, where it first appears: it is one galaxy.
     """
-    paths = []
+    paths, seen = [], set()
     for pattern in patterns:
         matches = sorted(glob.glob(pattern, recursive=True)) if _GLOB_CHARACTERS & set(pattern) else []
-        paths += [Path(p) for p in matches] or [Path(pattern)]
+        for path in [Path(p) for p in matches] or [Path(pattern)]:
+            if path.absolute() not in seen:
+                seen.add(path.absolute())
+                paths.append(path)
     return paths
 
 
 @dataclasses.dataclass(frozen=True)
 class PredictionResult:
-    """Catalogue rows of every readable cutout (input order), and what was skipped.
+    """Catalogue rows of every readable cutout, and what became of every input (input order).
 
     Attributes:
         rows: one `CatalogueRow` per clump scoring at least the minimum score.
-        processed: the cutouts that were run.
-        skipped: (path, reason) for each unreadable input.
+        images: one `ImageStatusRow` per input, the image table.
     """
 
     rows: list[CatalogueRow]
-    processed: list[Path]
-    skipped: list[tuple[Path, str]]
+    images: list[ImageStatusRow]
+
+    @property
+    def processed(self) -> list[Path]:
+        """The cutouts that were run."""
+        return [Path(image.path) for image in self.images if image.status != "unreadable"]
+
+    @property
+    def skipped(self) -> list[tuple[Path, str]]:
+        """(path, reason) for each unreadable input."""
+        return [(Path(image.path), image.reason) for image in self.images if image.status == "unreadable"]
 
 
 def predict_catalogue(
@@ -353,7 +423,7 @@ def predict_catalogue(
     cutout; RA/Dec come from the cutout's celestial WCS (FITS) and are NaN otherwise.
 
     Args:
-        paths: PNG/JPEG/FITS cutouts; galaxy ids are `galaxy_id(path)`.
+        paths: PNG/JPEG/FITS cutouts, each once; galaxy ids are `unique_galaxy_ids(paths)`.
         min_score: keep detections scoring at least this.
         batch_size: images per detector call.
         on_error: called with (path, error) of each unreadable input, after it is recorded.
@@ -362,15 +432,16 @@ def predict_catalogue(
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
     paths = [Path(p) for p in paths]
-    skipped: list[tuple[Path, str]] = []
+    ids = unique_galaxy_ids(paths)
+    index_of = {path: index for index, path in enumerate(paths)}
+    unreadable: dict[int, str] = {}
 
     def record(path: Path, error: UnreadableImageError) -> None:
-        skipped.append((path, str(error)))
+        unreadable[index_of[path]] = str(error)
         if on_error is not None:
             on_error(path, error)
 
     rows_by_input: dict[int, list[CatalogueRow]] = {}
-    processed: list[Path] = []
     pending: dict[tuple[int, ...], list[tuple[int, np.ndarray, Any]]] = {}
 
     def flush(shape: tuple[int, ...]) -> None:
@@ -378,24 +449,30 @@ def predict_catalogue(
         detections = detector.detect_boxes(np.stack([image for _, image, _ in group]))
         for (index, _, wcs), found in zip(group, detections):
             kept = found.select(found.scores >= min_score)
-            rows_by_input[index] = rows_from_detections(galaxy_id(processed[index]), kept, wcs=wcs)
+            rows_by_input[index] = rows_from_detections(ids[index], kept, wcs=wcs)
 
     cutouts = iter_cutouts(tqdm(paths, desc="predict", unit="image", disable=not progress), on_error=record)
     for path, image, wcs in cutouts:
-        processed.append(path)
         group = pending.setdefault(image.shape, [])
-        group.append((len(processed) - 1, image, wcs))
+        group.append((index_of[path], image, wcs))
         if len(group) == batch_size:
             flush(image.shape)
     for shape in list(pending):
         flush(shape)
-    rows = [row for index in range(len(processed)) for row in rows_by_input[index]]
-    return PredictionResult(rows=rows, processed=processed, skipped=skipped)
+    images = []
+    for index, path in enumerate(paths):
+        if index in unreadable:
+            images.append(ImageStatusRow(ids[index], str(path), "unreadable", reason=unreadable[index]))
+        else:
+            found = len(rows_by_input[index])
+            images.append(ImageStatusRow(ids[index], str(path), "detected" if found else "no_clumps", n_clumps=found))
+    rows = [row for index in range(len(paths)) for row in rows_by_input.get(index, [])]
+    return PredictionResult(rows=rows, images=images)
 
 
 def format_summary(result: PredictionResult) -> str:
     """One line: galaxies processed, clumps found, inputs skipped."""
-    galaxies = len({row.galaxy_id for row in result.rows})
+    galaxies = sum(image.status == "detected" for image in result.images)
     return (
         f"{len(result.rows)} clumps in {galaxies} of {len(result.processed)} galaxies; "
         f"{len(result.skipped)} unreadable input{'s' if len(result.skipped) != 1 else ''} skipped"

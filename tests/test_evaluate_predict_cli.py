@@ -69,6 +69,33 @@ def test_predict_writes_a_catalogue_with_sky_positions_for_fits(run_dir, inputs,
     )
 
 
+def test_predict_writes_an_image_table_accounting_for_every_input(run_dir, inputs, tmp_path, capsys):
+    out = tmp_path / "clumps.csv"
+    assert cli.main(["predict", "--model", str(run_dir), *inputs, "--out", str(out), "--min-score", "0"]) == 0
+    assert str(tmp_path / "clumps.images.csv") in capsys.readouterr().out
+    images = Table.read(tmp_path / "clumps.images.csv", format="ascii.csv")
+    assert list(images["galaxy_id"]) == ["g0", "g1", "sky", "broken"]
+    assert list(images["status"]) == ["detected", "detected", "detected", "unreadable"]
+    assert "broken.png" in images["reason"][3]
+    clumps = Table.read(out, format="ascii.csv")
+    assert list(images["n_clumps"][:3]) == [int(np.sum(clumps["galaxy_id"] == gid)) for gid in ("g0", "g1", "sky")]
+
+
+def test_predict_checks_its_outputs_before_any_work(inputs, tmp_path, capsys):
+    # The model does not exist: the output error must come first, before anything is loaded or run.
+    missing_model = str(tmp_path / "no_model")
+    (tmp_path / "taken.images.csv").mkdir()
+    (tmp_path / "a_file").write_text("")
+    for out, message in (
+        (tmp_path, "is a directory"),
+        (tmp_path / "taken.csv", "taken.images.csv is a directory"),
+        (tmp_path / "a_file" / "clumps.csv", "is a file, not a folder"),
+    ):
+        assert cli.main(["predict", "--model", missing_model, *inputs, "--out", str(out)]) == 2
+        err = capsys.readouterr().err
+        assert message in err and err.count("\n") == 1, err
+
+
 def test_predict_fits_format_round_trips(run_dir, inputs, tmp_path):
     csv_path, fits_path = tmp_path / "clumps.csv", tmp_path / "clumps.fits"
     common = ["predict", "--model", str(run_dir), *inputs, "--min-score", "0", "--batch-size", "3"]
@@ -96,6 +123,7 @@ def test_predict_fails_when_nothing_is_readable(run_dir, inputs, tmp_path, capsy
     assert cli.main(["predict", "--model", str(run_dir), *unreadable, "--out", str(out)]) == 1
     assert "none of the 2 inputs" in capsys.readouterr().err
     assert not out.exists()
+    assert list(Table.read(tmp_path / "clumps.images.csv", format="ascii.csv")["status"]) == ["unreadable"] * 2
 
 
 def test_evaluate_writes_metrics_and_plots(run_dir, tmp_path_factory, tmp_path, capsys):

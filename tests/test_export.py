@@ -9,9 +9,11 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import re
 import subprocess
 import sys
 import textwrap
+import zipfile
 from pathlib import Path
 
 import keras
@@ -230,14 +232,46 @@ def test_bad_bytes_fail_clearly_and_next_request_works(exported, loaded, case, m
     _assert_outputs_equal(serve(image_bytes=tf.constant([png])), expected)
 
 
-def test_refuses_to_overwrite_or_non_integer_version(exported):
+def test_refuses_to_overwrite_or_non_integer_version(exported, capsys):
     version = exported["version"]
     with pytest.raises(FileExistsError, match="already holds a model"):
         check_export_dir(version)
     with pytest.raises(ValueError, match="integer version"):
         check_export_dir(exported["base"] / "latest")
     assert check_export_dir(version, overwrite=True) == version
-    with pytest.raises(SystemExit, match="already holds a model"):
-        cli.main(["export", "--model", str(exported["run_dir"]), "--out", str(version)])
-    with pytest.raises(SystemExit, match="neither a run directory"):
-        cli.main(["export", "--model", str(exported["base"]), "--out", str(exported["base"] / "2")])
+    # User errors exit 2 with one line, like every other command.
+    assert cli.main(["export", "--model", str(exported["run_dir"]), "--out", str(version)]) == 2
+    assert "already holds a model" in capsys.readouterr().err
+    assert cli.main(["export", "--model", str(exported["base"]), "--out", str(exported["base"] / "2")]) == 2
+    assert "neither a run directory" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    "damage, message",
+    [
+        ("truncate", r"truncated\.keras is not a Keras model: not a zip archive"),
+        ("weights", r"weights\.keras is not a readable Keras model: OSError: .*truncated file"),
+    ],
+)
+def test_export_of_a_corrupt_model_names_the_file_and_the_damage(exported, tmp_path, capsys, damage, message):
+    original = exported["run_dir"] / "model.keras"
+    damaged = tmp_path / f"{'truncated' if damage == 'truncate' else 'weights'}.keras"
+    if damage == "truncate":
+        damaged.write_bytes(original.read_bytes()[:5000])
+    else:
+        with zipfile.ZipFile(original) as source, zipfile.ZipFile(damaged, "w") as target:
+            for info in source.infolist():
+                content = source.read(info.filename)
+                target.writestr(info, content[:1000] if info.filename.endswith(".h5") else content)
+    assert cli.main(["export", "--model", str(damaged), "--out", str(tmp_path / "serving" / "1")]) == 2
+    err = capsys.readouterr().err
+    assert re.search(message, err) and err.count("\n") == 1, err
+    assert not (tmp_path / "serving").exists()
+
+
+@pytest.mark.parametrize("shape", [(150, 150, 3), (1, 150, 150, 1), (1, 150, 150, 4), ()])
+def test_tensor_signature_names_the_expected_shape(loaded, shape):
+    serve = loaded.saved_model.signatures[TENSOR_SIGNATURE]
+    expected = re.escape("expected uint8 [B, H, W, 3] (a batch of RGB images), got shape] [")
+    with pytest.raises(tf.errors.InvalidArgumentError, match=expected + re.escape(" ".join(map(str, shape)))):
+        serve(images=tf.zeros(shape, tf.uint8))

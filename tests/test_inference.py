@@ -20,6 +20,7 @@ from gsfc_tf.inference import (
     default_min_score,
     evaluate_examples,
     expand_image_paths,
+    format_summary,
     galaxy_id,
     load_detector,
     point_at_threshold,
@@ -251,6 +252,65 @@ def test_exported_saved_model_detects_like_the_keras_model(run_dir, detector, te
         np.testing.assert_array_equal(got["classes"], expected["classes"])
         np.testing.assert_allclose(got["scores"], expected["scores"], atol=1e-5)
         np.testing.assert_allclose(got["boxes"], expected["boxes"], atol=1e-3)
+
+
+def one_clump_each(images):
+    """A stand-in `detect_fn`: one clump (score 0.9) at pixels [10, 10, 20, 20] of every image."""
+    count = tf.shape(images)[0]
+    return {
+        "boxes": tf.tile(tf.constant([[[10.0, 10.0, 20.0, 20.0]]]), [count, 1, 1]),
+        "scores": tf.fill([count, 1], 0.9),
+        "classes": tf.zeros([count, 1], tf.int32),
+        "num_detections": tf.ones([count], tf.int32),
+    }
+
+
+def test_predict_catalogue_keeps_files_sharing_a_stem_apart_and_accounts_for_every_input(tmp_path):
+    (tmp_path / "sub").mkdir()
+    rng = np.random.default_rng(1)
+    paths = [save_png(tmp_path / "lone.png", rng.integers(0, 255, (64, 64, 3), dtype=np.uint8))]
+    for name in ("good.png", "good.jpg", "sub/good.png"):
+        image = rng.integers(0, 255, (64, 64, 3), dtype=np.uint8)
+        Image.fromarray(image).save(tmp_path / name)
+        paths.append(tmp_path / name)
+    paths.append(tmp_path / "missing.png")
+    result = predict_catalogue(Detector(detect_fn=one_clump_each, source="fake"), paths, min_score=0.5, batch_size=2)
+    ids = ["lone", "good.png", "good.jpg", "sub/good.png", "missing"]
+    assert [row.galaxy_id for row in result.rows] == ids[:4], "one row per file, none merged"
+    assert [(image.galaxy_id, image.path, image.status, image.n_clumps) for image in result.images] == [
+        (gid, str(path), status, n) for gid, path, (status, n) in zip(ids, paths, [("detected", 1)] * 4 + [("unreadable", 0)])
+    ]
+    assert "missing.png" in result.images[-1].reason and result.skipped == [(paths[-1], result.images[-1].reason)]
+    assert format_summary(result) == "4 clumps in 4 of 4 galaxies; 1 unreadable input skipped"
+    strict = predict_catalogue(Detector(detect_fn=one_clump_each, source="fake"), paths[:2], min_score=0.95)
+    assert strict.rows == [] and [image.status for image in strict.images] == ["no_clumps", "no_clumps"]
+
+
+def test_expand_image_paths_keeps_a_file_named_twice_once(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    for name in ("a.png", "b.png"):
+        (tmp_path / name).touch()
+    assert expand_image_paths(["*.png", "a.png", "./b.png", "c.png"]) == [Path("a.png"), Path("b.png"), Path("c.png")]
+
+
+def test_detector_warns_once_per_size_about_images_far_larger_than_a_cutout(caplog):
+    detector = Detector(detect_fn=one_clump_each, source="fake")
+    with caplog.at_level("WARNING", logger="gsfc_tf.inference"):
+        for height, width in ((4000, 4000), (200, 200), (400, 400), (4000, 4000), (1000, 800)):
+            detector.detect(np.zeros((1, height, width, 3), np.uint8))
+    messages = [record.getMessage() for record in caplog.records]
+    assert len(messages) == 2
+    assert messages[0].startswith("4000x4000 px input is 10x the 400-px training cutout")
+    assert "20x smaller than in training" in messages[0] and "does not tile" in messages[0]
+    assert messages[1].startswith("1000x800 px input is 2.5x the 400-px training cutout")
+
+
+def test_load_detector_names_a_corrupt_model_file(run_dir, tmp_path):
+    truncated = tmp_path / "run"
+    truncated.mkdir()
+    (truncated / "model.keras").write_bytes((run_dir / "model.keras").read_bytes()[:5000])
+    with pytest.raises(ValueError, match=r"run/model\.keras is not a Keras model: not a zip archive"):
+        load_detector(truncated)
 
 
 def test_point_at_threshold_reads_the_curves():

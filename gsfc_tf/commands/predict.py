@@ -2,12 +2,16 @@
 
 Boxes and centres are pixels of each original cutout (origin at the top-left corner, y down);
 RA/Dec come from the cutout's WCS when it is a FITS file with one, and are empty otherwise.
-Unreadable inputs are reported and skipped; the command fails only if none could be read.
+Beside the catalogue (`clumps.csv`) the image table (`clumps.images.csv`) lists every input with its
+galaxy id, status (detected / no_clumps / unreadable), reason and number of clumps. Unreadable
+inputs are reported and skipped; the command fails only if none could be read.
 """
 
 from __future__ import annotations
 
 import sys
+
+from gsfc_tf.commands import add_tta_arguments
 
 __all__ = ["configure_parser", "run"]
 
@@ -15,7 +19,10 @@ __all__ = ["configure_parser", "run"]
 def configure_parser(parser) -> None:
     parser.add_argument("--model", required=True, help="run directory, .keras file or SavedModel directory")
     parser.add_argument("images", nargs="+", metavar="IMAGES", help="cutout files or glob patterns (quote globs)")
-    parser.add_argument("--out", default="clumps.csv", help="catalogue file (default clumps.csv)")
+    parser.add_argument(
+        "--out", default="clumps.csv",
+        help="catalogue file (default clumps.csv); the image table goes beside it (clumps.images.csv)",
+    )
     parser.add_argument("--format", choices=("csv", "fits"), default="csv", help="catalogue format (default csv)")
     parser.add_argument(
         "--min-score", type=float,
@@ -23,12 +30,16 @@ def configure_parser(parser) -> None:
         "validation.json, else 0.5)",
     )
     parser.add_argument("--batch-size", type=int, default=8, help="images per detector call (default 8)")
+    add_tta_arguments(parser)
 
 
 def run(args) -> int:
     from gsfc_tf import catalogue, inference
 
-    detector = inference.load_detector(args.model)
+    # Both outputs are checked before the model is loaded, so a bad --out never costs a run.
+    catalogue_path = catalogue.check_output_file(args.out)
+    table_path = catalogue.check_output_file(catalogue.image_table_path(catalogue_path))
+    detector = inference.load_detector(args.model, tta=args.tta, tta_merge=args.tta_merge)
     min_score = inference.default_min_score(detector) if args.min_score is None else args.min_score
 
     def report(path, error) -> None:
@@ -38,9 +49,14 @@ def run(args) -> int:
         detector, inference.expand_image_paths(args.images), min_score=min_score, batch_size=args.batch_size,
         on_error=report, progress=True,
     )
+    table_path = catalogue.write_image_table(result.images, table_path, format=args.format)
     if not result.processed:
-        print(f"error: none of the {len(result.skipped)} inputs could be read; no catalogue written", file=sys.stderr)
+        print(
+            f"error: none of the {len(result.skipped)} inputs could be read (reasons in {table_path}); "
+            "no catalogue written",
+            file=sys.stderr,
+        )
         return 1
-    path = catalogue.write_catalogue(result.rows, args.out, format=args.format)
-    print(f"{inference.format_summary(result)} (score >= {min_score:.2f}). Wrote {path}")
+    catalogue_path = catalogue.write_catalogue(result.rows, catalogue_path, format=args.format)
+    print(f"{inference.format_summary(result)} (score >= {min_score:.2f}). Wrote {catalogue_path} and {table_path}")
     return 0
