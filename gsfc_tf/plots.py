@@ -22,6 +22,7 @@ from gsfc_tf.evaluation import CLASS_NAMES, ImageBoxes
 __all__ = [
     "CLASS_COLOURS",
     "plot_completeness_by_size",
+    "plot_completeness_by_snr",
     "plot_completeness_purity",
     "plot_detections_grid",
     "plot_training_size_curve",
@@ -113,6 +114,48 @@ def plot_completeness_by_size(metrics: Mapping[str, Any]) -> Figure:
     )
     ax.legend(loc="upper left", fontsize=8)
     ax.grid(axis="y", alpha=0.3)
+    return fig
+
+
+def _plot_breakdown(ax, breakdown: Mapping[str, Any], xlabel: str, target: float) -> None:
+    """Completeness per bin: all truths (thick) and each true class; bin counts under the ticks."""
+    positions = np.arange(len(breakdown["labels"]))
+    ax.plot(positions, _floats(breakdown["completeness"]), "o-", color=_COMPLETENESS_COLOUR, lw=2, label="all")
+    for (name, row), colour, marker in zip(breakdown["per_class"].items(), CLASS_COLOURS, "s^v"):
+        ax.plot(positions, _floats(row["completeness"]), marker + "--", color=colour, lw=1,
+                markeredgecolor="0.3", label=name.replace("_", " "))
+    _target_line(ax, target)
+    ax.set_xticks(positions, [f"{label}\nn={n}" for label, n in zip(breakdown["labels"], breakdown["n_true"])])
+    ax.set(xlabel=xlabel, ylabel="completeness", ylim=(0, 1.05))
+    ax.grid(alpha=0.3)
+
+
+def plot_completeness_by_snr(metrics: Mapping[str, Any]) -> Figure:
+    """Where the misses are: completeness by clump SNR and by box side, overall and per class.
+
+    Args:
+        metrics: an `evaluate_detections` / `metrics_report` result with `by_snr` (truths that
+            carry an SNR, as synthetic clumps do).
+
+    Returns:
+        The figure: SNR on the left, box side on the right; one line for all clumps and one
+        per true class, at the operating threshold.
+    """
+    if "by_snr" not in metrics:
+        raise ValueError("metrics have no by_snr: evaluate with truth_snr (synthetic clumps carry it)")
+    by_snr, by_size = metrics["by_snr"], metrics["by_size"]
+    fig = Figure(figsize=(10.0, 3.8), layout="constrained")
+    snr_ax, size_ax = fig.subplots(1, 2, sharey=True)
+    target = metrics["operating_point"]["target"]
+    _plot_breakdown(snr_ax, by_snr, "clump signal-to-noise ratio (r band, in its box)", target)
+    _plot_breakdown(size_ax, by_size, "true box side (px)", target)
+    unknown = f"; {by_snr['n_unknown']} without SNR" if by_snr["n_unknown"] else ""
+    snr_ax.set_title(f"Completeness by clump SNR{unknown}", fontsize=10, loc="left")
+    size_ax.set_title("... and by clump size", fontsize=10, loc="left")
+    threshold = by_snr["threshold"]
+    handles, labels = snr_ax.get_legend_handles_labels()
+    fig.legend(handles, labels, loc="outside right upper", fontsize=8,
+               title=None if threshold is None else f"score ≥ {threshold:.2f}", title_fontsize=8)
     return fig
 
 

@@ -12,6 +12,7 @@ from gsfc_tf.evaluation import ImageBoxes, evaluate_detections, write_metrics_js
 from gsfc_tf.plots import (
     CLASS_COLOURS,
     plot_completeness_by_size,
+    plot_completeness_by_snr,
     plot_completeness_purity,
     plot_detections_grid,
     plot_training_size_curve,
@@ -106,6 +107,28 @@ def test_completeness_by_size_bars(metrics, tmp_path):
     np.testing.assert_allclose(heights, np.nan_to_num(np.array(metrics["by_size"]["completeness"], float)))
     assert [t.get_text() for t in ax.get_xticklabels()] == metrics["by_size"]["labels"]
     assert_renders_inside(fig, tmp_path)
+
+
+def test_completeness_by_snr_draws_every_row_of_both_breakdowns(galaxies, tmp_path):
+    _, truths, predictions = galaxies
+    snr = [np.linspace(2.0, 30.0, len(t)) for t in truths]
+    snr[1][:1] = np.nan
+    metrics = evaluate_detections(truths, predictions, truth_snr=snr)
+    # Re-read from JSON, as a saved metrics.json would be: empty bins are null there.
+    reread = json.loads(write_metrics_json(metrics, tmp_path / "m.json").read_text())
+    fig = plot_completeness_by_snr(reread)
+    for ax, key in zip(fig.axes, ("by_snr", "by_size")):
+        breakdown = metrics[key]
+        lines = {line.get_label(): line.get_ydata() for line in ax.get_lines()}
+        np.testing.assert_array_equal(lines["all"], np.array(breakdown["completeness"], float))
+        for name, row in breakdown["per_class"].items():
+            np.testing.assert_array_equal(lines[name.replace("_", " ")], np.array(row["completeness"], float))
+        ticks = [f"{label}\nn={n}" for label, n in zip(breakdown["labels"], breakdown["n_true"])]
+        assert [t.get_text() for t in ax.get_xticklabels()] == ticks
+    assert "1 without SNR" in fig.axes[0].get_title(loc="left")
+    assert_renders_inside(fig, tmp_path)
+    with pytest.raises(ValueError, match="by_snr"):
+        plot_completeness_by_snr(evaluate_detections(truths, predictions))
 
 
 def test_training_size_curve(tmp_path):
