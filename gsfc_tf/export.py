@@ -57,6 +57,7 @@ __all__ = [
     "check_export_dir",
     "export_saved_model",
     "load_exported",
+    "read_metadata",
 ]
 
 BYTES_SIGNATURE = "serving_default"
@@ -149,13 +150,18 @@ def check_export_dir(export_dir: str | Path, *, overwrite: bool = False) -> Path
     return export_dir
 
 
-def export_saved_model(model: keras.Model, export_dir: str | Path, *, overwrite: bool = False) -> Path:
+def export_saved_model(
+    model: keras.Model, export_dir: str | Path, *, overwrite: bool = False, operating_threshold: float | None = None
+) -> Path:
     """Writes `model` as a TF Serving SavedModel version directory (see the module docstring).
 
     Args:
         model: a `FasterRCNN` (any model with `detector_config` and the same call outputs).
         export_dir: the version directory, `<base>/<version>` with an integer version.
         overwrite: replace an existing non-empty version directory.
+        operating_threshold: the score threshold chosen on the run's validation split, recorded in
+            the metadata so that catalogues made from the export keep the run's operating point
+            (`inference.load_detector`); None when the run has none.
 
     Returns:
         `export_dir` as a Path.
@@ -194,6 +200,7 @@ def export_saved_model(model: keras.Model, export_dir: str | Path, *, overwrite:
         "detection_boxes": "yxyx normalised by the input image height and width",
         "image_size": config.image_size,
         "score_threshold": config.score_threshold,
+        "operating_threshold": operating_threshold,
         "max_detections": config.max_detections,
         "detector": dataclasses.asdict(config),
     }
@@ -221,6 +228,11 @@ def _version_dir(path: Path) -> Path:
     if not versions:
         raise FileNotFoundError(f"{path} holds no SavedModel (saved_model.pb) nor integer version directories with one.")
     return max(versions, key=lambda p: int(p.name))
+
+
+def read_metadata(path: str | Path) -> dict:
+    """The export's `assets.extra/gsfc_tf.json` (a version or base directory, as `load_exported`)."""
+    return json.loads((_version_dir(Path(path)) / METADATA_PATH).read_text())
 
 
 def load_exported(path: str | Path) -> Callable[[tf.Tensor], dict[str, tf.Tensor]]:

@@ -81,11 +81,15 @@ class Detector:
             (0 clump, 1 odd_clump), `num_detections` [B]; rows past `num_detections` are padding.
         source: where it was loaded from (for messages).
         run_dir: the training run directory, when the model came from one.
+        operating_threshold: the run's validation operating threshold as recorded in an exported
+            SavedModel (a model from a run directory leaves it None: `validation_threshold` reads
+            the run's `validation.json`).
     """
 
     detect_fn: Callable[[tf.Tensor], Mapping[str, tf.Tensor]]
     source: str
     run_dir: Path | None = None
+    operating_threshold: float | None = None
     # Input sizes already warned about by `detect`: one warning per size, not per batch.
     _oversized_warned: set[tuple[int, int]] = dataclasses.field(default_factory=set, init=False, repr=False, compare=False)
 
@@ -166,9 +170,12 @@ def load_detector(path: str | Path) -> Detector:
     """
     path = Path(path)
     if (path / "saved_model.pb").is_file() or any(path.glob("[0-9]*/saved_model.pb")):
-        from gsfc_tf.export import load_exported
+        from gsfc_tf.export import load_exported, read_metadata
 
-        return Detector(detect_fn=load_exported(path), source=str(path))
+        recorded = read_metadata(path).get("operating_threshold")
+        return Detector(
+            detect_fn=load_exported(path), source=str(path), operating_threshold=None if recorded is None else float(recorded)
+        )
     if _keras_model_path(path) is None:
         raise FileNotFoundError(
             f"{path} is not a run directory (with model.keras), a .keras file or a SavedModel directory "
@@ -221,7 +228,13 @@ def _run_file(run_dir: Path | None, name: str) -> dict[str, Any] | None:
 
 
 def validation_threshold(detector: Detector) -> float | None:
-    """The operating score threshold chosen on the run's validation split (`validation.json`), if any."""
+    """The operating score threshold chosen on the run's validation split, if any.
+
+    From the run's `validation.json`, or for an exported SavedModel the threshold recorded in its
+    metadata by `gsfc-tf export`, so a run directory and its export give the same answer.
+    """
+    if detector.run_dir is None:
+        return detector.operating_threshold
     validation = _run_file(detector.run_dir, "validation.json") or {}
     threshold = validation.get("operating_point", {}).get("threshold")
     return None if threshold is None else float(threshold)

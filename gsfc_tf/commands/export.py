@@ -18,6 +18,9 @@ def run(args) -> int:
     # User errors raise ValueError/FileNotFoundError/FileExistsError: cli.main prints them, exit 2.
     check_export_dir(args.out, overwrite=args.overwrite)
     model, model_path = inference.load_keras_model(args.model)
-    export_dir = export_saved_model(model, args.out, overwrite=args.overwrite)
-    print(f"Exported {model_path} to {export_dir} (signatures {BYTES_SIGNATURE}, {TENSOR_SIGNATURE})")
+    # The run's validation.json beside model.keras, so catalogues from the export use the same threshold.
+    threshold = inference.validation_threshold(inference.Detector.from_model(model, run_dir=model_path.parent))
+    export_dir = export_saved_model(model, args.out, overwrite=args.overwrite, operating_threshold=threshold)
+    recorded = "no operating threshold" if threshold is None else f"operating threshold {threshold:.2f}"
+    print(f"Exported {model_path} to {export_dir} (signatures {BYTES_SIGNATURE}, {TENSOR_SIGNATURE}; {recorded})")
     return 0
