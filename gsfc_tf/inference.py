@@ -290,6 +290,8 @@ def evaluate_examples(
     The top-level completeness and purity are at the operating point chosen on these examples
     (`evaluation.evaluate_detections`); an operating threshold chosen beforehand on another
     split (the run's validation split) gives an unbiased figure: pass it as `fixed_threshold`.
+    Where the examples carry clump SNRs (`objects/snr`, synthetic data), the metrics break
+    completeness down by SNR too (`by_snr`).
 
     Args:
         examples: unbatched TFDS examples (`image` uint8 [H, W, 3], `image/id`, `objects`).
@@ -304,24 +306,35 @@ def evaluate_examples(
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
     if limit is not None:
         examples = examples.take(limit)
-    batches = examples.map(
-        lambda example: (example["image"], example["image/id"], *data.from_tfds_example(example)[1:]),
-        num_parallel_calls=tf.data.AUTOTUNE,
-    ).padded_batch(
+
+    def unpack(example):
+        _, boxes_yxyx, labels = data.from_tfds_example(example)
+        objects = example["objects"]
+        # Real galaxies have NaN; datasets before clump_scout 1.2.0 have no SNR at all.
+        snr = objects["snr"] if "snr" in objects else tf.fill(tf.shape(labels), float("nan"))
+        return example["image"], example["image/id"], boxes_yxyx, labels, snr
+
+    batches = examples.map(unpack, num_parallel_calls=tf.data.AUTOTUNE).padded_batch(
         batch_size,
-        padding_values=(tf.constant(0, tf.uint8), "", tf.constant(data.PADDING, tf.float32), data.PADDING),
+        padding_values=(
+            tf.constant(0, tf.uint8), "", tf.constant(data.PADDING, tf.float32), data.PADDING, float("nan")
+        ),
     )
     count = int(batches.cardinality())
-    ids, truths, predictions, images = [], [], [], []
-    for batch_images, batch_ids, boxes_yxyx, labels in tqdm(
+    ids, truths, predictions, images, truth_snr = [], [], [], [], []
+    for batch_images, batch_ids, boxes_yxyx, labels, snr in tqdm(
         batches.prefetch(1), total=count if count >= 0 else None, desc="evaluate", unit="batch", disable=not progress
     ):
         predictions += detector.detect_boxes(batch_images)
         truths += evaluation.from_padded_batch(boxes_yxyx.numpy(), labels.numpy())
+        # The same rows `from_padded_batch` keeps: padding has label -1.
+        truth_snr += [image_snr[image_labels >= 0] for image_snr, image_labels in zip(snr.numpy(), labels.numpy())]
         ids += [i.decode() for i in batch_ids.numpy()]
         images += list(batch_images.numpy()[: max(keep_images - len(images), 0)])
     if not truths:
         raise ValueError("the split holds no galaxies to evaluate")
+    if any(np.isfinite(image_snr).any() for image_snr in truth_snr):
+        metrics_options = {"truth_snr": truth_snr, **metrics_options}
     metrics = evaluation.metrics_report(truths, predictions, **metrics_options)
     if fixed_threshold is not None:
         metrics["fixed_threshold"] = point_at_threshold(metrics, fixed_threshold)
@@ -346,7 +359,7 @@ def point_at_threshold(metrics: Mapping[str, Any], threshold: float) -> dict[str
 
 
 def evaluation_figures(result: Evaluation) -> dict[str, Figure]:
-    """The evaluation plots, keyed by file stem.
+    """The evaluation plots, keyed by file stem; `completeness_by_snr` where the truths had SNRs.
 
     The detections grid draws predictions scoring at least the fixed threshold when one was
     given (what `gsfc-tf predict` would catalogue), else the operating threshold.
@@ -364,6 +377,11 @@ def evaluation_figures(result: Evaluation) -> dict[str, Figure]:
             min_score=1.0 if threshold is None else threshold,
         ),
         "completeness_by_size": plots.plot_completeness_by_size(result.metrics),
+        **(
+            {"completeness_by_snr": plots.plot_completeness_by_snr(result.metrics)}
+            if "by_snr" in result.metrics
+            else {}
+        ),
     }
 
 

@@ -214,15 +214,26 @@ def test_evaluate_examples_with_a_model_writes_metrics_and_plots(detector, test_
         np.testing.assert_allclose(truth.boxes_yxyx, expected.boxes_yxyx)
     written = write_evaluation(result, tmp_path / "eval")
     assert sorted(p.name for p in written.values()) == [
-        "completeness_by_size.png", "completeness_purity.png", "detections.png", "metrics.json"
+        "completeness_by_size.png", "completeness_by_snr.png", "completeness_purity.png", "detections.png",
+        "metrics.json",
     ]
     metrics = json.loads(written["metrics"].read_text())
-    assert {"completeness", "purity", "per_class", "curves", "coco", "by_size"} <= set(metrics)
+    assert {"completeness", "purity", "per_class", "curves", "coco", "by_size", "by_snr"} <= set(metrics)
     assert metrics["n_images"] == 3
+    # Synthetic clumps all carry their SNR, read image for image, truth for truth.
+    snr = [example["objects"]["snr"] for example in tfds.as_numpy(examples.take(3))]
+    np.testing.assert_equal(
+        result.metrics["by_snr"],
+        evaluation.completeness_by_bins(
+            result.truths, result.predictions, snr, evaluation.DEFAULT_SNR_BIN_EDGES,
+            score_threshold=metrics["operating_point"]["threshold"],
+        ),
+    )
+    assert metrics["by_snr"]["n_unknown"] == 0 and sum(metrics["by_snr"]["n_true"]) == metrics["n_true"]
     # Threshold 0 counts every prediction.
     n_predicted = sum(len(p) for p in result.predictions)
     assert metrics["fixed_threshold"]["n_predicted"] == metrics["n_predicted"] == n_predicted
-    for name in ("completeness_purity", "detections", "completeness_by_size"):
+    for name in ("completeness_purity", "detections", "completeness_by_size", "completeness_by_snr"):
         assert written[name].read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
