@@ -21,6 +21,7 @@ _COMMANDS = {
     "evaluate": ("gsfc_tf.commands.evaluate", "Score a trained model on a clump_scout split: metrics.json and plots."),
     "predict": ("gsfc_tf.commands.predict", "Find clumps in cutouts (PNG/JPEG/FITS) and write a clump catalogue."),
     "export": ("gsfc_tf.commands.export", "Export a trained model as a TF Serving SavedModel."),
+    "survey": ("gsfc_tf.commands.survey", "Clump catalogue of a whole survey on Apache Beam (Parquet shards, resumable)."),
     "zoobot-weights": (
         "gsfc_tf.backbones.convert",
         "Convert Zoobot/timm EfficientNet-B0 or ResNet50 weights to a Keras .weights.h5 file.",

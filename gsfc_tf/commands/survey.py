@@ -1,0 +1,52 @@
+"""`gsfc-tf survey`: clump catalogue of a whole survey on Apache Beam, resumable (see `gsfc_tf.survey`).
+
+Beam pipeline options follow `--`, e.g.
+`gsfc-tf survey --model m --inputs 'cutouts/*.png' --out out/survey -- --direct_num_workers=2`.
+"""
+
+from __future__ import annotations
+
+import argparse
+
+__all__ = ["configure_parser", "run"]
+
+
+def configure_parser(parser) -> None:
+    parser.add_argument("--model", required=True, help="exported SavedModel, run directory or .keras file")
+    parser.add_argument("--inputs", nargs="+", default=[], metavar="PATTERN",
+                        help="cutout files or glob patterns (quote globs); local, gs:// or s3://")
+    parser.add_argument("--manifest", help="CSV of inputs: a path column, optional id, ra, dec (degrees) columns")
+    parser.add_argument("--out", required=True, metavar="PREFIX",
+                        help="output prefix: PREFIX-<run id>-{clumps,images}-*.parquet and PREFIX-<run id>-done.json")
+    parser.add_argument("--runner", default="DirectRunner", help="Beam runner (default DirectRunner)")
+    parser.add_argument("--min-score", type=float,
+                        help="keep clumps scoring at least this (default: the model's validation operating threshold)")
+    parser.add_argument("--batch-size", type=int, default=8, help="cutouts per detector call (default 8)")
+    parser.add_argument("--num-shards", type=int, default=0, help="Parquet shards per table (default: the runner's choice)")
+    parser.add_argument("--merge", choices=("csv", "fits"),
+                        help="also write the whole catalogue as PREFIX.FORMAT and its image table as PREFIX.images.FORMAT")
+    parser.add_argument("beam_options", nargs=argparse.REMAINDER, metavar="-- BEAM_OPTIONS",
+                        help="Beam pipeline options, after --")
+
+
+def run(args) -> int:
+    from gsfc_tf.survey import run_survey
+
+    beam_options = args.beam_options[1:] if args.beam_options[:1] == ["--"] else args.beam_options
+    result = run_survey(
+        args.model, args.out, patterns=args.inputs, manifest=args.manifest, min_score=args.min_score,
+        batch_size=args.batch_size, num_shards=args.num_shards, merge=args.merge,
+        pipeline_args=[f"--runner={args.runner}", *beam_options],
+    )
+    threshold = f"score >= {result.threshold.value:.2f} ({result.threshold.source})"
+    if result.run_id is None:
+        print(f"All {result.n_inputs} inputs were done by earlier runs under {args.out}; nothing to run.")
+    else:
+        counts = ", ".join(f"{count} {status}" for status, count in result.status_counts.items())
+        print(
+            f"Run {result.run_id}: {result.n_inputs - result.n_already_done} inputs ({counts}), {result.n_clumps} clumps "
+            f"at {threshold}; {result.n_already_done} inputs done by earlier runs skipped. Wrote {result.done_manifest}"
+        )
+    for path in result.merged:
+        print(f"Merged {path}")
+    return 0

@@ -1,0 +1,580 @@
+"""Survey-scale inference on Apache Beam: a sharded clump catalogue for millions of cutouts.
+
+Shape shorthand: B cutouts in a batch, H x W one cutout's size.
+
+The pipeline (`DetectClumps`, written by `run_survey`) runs unchanged on the DirectRunner here and
+on Dataflow, Flink or Spark at scale:
+
+    inputs -> read each cutout (`catalogue.read_cutout`) -> RunInference (`DetectorHandler`:
+    the model loaded once per worker process and shared by its threads, batches of one image
+    size) -> clump rows (`catalogue.rows_from_detections`, as `gsfc-tf predict` makes them)
+    -> Parquet shards; and every input's status (detected / no_clumps / unreadable) -> Parquet shards.
+
+Paths go through Beam's `FileSystems`, so inputs, the model and the outputs may be `gs://` or
+`s3://` URLs where Beam's filesystem extra (`apache-beam[gcp]`, `[aws]`) is installed.
+
+Resuming: a run writes only files named `PREFIX-<run id>-*`: its inputs list first, then its
+shards, and its done manifest `PREFIX-<run id>-done.json` last, once the pipeline has finished
+and its shards have been read back. A later run skips every input listed by a done manifest and
+counts only the shards a done manifest names, so a run killed at any point (even by SIGKILL)
+leaves nothing that is counted twice: its inputs are processed again by the next run.
+"""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+import datetime
+import io
+import json
+import math
+import os
+import re
+import shutil
+import tempfile
+import uuid
+from collections.abc import Iterable, Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+import apache_beam as beam
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+from apache_beam.io.filesystem import CompressionTypes
+from apache_beam.io.filesystems import FileSystems
+from apache_beam.io.localfilesystem import LocalFileSystem
+from apache_beam.ml.inference.base import ModelHandler, RunInference
+from apache_beam.options.pipeline_options import PipelineOptions
+
+from gsfc_tf import __version__, catalogue, inference
+from gsfc_tf.catalogue import IMAGE_STATUSES, CatalogueRow, ImageStatusRow, UnreadableImageError
+
+__all__ = [
+    "CLUMP_SCHEMA",
+    "IMAGE_SCHEMA",
+    "MERGE_MAX_ROWS",
+    "DetectClumps",
+    "DetectorHandler",
+    "OperatingThreshold",
+    "SurveyInput",
+    "SurveyRun",
+    "completed_runs",
+    "list_inputs",
+    "operating_threshold",
+    "run_survey",
+]
+
+# A merged CSV/FITS is built in memory on the launching machine; past this, read the shards.
+MERGE_MAX_ROWS = 5_000_000
+_GLOB_CHARACTERS = frozenset("*?[")
+_RUN_ID_PATTERN = r"\d{8}T\d{6}-[0-9a-f]{8}"
+_UNREADABLE = IMAGE_STATUSES[2]
+
+# One row per clump: `CatalogueRow`'s columns (cutout pixels, RA/Dec from the WCS) and the input path.
+CLUMP_SCHEMA = pa.schema(
+    [
+        ("galaxy_id", pa.string()),
+        ("path", pa.string()),
+        *[(name, pa.float64()) for name in ("x_min", "y_min", "x_max", "y_max", "x_centre", "y_centre")],
+        ("class_name", pa.string()),
+        ("class_id", pa.int64()),
+        ("score", pa.float64()),
+        ("ra", pa.float64()),
+        ("dec", pa.float64()),
+    ]
+)
+# One row per input: `ImageStatusRow`'s columns and the manifest's `ra`/`dec` (NaN when not given).
+IMAGE_SCHEMA = pa.schema(
+    [
+        ("galaxy_id", pa.string()),
+        ("path", pa.string()),
+        ("status", pa.string()),
+        ("reason", pa.string()),
+        ("n_clumps", pa.int64()),
+        ("galaxy_ra", pa.float64()),
+        ("galaxy_dec", pa.float64()),
+    ]
+)
+
+
+@dataclasses.dataclass(frozen=True)
+class SurveyInput:
+    """One cutout to process.
+
+    Attributes:
+        path: the cutout file, a local path or a Beam filesystem URL.
+        galaxy_id: the id written in its rows.
+        galaxy_ra: the galaxy's right ascension from the manifest, degrees; NaN if not given.
+        galaxy_dec: its declination, likewise.
+    """
+
+    path: str
+    galaxy_id: str
+    galaxy_ra: float = math.nan
+    galaxy_dec: float = math.nan
+
+
+@dataclasses.dataclass(frozen=True)
+class _Cutout:
+    """A read cutout on its way to the detector: uint8 image [H, W, 3] and celestial WCS or None."""
+
+    item: SurveyInput
+    image: np.ndarray
+    wcs: Any
+
+
+@dataclasses.dataclass(frozen=True)
+class OperatingThreshold:
+    """The minimum score of catalogued clumps, and where it came from (written with the outputs)."""
+
+    value: float
+    source: str
+
+
+# --------------------------------------------------------------------------------------------
+# Listing inputs.
+
+
+def _is_local(path: str) -> bool:
+    return isinstance(FileSystems.get_filesystem(path), LocalFileSystem)
+
+
+def _expand(pattern: str) -> list[str]:
+    """Sorted matches of a glob; a plain path, or a glob matching nothing, stays as given.
+
+    Like `inference.expand_image_paths`: an unmatched name is then reported unreadable, not dropped.
+    """
+    if not _GLOB_CHARACTERS & set(pattern):
+        return [pattern]
+    return sorted(metadata.path for metadata in FileSystems.match([pattern])[0].metadata_list) or [pattern]
+
+
+def _number(text: str | None, where: str) -> float:
+    if text is None or not text.strip():
+        return math.nan
+    try:
+        return float(text)
+    except ValueError:
+        raise ValueError(f"{where}: {text!r} is not a number") from None
+
+
+def _read_manifest(manifest: str) -> list[tuple[str, str | None, float, float]]:
+    """(path, id or None, ra, dec) per row of a CSV with a `path` column and optional `id`, `ra`, `dec`.
+
+    Relative paths are relative to the manifest's directory.
+    """
+    with FileSystems.open(manifest) as file:
+        reader = csv.DictReader(io.StringIO(file.read().decode("utf-8")))
+        rows = list(reader)
+    if "path" not in (reader.fieldnames or []):
+        raise ValueError(f"{manifest}: a manifest needs a 'path' column, got {reader.fieldnames}")
+    directory = FileSystems.split(manifest)[0]
+    entries = []
+    for line, row in enumerate(rows, start=2):
+        path = row["path"].strip()
+        if "://" not in path and not os.path.isabs(path):
+            path = FileSystems.join(directory, path)
+        where = f"{manifest} line {line}"
+        given_id = (row.get("id") or "").strip() or None
+        entries.append((path, given_id, _number(row.get("ra"), f"{where} ra"), _number(row.get("dec"), f"{where} dec")))
+    return entries
+
+
+def list_inputs(patterns: Sequence[str] = (), *, manifest: str | None = None) -> list[SurveyInput]:
+    """The survey's inputs: a manifest's rows, then glob matches, each path once (first kept).
+
+    Galaxy ids are the manifest's `id` where given, else `catalogue.unique_galaxy_ids` of all
+    the paths, as `gsfc-tf predict` makes them.
+
+    Args:
+        patterns: cutout files or glob patterns (local or Beam filesystem URLs).
+        manifest: a CSV with a `path` column and optional `id`, `ra`, `dec` (degrees) columns.
+
+    Raises:
+        ValueError: no inputs, a malformed manifest, or two inputs with one galaxy id.
+    """
+    by_path: dict[str, tuple[str, str | None, float, float]] = {}
+    for entry in [*(_read_manifest(manifest) if manifest else []), *(
+        (path, None, math.nan, math.nan) for pattern in patterns for path in _expand(pattern)
+    )]:
+        by_path.setdefault(entry[0], entry)
+    entries = list(by_path.values())
+    if not entries:
+        raise ValueError("no inputs: give --inputs patterns or a --manifest")
+    derived = catalogue.unique_galaxy_ids([path for path, *_ in entries])
+    items = [
+        SurveyInput(path=path, galaxy_id=given_id or derived_id, galaxy_ra=ra, galaxy_dec=dec)
+        for (path, given_id, ra, dec), derived_id in zip(entries, derived)
+    ]
+    seen: dict[str, str] = {}
+    for item in items:
+        if item.galaxy_id in seen:
+            raise ValueError(f"{seen[item.galaxy_id]} and {item.path} have the same galaxy id {item.galaxy_id!r}")
+        seen[item.galaxy_id] = item.path
+    return items
+
+
+# --------------------------------------------------------------------------------------------
+# Reading cutouts and running the detector.
+
+
+def _copy_to(source: str, destination: Path) -> None:
+    destination.parent.mkdir(parents=True, exist_ok=True)
+    with FileSystems.open(source, compression_type=CompressionTypes.UNCOMPRESSED) as src, open(destination, "wb") as dst:
+        shutil.copyfileobj(src, dst)
+
+
+def _read(item: SurveyInput) -> tuple[np.ndarray, Any]:
+    """`catalogue.read_cutout` of a local or remote cutout.
+
+    Raises:
+        UnreadableImageError: the file is missing, unreachable or not a usable image.
+    """
+    if _is_local(item.path):
+        return catalogue.read_cutout(item.path)
+    with tempfile.TemporaryDirectory() as tmp:
+        # read_cutout reads local files; the file's own name picks the format and names it in errors.
+        local = Path(tmp) / FileSystems.split(item.path)[1]
+        try:
+            _copy_to(item.path, local)
+        except Exception as error:  # each filesystem raises its own types for a missing file
+            raise UnreadableImageError(f"{local.name}: {type(error).__name__}: {error}") from error
+        return catalogue.read_cutout(local)
+
+
+def _local_model(model: str) -> str:
+    """`model` itself when local, else a local copy of the remote file or directory tree."""
+    if _is_local(model):
+        return model
+    base = model.rstrip("/")
+    target = Path(tempfile.mkdtemp(prefix="gsfc_tf_model-"))
+    tree = FileSystems.match([f"{base}/**"])[0].metadata_list
+    if not tree:
+        _copy_to(base, target / FileSystems.split(base)[1])
+        return str(target / FileSystems.split(base)[1])
+    for metadata in tree:
+        _copy_to(metadata.path, target / metadata.path[len(base) :].lstrip("/"))
+    return str(target)
+
+
+class _ReadCutouts(beam.DoFn):
+    """SurveyInput -> _Cutout, or (SurveyInput, reason) on the `unreadable` output."""
+
+    def process(self, item: SurveyInput) -> Iterator[Any]:
+        try:
+            image, wcs = _read(item)
+        except UnreadableImageError as error:
+            yield beam.pvalue.TaggedOutput(_UNREADABLE, (item, str(error)))
+            return
+        yield _Cutout(item, image, wcs)
+
+
+class DetectorHandler(ModelHandler):
+    """RunInference handler: batches of cutouts -> (SurveyInput, clump rows) per cutout.
+
+    Beam's stock TensorFlow handler imports tensorflow_hub; this one loads any model
+    `inference.load_detector` loads (a run directory or an exported SavedModel). RunInference keeps
+    one loaded model per worker process, shared by its threads. A detector call needs one image
+    size, so each batch is split by size; rows are made exactly as `inference.predict_catalogue`
+    makes them.
+
+    Args:
+        model: run directory, `.keras` file or SavedModel directory (local or a Beam URL).
+        min_score: keep detections scoring at least this.
+        batch_size: cutouts per batch.
+    """
+
+    def __init__(self, model: str, *, min_score: float, batch_size: int = 8):
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        # A fixed batch size; the end of a bundle flushes a smaller batch.
+        super().__init__(min_batch_size=batch_size, max_batch_size=batch_size)
+        self._model = model
+        self._min_score = min_score
+
+    def load_model(self) -> inference.Detector:
+        return inference.load_detector(_local_model(self._model))
+
+    def run_inference(
+        self, batch: Sequence[_Cutout], model: inference.Detector, inference_args: dict | None = None
+    ) -> list[tuple[SurveyInput, list[CatalogueRow]]]:
+        by_size: dict[tuple[int, ...], list[int]] = {}
+        for index, cutout in enumerate(batch):
+            by_size.setdefault(cutout.image.shape, []).append(index)
+        results: list[Any] = [None] * len(batch)
+        for indices in by_size.values():
+            detections = model.detect_boxes(np.stack([batch[index].image for index in indices]))
+            for index, found in zip(indices, detections):
+                cutout = batch[index]
+                kept = found.select(found.scores >= self._min_score)
+                results[index] = (cutout.item, catalogue.rows_from_detections(cutout.item.galaxy_id, kept, wcs=cutout.wcs))
+        return results
+
+    def get_num_bytes(self, batch: Sequence[_Cutout]) -> int:
+        # The default pickles the whole batch to measure it.
+        return sum(cutout.image.nbytes for cutout in batch)
+
+
+def _clump_records(result: tuple[SurveyInput, list[CatalogueRow]]) -> list[dict[str, Any]]:
+    item, rows = result
+    return [{**dataclasses.asdict(row), "path": item.path} for row in rows]
+
+
+def _image_record(item: SurveyInput, status: str, *, reason: str = "", n_clumps: int = 0) -> dict[str, Any]:
+    row = ImageStatusRow(galaxy_id=item.galaxy_id, path=item.path, status=status, reason=reason, n_clumps=n_clumps)
+    return {**dataclasses.asdict(row), "galaxy_ra": item.galaxy_ra, "galaxy_dec": item.galaxy_dec}
+
+
+def _detected_record(result: tuple[SurveyInput, list[CatalogueRow]]) -> dict[str, Any]:
+    item, rows = result
+    return _image_record(item, "detected" if rows else "no_clumps", n_clumps=len(rows))
+
+
+class DetectClumps(beam.PTransform):
+    """PCollection[SurveyInput] -> {"clumps": CLUMP_SCHEMA records, "images": IMAGE_SCHEMA records}.
+
+    Every input gives exactly one `images` record: detected, no_clumps, or unreadable with the reason.
+
+    Args:
+        handler: the `DetectorHandler` to run.
+    """
+
+    def __init__(self, handler: DetectorHandler):
+        super().__init__()
+        self._handler = handler
+
+    def expand(self, items):
+        read = items | "ReadCutouts" >> beam.ParDo(_ReadCutouts()).with_outputs(_UNREADABLE, main="cutouts")
+        found = read.cutouts | "Detect" >> RunInference(self._handler)
+        unreadable = read[_UNREADABLE] | "UnreadableStatus" >> beam.MapTuple(
+            lambda item, reason: _image_record(item, _UNREADABLE, reason=reason)
+        )
+        return {
+            "clumps": found | "ClumpRows" >> beam.FlatMap(_clump_records),
+            "images": (found | "DetectedStatus" >> beam.Map(_detected_record), unreadable) | beam.Flatten(),
+        }
+
+
+# --------------------------------------------------------------------------------------------
+# Runs, resuming and merging.
+
+
+@dataclasses.dataclass(frozen=True)
+class SurveyRun:
+    """What `run_survey` did.
+
+    Attributes:
+        run_id: this run's id, or None when every input was already done.
+        n_inputs: inputs listed.
+        n_already_done: of those, inputs skipped because a completed run processed them.
+        status_counts: this run's inputs by status.
+        n_clumps: clump rows this run wrote.
+        threshold: the minimum score applied.
+        done_manifest: this run's done manifest (lists its shards), or None.
+        merged: the merged catalogue and image table, when asked for.
+    """
+
+    run_id: str | None
+    n_inputs: int
+    n_already_done: int
+    status_counts: dict[str, int]
+    n_clumps: int
+    threshold: OperatingThreshold
+    done_manifest: str | None
+    merged: tuple[str, ...] = ()
+
+
+def operating_threshold(detector: inference.Detector, min_score: float | None = None) -> OperatingThreshold:
+    """`min_score` if given, else the model's validation operating threshold (`inference.default_min_score`)."""
+    if min_score is not None:
+        return OperatingThreshold(float(min_score), "given (--min-score)")
+    value = inference.default_min_score(detector)
+    if inference.validation_threshold(detector) is None:
+        return OperatingThreshold(value, f"default: {detector.source} records no validation operating threshold")
+    where = "validation.json of its run" if detector.run_dir is not None else "recorded in the export's metadata"
+    return OperatingThreshold(value, f"validation operating threshold of {detector.source} ({where})")
+
+
+def _normalised(path: str) -> str:
+    return str(Path(path).resolve()) if _is_local(path) else path.rstrip("/")
+
+
+def completed_runs(out_prefix: str) -> list[dict[str, Any]]:
+    """The done manifests of the completed runs under `out_prefix`, oldest first."""
+    pattern = re.compile(re.escape(out_prefix) + rf"-({_RUN_ID_PATTERN})-done\.json$")
+    paths = sorted(
+        metadata.path
+        for metadata in FileSystems.match([f"{out_prefix}-*-done.json"])[0].metadata_list
+        if pattern.search(metadata.path)
+    )
+    runs = []
+    for path in paths:
+        with FileSystems.open(path) as file:
+            runs.append(json.loads(file.read()))
+    return runs
+
+
+def _read_input_paths(inputs_file: str) -> list[str]:
+    with FileSystems.open(inputs_file) as file:
+        return [row["path"] for row in csv.DictReader(io.StringIO(file.read().decode("utf-8")))]
+
+
+def _write_inputs(items: Sequence[SurveyInput], path: str) -> None:
+    text = io.StringIO()
+    writer = csv.writer(text, lineterminator="\n")
+    writer.writerow(["path", "galaxy_id", "galaxy_ra", "galaxy_dec"])
+    writer.writerows([item.path, item.galaxy_id, item.galaxy_ra, item.galaxy_dec] for item in items)
+    with FileSystems.create(path) as file:
+        file.write(text.getvalue().encode("utf-8"))
+
+
+def _parse_input_line(line: str) -> SurveyInput:
+    path, galaxy_id, ra, dec = next(csv.reader([line]))
+    return SurveyInput(path=path, galaxy_id=galaxy_id, galaxy_ra=float(ra), galaxy_dec=float(dec))
+
+
+def _read_bytes(path: str) -> bytes:
+    with FileSystems.open(path, compression_type=CompressionTypes.UNCOMPRESSED) as file:
+        return file.read()
+
+
+def _read_table(path: str, columns: Sequence[str] | None = None) -> pa.Table:
+    return pq.read_table(pa.BufferReader(_read_bytes(path)), columns=columns)
+
+
+def _shards(pattern: str) -> list[str]:
+    return sorted(metadata.path for metadata in FileSystems.match([pattern])[0].metadata_list)
+
+
+def run_survey(
+    model: str,
+    out_prefix: str,
+    *,
+    patterns: Sequence[str] = (),
+    manifest: str | None = None,
+    min_score: float | None = None,
+    batch_size: int = 8,
+    num_shards: int = 0,
+    merge: str | None = None,
+    pipeline_args: Sequence[str] = (),
+) -> SurveyRun:
+    """Runs the survey pipeline over the inputs that no completed run under `out_prefix` processed.
+
+    Writes `PREFIX-<run id>-inputs.csv`, `PREFIX-<run id>-clumps-SSSSS-of-NNNNN.parquet`,
+    `PREFIX-<run id>-images-SSSSS-of-NNNNN.parquet` and, last, `PREFIX-<run id>-done.json` (the
+    model, the threshold and its source, counts and shard names). With `merge`, also
+    `PREFIX.{csv,fits}` (`catalogue.write_catalogue`, rows in input order as `gsfc-tf predict`
+    writes them) and its image table `PREFIX.images.{csv,fits}`, over every completed run.
+
+    Args:
+        model: run directory, `.keras` file or SavedModel directory.
+        out_prefix: output path prefix (local or a Beam URL).
+        patterns: cutout files or glob patterns.
+        manifest: CSV of inputs (see `list_inputs`).
+        min_score: keep clumps scoring at least this; default the model's operating threshold.
+        batch_size: cutouts per detector call.
+        num_shards: shards per table; 0 lets the runner choose.
+        merge: None, "csv" or "fits".
+        pipeline_args: Beam pipeline options, e.g. ["--runner=DataflowRunner", "--project=..."].
+
+    Raises:
+        ValueError: bad inputs or options, earlier runs under `out_prefix` made with another
+            model or threshold, or a merge too large for one machine.
+    """
+    if merge not in (None, "csv", "fits"):
+        raise ValueError(f'merge must be "csv" or "fits", got {merge!r}')
+    items = list_inputs(patterns, manifest=manifest)
+    threshold = operating_threshold(inference.load_detector(_local_model(model)), min_score)
+    runs = completed_runs(out_prefix)
+    for run in runs:
+        if run["model"] != _normalised(model) or run["min_score"] != threshold.value:
+            raise ValueError(
+                f"{out_prefix} holds run {run['run_id']} of {run['model']} at score >= {run['min_score']}, not "
+                f"{_normalised(model)} at >= {threshold.value}: use another --out"
+            )
+    done = {path for run in runs for path in _read_input_paths(run["inputs"])}
+    todo = [item for item in items if item.path not in done]
+    run_id = done_manifest = None
+    status_counts: dict[str, int] = {}
+    n_clumps = 0
+    if todo:
+        run_id = f"{datetime.datetime.now(datetime.timezone.utc):%Y%m%dT%H%M%S}-{uuid.uuid4().hex[:8]}"
+        run_prefix = f"{out_prefix}-{run_id}"
+        inputs_file = f"{run_prefix}-inputs.csv"
+        _write_inputs(todo, inputs_file)
+        metadata = {b"gsfc_tf.model": _normalised(model).encode(), b"gsfc_tf.min_score": str(threshold.value).encode(),
+                    b"gsfc_tf.min_score_source": threshold.source.encode()}
+        with beam.Pipeline(options=PipelineOptions(list(pipeline_args))) as pipeline:
+            items_pc = (
+                pipeline
+                | "ReadInputs" >> beam.io.ReadFromText(inputs_file, skip_header_lines=1)
+                | "ParseInputs" >> beam.Map(_parse_input_line)
+            )
+            outputs = items_pc | DetectClumps(DetectorHandler(model, min_score=threshold.value, batch_size=batch_size))
+            for name, schema in (("clumps", CLUMP_SCHEMA), ("images", IMAGE_SCHEMA)):
+                outputs[name] | f"Write{name.title()}" >> beam.io.WriteToParquet(
+                    f"{run_prefix}-{name}", schema.with_metadata(metadata), file_name_suffix=".parquet",
+                    num_shards=num_shards,
+                )
+        clump_shards = _shards(f"{run_prefix}-clumps-*-of-*.parquet")
+        image_shards = _shards(f"{run_prefix}-images-*-of-*.parquet")
+        statuses = [status for shard in image_shards for status in _read_table(shard, ["status"])["status"].to_pylist()]
+        if len(statuses) != len(todo):
+            raise ValueError(f"run {run_id} wrote {len(statuses)} image rows for {len(todo)} inputs; rerun to redo it")
+        status_counts = {status: statuses.count(status) for status in IMAGE_STATUSES}
+        n_clumps = sum(pq.read_metadata(pa.BufferReader(_read_bytes(shard))).num_rows for shard in clump_shards)
+        done_manifest = f"{run_prefix}-done.json"
+        record = {
+            "run_id": run_id, "finished": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+            "gsfc_tf_version": __version__, "model": _normalised(model), "min_score": threshold.value,
+            "min_score_source": threshold.source, "inputs": inputs_file, "n_inputs": len(todo),
+            "status_counts": status_counts, "n_clumps": n_clumps, "clump_shards": clump_shards,
+            "image_shards": image_shards,
+        }
+        with FileSystems.create(done_manifest) as file:
+            file.write((json.dumps(record, indent=2) + "\n").encode())
+        runs.append(record)
+    merged = _merge(runs, out_prefix, merge) if merge else ()
+    return SurveyRun(
+        run_id=run_id, n_inputs=len(items), n_already_done=len(items) - len(todo), status_counts=status_counts,
+        n_clumps=n_clumps, threshold=threshold, done_manifest=done_manifest, merged=merged,
+    )
+
+
+def _merge(runs: Iterable[dict[str, Any]], out_prefix: str, format: str) -> tuple[str, ...]:
+    """Writes every completed run's clumps and image statuses as one CSV or FITS table each."""
+    runs = list(runs)
+    clump_shards = [shard for run in runs for shard in run["clump_shards"]]
+    n_rows = sum(run["n_clumps"] for run in runs)
+    if n_rows > MERGE_MAX_ROWS:
+        raise ValueError(
+            f"{n_rows} clumps are more than {MERGE_MAX_ROWS} to merge on one machine; the catalogue is complete "
+            f"in the Parquet shards listed by {out_prefix}-*-done.json"
+        )
+    position: dict[str, int] = {}
+    for run in runs:
+        for path in _read_input_paths(run["inputs"]):
+            if path in position:
+                raise ValueError(f"{path} was processed by two runs under {out_prefix}; were two runs started at once?")
+            position[path] = len(position)
+    clumps = [record for shard in clump_shards for record in _read_table(shard).to_pylist()]
+    # Input order, then by decreasing score as the detector returns them: the order `predict` writes.
+    clumps.sort(key=lambda record: (position[record["path"]], -record["score"]))
+    images = [record for run in runs for shard in run["image_shards"] for record in _read_table(shard).to_pylist()]
+    images.sort(key=lambda record: position[record["path"]])
+    names = [field.name for field in dataclasses.fields(CatalogueRow)]
+    status_names = [field.name for field in dataclasses.fields(ImageStatusRow)]
+    directory, name = FileSystems.split(f"{out_prefix}.{format}")
+    outputs = (FileSystems.join(directory, name), FileSystems.join(directory, catalogue.image_table_path(name).name))
+    with tempfile.TemporaryDirectory() as tmp:
+        clumps_file = catalogue.write_catalogue(
+            [CatalogueRow(**{name: record[name] for name in names}) for record in clumps], Path(tmp) / "clumps", format=format
+        )
+        image_rows = [ImageStatusRow(**{name: record[name] for name in status_names}) for record in images]
+        images_file = catalogue.write_image_table(image_rows, Path(tmp) / "images", format=format)
+        for local, output in zip((clumps_file, images_file), outputs):
+            with open(local, "rb") as src, FileSystems.create(output) as dst:
+                shutil.copyfileobj(src, dst)
+    return outputs
+

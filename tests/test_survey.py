@@ -1,0 +1,191 @@
+"""`gsfc-tf survey` (gsfc_tf.survey): the Beam pipeline gives predict's catalogue, every input's
+status, and reruns that never duplicate rows; the operating threshold travels with an export.
+
+One untrained smoke run (scores near 1/3) and its export; the minimum score is set between two
+images' best scores so that the inputs give detected, no_clumps and unreadable statuses.
+"""
+
+import csv
+import dataclasses
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+import pyarrow.parquet as pq
+import pytest
+from apache_beam.testing.test_pipeline import TestPipeline
+from apache_beam.testing.util import BeamAssertException, assert_that, equal_to
+from astropy.table import Table
+
+import apache_beam as beam
+from gsfc_tf import cli, inference, survey
+from gsfc_tf.catalogue import image_table_path
+from gsfc_tf.export import METADATA_PATH
+from test_evaluate_predict_cli import fits_cutout
+from test_inference import as_cutout, save_png, save_run_dir
+
+PIXEL_COLUMNS = ("x_min", "y_min", "x_max", "y_max", "x_centre", "y_centre")
+VALIDATION_THRESHOLD = 0.3
+
+
+@pytest.fixture(scope="module")
+def models(tmp_path_factory):
+    root = tmp_path_factory.mktemp("models")
+    run_dir = save_run_dir(root / "run", validation_threshold=VALIDATION_THRESHOLD)
+    assert cli.main(["export", "--model", str(run_dir), "--out", str(root / "export" / "1")]) == 0
+    return {"run": str(run_dir), "export": str(root / "export")}
+
+
+@pytest.fixture(scope="module")
+def cutouts(tmp_path_factory, models):
+    """Three 400-px PNG cutouts, a 200-px crop (another batch size), a FITS with a WCS, a corrupt file."""
+    folder = tmp_path_factory.mktemp("cutouts")
+    rng = np.random.default_rng(1)
+    for name in ("a", "b", "c"):
+        save_png(folder / f"{name}.png", as_cutout(rng.integers(0, 255, (200, 200, 3), dtype=np.uint8)))
+    save_png(folder / "crop.png", rng.integers(0, 255, (200, 200, 3), dtype=np.uint8))
+    fits_cutout(folder / "sky.fits")
+    (folder / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n not really")
+    paths = sorted(str(path) for path in folder.iterdir())
+    return {"folder": folder, "paths": paths, "missing": str(folder / "missing.png")}
+
+
+@pytest.fixture(scope="module")
+def min_score(models, cutouts):
+    """A score between the lowest and the next best image's top score: one readable image has no clumps."""
+    top: dict[str, float] = {}
+    for row in _predict(models["export"], cutouts["paths"], 0.0).rows:
+        top[row.galaxy_id] = max(top.get(row.galaxy_id, 0.0), row.score)
+    lowest, next_lowest = sorted(top.values())[:2]
+    return (lowest + next_lowest) / 2
+
+
+def _predict(model, paths, min_score):
+    return inference.predict_catalogue(inference.load_detector(model), paths, min_score=min_score)
+
+
+def _assert_same_rows(actual, expected):
+    """Clump rows (dicts or tables) equal row for row: boxes within 1e-4 px, the rest exactly (NaN = NaN)."""
+    assert len(actual) == len(expected) > 0
+    for column in ("galaxy_id", "class_name", "class_id"):
+        assert [row[column] for row in actual] == [row[column] for row in expected], column
+    for column in (*PIXEL_COLUMNS, "score", "ra", "dec"):
+        tolerance = 1e-4 if column in PIXEL_COLUMNS else 1e-6
+        np.testing.assert_allclose(
+            [row[column] for row in actual], [row[column] for row in expected], atol=tolerance, rtol=0, equal_nan=True
+        )
+
+
+def test_pipeline_gives_predicts_rows_and_every_inputs_status(models, cutouts, min_score):
+    paths = [*cutouts["paths"], cutouts["missing"]]
+    items = survey.list_inputs(paths)
+    expected = _predict(models["export"], paths, min_score)
+    expected_rows = [dataclasses.asdict(row) for row in expected.rows]
+    position = {item.galaxy_id: index for index, item in enumerate(items)}
+
+    def same_as_predict(records):
+        records = sorted(records, key=lambda record: (position[record["galaxy_id"]], -record["score"]))
+        try:
+            _assert_same_rows(records, expected_rows)
+        except AssertionError as error:
+            raise BeamAssertException(str(error)) from error
+
+    handler = survey.DetectorHandler(models["export"], min_score=min_score, batch_size=3)
+    with TestPipeline() as pipeline:
+        outputs = pipeline | beam.Create(items) | survey.DetectClumps(handler)
+        assert_that(outputs["clumps"], same_as_predict, label="clumps")
+        statuses = outputs["images"] | beam.Map(lambda r: (r["galaxy_id"], r["path"], r["status"], r["reason"], r["n_clumps"]))
+        assert_that(
+            statuses,
+            equal_to([(row.galaxy_id, str(row.path), row.status, row.reason, row.n_clumps) for row in expected.images]),
+            label="images",
+        )
+    # The fixture's threshold gives every status, so all three paths were exercised.
+    assert {row.status for row in expected.images} == {"detected", "no_clumps", "unreadable"}
+
+
+def test_survey_command_writes_predicts_catalogue_and_image_table(models, cutouts, tmp_path, capsys):
+    inputs = [str(cutouts["folder"] / "*.png"), str(cutouts["folder"] / "sky.fits"), cutouts["missing"]]
+    prefix = str(tmp_path / "survey" / "gz")
+    assert cli.main(["survey", "--model", models["run"], "--inputs", *inputs, "--out", prefix, "--merge", "csv",
+                     "--batch-size", "2", "--", "--direct_num_workers=1"]) == 0
+    out = capsys.readouterr().out
+    assert f"score >= {VALIDATION_THRESHOLD:.2f} (validation operating threshold of" in out
+    predicted = tmp_path / "predict.csv"
+    assert cli.main(["predict", "--model", models["run"], *inputs, "--out", str(predicted)]) == 0
+
+    _assert_same_rows(Table.read(f"{prefix}.csv", format="ascii.csv"), Table.read(predicted, format="ascii.csv"))
+    survey_images = Table.read(f"{prefix}.images.csv", format="ascii.csv")
+    predict_images = Table.read(image_table_path(predicted), format="ascii.csv")
+    for column in ("galaxy_id", "status", "n_clumps"):
+        assert list(survey_images[column]) == list(predict_images[column]), column
+    assert list(survey_images["status"]).count("unreadable") == 2
+
+    (done,) = survey.completed_runs(prefix)
+    assert done["min_score"] == VALIDATION_THRESHOLD and "validation.json" in done["min_score_source"]
+    assert done["status_counts"]["unreadable"] == 2 and done["n_inputs"] == len(predict_images)
+    schema = pq.read_schema(done["clump_shards"][0])
+    assert schema.metadata[b"gsfc_tf.min_score"] == str(VALIDATION_THRESHOLD).encode()
+
+
+def _merged(prefix):
+    return Table.read(f"{prefix}.csv", format="ascii.csv"), Table.read(f"{prefix}.images.csv", format="ascii.csv")
+
+
+def test_rerun_after_a_crash_counts_nothing_twice(models, cutouts, min_score, tmp_path):
+    prefix = str(tmp_path / "gz")
+    options = dict(patterns=cutouts["paths"], min_score=min_score, merge="csv")
+    crashed = survey.run_survey(models["export"], prefix, **options)
+    clumps, images = _merged(prefix)
+    assert len(images) == len(cutouts["paths"]) and len(clumps) == crashed.n_clumps > 0
+    assert survey.run_survey(models["export"], prefix, **options).run_id is None, "all inputs done: nothing to run"
+    # As if killed after writing its shards, before its done manifest: the shards stay behind.
+    Path(crashed.done_manifest).unlink()
+
+    rerun = survey.run_survey(models["export"], prefix, **options)
+    assert rerun.n_already_done == 0 and sum(rerun.status_counts.values()) == len(cutouts["paths"])
+    assert list(tmp_path.glob(f"gz-{crashed.run_id}-clumps-*.parquet")), "the crashed run's shards are still there"
+    again_clumps, again_images = _merged(prefix)
+    _assert_same_rows(again_clumps, clumps)
+    assert list(again_images["galaxy_id"]) == list(images["galaxy_id"])
+
+
+def test_grown_input_list_processes_only_the_new_inputs(models, cutouts, min_score, tmp_path):
+    prefix = str(tmp_path / "gz")
+    first, rest = cutouts["paths"][:3], cutouts["paths"][3:]
+    survey.run_survey(models["export"], prefix, patterns=first, min_score=min_score)
+    grown = survey.run_survey(models["export"], prefix, patterns=cutouts["paths"], min_score=min_score, merge="fits")
+    assert grown.n_already_done == len(first) and sum(grown.status_counts.values()) == len(rest)
+    with open(f"{prefix}-{grown.run_id}-inputs.csv") as file:
+        assert [row["path"] for row in csv.DictReader(file)] == rest
+
+    clumps, images = Table.read(f"{prefix}.fits"), Table.read(f"{prefix}.images.fits")
+    assert list(images["path"]) == cutouts["paths"]
+    expected = _predict(models["export"], cutouts["paths"], min_score)
+    _assert_same_rows(clumps, [dataclasses.asdict(row) for row in expected.rows])
+    # Rows made at another threshold would not belong in the same catalogue.
+    with pytest.raises(ValueError, match=rf"at score >= {min_score}, not .* at >= 0.9: use another --out"):
+        survey.run_survey(models["export"], prefix, patterns=cutouts["paths"], min_score=0.9)
+
+
+def test_manifest_gives_ids_positions_and_relative_paths(cutouts, tmp_path):
+    manifest = cutouts["folder"] / "manifest.csv"
+    manifest.write_text("path,id,ra,dec\na.png,J1,150.5,2.25\nb.png,,,\n")
+    # a.png is listed twice: once, with the manifest's id and position.
+    items = survey.list_inputs([str(cutouts["folder"] / "a.png")], manifest=str(manifest))
+    assert [item.path for item in items] == [str(cutouts["folder"] / "a.png"), str(cutouts["folder"] / "b.png")]
+    assert [item.galaxy_id for item in items] == ["J1", "b"]
+    assert (items[0].galaxy_ra, items[0].galaxy_dec) == (150.5, 2.25) and math.isnan(items[1].galaxy_ra)
+    (tmp_path / "bad.csv").write_text("file\na.png\n")
+    with pytest.raises(ValueError, match="a manifest needs a 'path' column"):
+        survey.list_inputs(manifest=str(tmp_path / "bad.csv"))
+
+
+def test_export_records_the_runs_operating_threshold(models):
+    exported, run = inference.load_detector(models["export"]), inference.load_detector(models["run"])
+    assert exported.run_dir is None and exported.operating_threshold == VALIDATION_THRESHOLD
+    assert inference.default_min_score(exported) == inference.default_min_score(run) == VALIDATION_THRESHOLD
+    metadata = json.loads((Path(models["export"]) / "1" / METADATA_PATH).read_text())
+    assert metadata["operating_threshold"] == VALIDATION_THRESHOLD
+    assert "recorded in the export's metadata" in survey.operating_threshold(exported).source
