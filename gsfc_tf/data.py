@@ -45,19 +45,54 @@ def load_tfds_split(
     """Prepares `dataset` if needed and returns the raw TFDS examples of `split`, in order.
 
     `dataset` is any TFDS name the registry or `data_dir` knows, e.g. `clump_scout/synthetic`,
-    or a custom config already prepared in `data_dir`.
+    or a custom config already prepared in `data_dir`. A prepared `clump_scout/sdss` is reused
+    only when `manual_dir` (if given) holds the files it was built from.
+
+    Raises:
+        ValueError: an unknown dataset or config (one line naming the `clump_scout` configs);
+            a prepared `sdss` built from other files than `manual_dir`; a preparation that
+            leaves a split empty.
+        FileNotFoundError: `data_dir` or `manual_dir` does not exist.
     """
     import tensorflow_datasets as tfds
 
-    import tfds_clumpscout  # noqa: F401  (registers clump_scout)
+    from tfds_clumpscout.clump_scout.clump_scout_dataset_builder import Builder  # registers clump_scout
 
     if data_dir is not None and not Path(data_dir).is_dir():
         raise FileNotFoundError(f"Data dir {data_dir} does not exist; create it or leave --data-dir out.")
     if manual_dir is not None and not Path(manual_dir).is_dir():
         raise FileNotFoundError(f"Manual dir {manual_dir} does not exist; it must hold the catalogue and cutouts.")
-    builder = tfds.builder(dataset, data_dir=data_dir)
+    builder = _tfds_builder(dataset, data_dir)
+    if manual_dir is not None and isinstance(builder, Builder):
+        builder.check_manual_dir(manual_dir)
     builder.download_and_prepare(download_config=tfds.download.DownloadConfig(manual_dir=manual_dir))
     return builder.as_dataset(split=split, shuffle_files=False)
+
+
+def _tfds_builder(dataset: str, data_dir: str | None):
+    """`tfds.builder`, failing in one line where TFDS would list all of its ~470 datasets."""
+    import tensorflow_datasets as tfds
+
+    from tfds_clumpscout.clump_scout.clump_scout_dataset_builder import Builder
+
+    def unknown(reason: str) -> ValueError:
+        configs = ", ".join(f"{Builder.name}/{name}" for name in Builder.builder_configs)
+        return ValueError(f"Unknown dataset {dataset!r} ({reason}); the clump_scout configs are {configs}.")
+
+    try:
+        name, kwargs = tfds.core.naming.parse_builder_name_kwargs(dataset)
+    except ValueError as error:
+        raise unknown(str(error).splitlines()[0]) from None
+    try:
+        return tfds.builder(dataset, data_dir=data_dir)
+    except tfds.core.registered.DatasetNotFoundError:
+        raise unknown("neither TFDS nor the data dir has it") from None
+    except ValueError:
+        # A clump_scout config that is neither in the code nor prepared in the data dir.
+        config = kwargs.get("config")
+        if name.name != Builder.name or config is None or config in Builder.builder_configs:
+            raise
+        raise unknown(f"{Builder.name} has no config {config!r} and the data dir holds none") from None
 
 
 def from_tfds_example(example: dict) -> tuple[tf.Tensor, tf.Tensor, tf.Tensor]:

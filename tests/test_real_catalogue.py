@@ -42,10 +42,12 @@ def _read(name):
 
 def test_full_catalogue_rules_match_numpy():
     rows = _read("train.csv") + _read("valid.csv")
-    parsed = prep.read_catalogue(LABELS / "train.csv", prep.PreparationRules()) + prep.read_catalogue(
-        LABELS / "valid.csv", prep.PreparationRules()
-    )
+    names = ("train.csv", "valid.csv")
+    forms, parsed = zip(*(prep.read_catalogue(LABELS / name, prep.PreparationRules()) for name in names))
+    assert forms == ("crop", "crop")
+    parsed = prep.drop_duplicates(parsed[0] + parsed[1])
     expected = _expected_status(rows)
+    # The authors' boxes hold no duplicates (checked by hand too): dropping them changes nothing.
     assert [r.status for r in parsed] == expected.tolist()
     counts = Counter(expected.tolist())
     # Real boxes do hit the edge rules (bulge marks were already removed upstream).

@@ -3,7 +3,8 @@
 Configs:
   * ``sdss`` (manual download): SDSS cutouts and a clump catalogue prepared as in
     Popp et al. 2024 (see `preparation`); every catalogue row is accounted for in
-    ``preparation_report.json`` beside the dataset (`Builder.preparation_report_path`).
+    ``preparation_report.json`` beside the dataset (`Builder.preparation_report_path`),
+    with a fingerprint of the manual dir (`Builder.check_manual_dir` compares it).
   * ``synthetic``: seeded synthetic clumpy galaxies (`synthetic.generate_galaxies`).
 """
 
@@ -11,6 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Iterator, Mapping
+from pathlib import Path
 
 import numpy as np
 import tensorflow_datasets as tfds
@@ -22,6 +24,9 @@ from tfds_clumpscout.clump_scout import preparation, synthetic
 __all__ = ["Builder", "ClumpScoutConfig"]
 
 _REPORT_NAME = "preparation_report.json"
+# A failed `sdss` preparation leaves its report here, under <data_dir>/clump_scout/sdss/, as
+# TFDS deletes the unfinished version folder.
+_FAILED_REPORT_NAME = "failed_preparation_report.json"
 _SPLITS = ("train", "validation", "test")
 _MAX_IMAGE_WARNINGS = 10
 
@@ -33,6 +38,9 @@ class ClumpScoutConfig(tfds.core.BuilderConfig):
     Attributes:
         source: ``"sdss"`` (manual download) or ``"synthetic"``.
         rules: preparation thresholds; ``rules.crop_size`` is the image size of both.
+        catalogue_form: how `sdss` reads each catalogue CSV: ``"auto"`` (a ``label``
+            column means the crop form, otherwise the consensus form; see
+            `preparation.detect_form`), or ``"crop"`` / ``"consensus"`` for every file.
         num_train, num_validation, num_test: synthetic split sizes.
         synthetic_seed: synthetic split k is drawn with seed ``3 * synthetic_seed + k``,
             so splits (and configs with different seeds) never share a galaxy stream.
@@ -40,6 +48,7 @@ class ClumpScoutConfig(tfds.core.BuilderConfig):
 
     source: str = "sdss"
     rules: preparation.PreparationRules = preparation.PreparationRules()
+    catalogue_form: str = "auto"
     num_train: int = 4000
     num_validation: int = 1000
     num_test: int = 1000
@@ -48,6 +57,10 @@ class ClumpScoutConfig(tfds.core.BuilderConfig):
     def __post_init__(self):
         if self.source not in ("sdss", "synthetic"):
             raise ValueError(f"source must be 'sdss' or 'synthetic', got {self.source!r}.")
+        if self.catalogue_form not in ("auto", *preparation.CATALOGUE_FORMS):
+            raise ValueError(
+                f"catalogue_form must be 'auto', 'crop' or 'consensus', got {self.catalogue_form!r}."
+            )
         if min(self.num_train, self.num_validation, self.num_test) < 1:
             raise ValueError(
                 "Synthetic split sizes must be >= 1, got "
@@ -62,12 +75,17 @@ class ClumpScoutConfig(tfds.core.BuilderConfig):
 class Builder(tfds.core.GeneratorBasedBuilder):
     """DatasetBuilder for `clump_scout`."""
 
-    VERSION = tfds.core.Version("1.2.0")
+    VERSION = tfds.core.Version("1.3.0")
     RELEASE_NOTES = {
         "1.0.0": "Initial release: `sdss` (paper preparation, preparation report) and `synthetic`.",
         "1.2.0": (
             "Per-clump `objects/snr` and `objects/contrast` (synthetic; NaN for `sdss`); synthetic "
             "galaxies gain HII-region knots on their arms and field galaxies as unlabelled distractors."
+        ),
+        "1.3.0": (
+            "`sdss`: catalogue form decided by the `label` column (or `catalogue_form`), duplicate "
+            "boxes dropped, JPEG / upper-case / subfolder cutouts, 16-bit PNGs scaled as TensorFlow "
+            "does, a manual-dir fingerprint in the report, one clear error for an empty split."
         ),
     }
     BUILDER_CONFIGS = [
@@ -95,17 +113,22 @@ class Builder(tfds.core.GeneratorBasedBuilder):
     Only the `sdss` config needs files. Put in the manual dir
     (default `~/tensorflow_datasets/downloads/manual/`, or `--manual_dir`):
 
-    1. One or more catalogue CSVs (`*.csv`, all are read), each in either form:
+    1. One or more catalogue CSVs (top-level `*.csv`, all are read; UTF-8, a BOM is
+       fine), each in one of two forms:
        a. the authors' per-box table `local_ids,label,x1,x2,y1,y2` (label 1 clump,
           2 odd; pixels of the central 200x200 crop), e.g. the files converted from
           ou-astrophysics/Faster-R-CNN-for-Galaxy-Zoo-Clump-Scout
           `imageGroups_{train,valid}.pkl`;
        b. the consensus table `local_ids,x1,x2,y1,y2,mean_tool,false_pos_prob`
           (pixels of the 400x400 cutout).
-       Optional columns `ra`, `dec`, `redshift` are stored when present.
-    2. The SDSS cutouts, one per galaxy, named `<local_ids>.png` (400x400 RGB/RGBA)
-       or `<local_ids>.fits` / `.fits.gz` (g, r, i planes as a (3, H, W) cube or as
-       three image HDUs).
+       A file with a `label` column is read as (a), one without as (b); the config's
+       `catalogue_form` forces one. Optional columns `ra`, `dec`, `redshift` are
+       stored when present.
+    2. The SDSS cutouts, exactly one per galaxy, anywhere under the manual dir (subfolders
+       too), named `<local_ids>` plus `.png`, `.jpg`, `.jpeg` (400x400 or 200x200; RGB,
+       RGBA, grey or palette; 8 or 16 bits) or `.fits`, `.fit`, `.fts`, optionally
+       gzipped (g, r, i planes as a (3, H, W) cube or as three image HDUs); suffixes
+       in any case.
     """
 
     @property
@@ -116,6 +139,27 @@ class Builder(tfds.core.GeneratorBasedBuilder):
     def load_preparation_report(self) -> preparation.PreparationReport:
         """Reads the report written when this `sdss` dataset was prepared."""
         return preparation.PreparationReport.from_json(self.preparation_report_path.read_text())
+
+    def check_manual_dir(self, manual_dir: str) -> None:
+        """Refuses a prepared `sdss` dataset that was built from other files than `manual_dir`.
+
+        TFDS reuses a prepared dataset whatever manual dir it is given; this compares the
+        manual dir's `preparation.fingerprint` with the one stored in the report. Nothing
+        happens for `synthetic` configs or before the dataset is prepared.
+
+        Raises:
+            ValueError: the files differ; says what differs and how to rebuild.
+        """
+        if self.builder_config.source != "sdss" or not self.is_prepared():
+            return
+        stored = self.load_preparation_report().fingerprint
+        difference = preparation.fingerprint_difference(stored, preparation.fingerprint(manual_dir))
+        if difference:
+            raise ValueError(
+                f"{self.info.full_name} in {self.data_dir_root} was built from other files than "
+                f"manual dir {manual_dir} ({difference}); to rebuild from {manual_dir}, delete "
+                f"{self.data_dir_root / self.name / self.builder_config.name} or use another data dir."
+            )
 
     def _info(self) -> tfds.core.DatasetInfo:
         size = self.builder_config.image_size
@@ -148,16 +192,27 @@ class Builder(tfds.core.GeneratorBasedBuilder):
                 name: self._generate_examples(n=n, seed=3 * config.synthetic_seed + k)
                 for k, (name, n) in enumerate(zip(_SPLITS, sizes))
             }
-        return self._sdss_split_generators(epath.Path(dl_manager.manual_dir))
+        return self._sdss_split_generators(Path(dl_manager.manual_dir))
 
-    def _sdss_split_generators(self, manual_dir: epath.Path) -> dict[str, Iterator]:
-        rules = self.builder_config.rules
-        catalogues = sorted(manual_dir.glob("*.csv"))
+    def _sdss_split_generators(self, manual_dir: Path) -> dict[str, Iterator]:
+        config = self.builder_config
+        rules = config.rules
+        catalogues = preparation.find_catalogues(manual_dir)
         if not catalogues:
             raise FileNotFoundError(
                 f"No catalogue CSV in {manual_dir}.\n{self.MANUAL_DOWNLOAD_INSTRUCTIONS}"
             )
-        rows = [row for path in catalogues for row in preparation.read_catalogue(path, rules)]
+        forms, rows = {}, []
+        for path in catalogues:
+            form, catalogue_rows = preparation.read_catalogue(path, rules, form=config.catalogue_form)
+            forms[path.name] = form
+            rows += catalogue_rows
+            if config.catalogue_form != "auto":
+                why = f"catalogue_form={config.catalogue_form!r}"
+            else:
+                why = "it has a label column" if form == "crop" else "it has no label column"
+            print(f"{self.info.full_name}: read {path.name} as the {form} form ({why}).")
+        rows = preparation.drop_duplicates(rows)
         cutouts, reasons = self._probe_cutouts(manual_dir, preparation.kept_galaxies(rows))
         rows = preparation.drop_galaxies(rows, reasons)
         galaxies = preparation.kept_galaxies(rows)
@@ -169,30 +224,61 @@ class Builder(tfds.core.GeneratorBasedBuilder):
             seed=rules.split_seed,
         )
         report = preparation.PreparationReport.build(
-            rows, splits, rules=rules, catalogues=[p.name for p in catalogues]
+            rows, splits, rules=rules, catalogues=forms, fingerprint=preparation.fingerprint(manual_dir)
         )
+        empty = [name for name, ids in splits.items() if not ids]
+        # TFDS deletes its unfinished folder, so a failed preparation's report goes beside it.
+        failed = self.data_dir_root / self.name / config.name / _FAILED_REPORT_NAME
+        if empty:
+            failed.write_text(report.to_json())
+            raise ValueError(
+                f"{self.info.full_name}: no galaxy left for split {', '.join(empty)} "
+                f"({report.summary()}); every row's fate is in {failed}."
+            )
         # data_dir is TFDS's temporary folder here, renamed with the dataset when done.
         self.preparation_report_path.write_text(report.to_json())
-        logging.info("clump_scout/sdss preparation: %s", report.summary())
+        failed.unlink(missing_ok=True)
+        print(
+            f"{self.info.full_name}: {report.summary()} Report: "
+            f"{self.data_dir_root / self.info.full_name / _REPORT_NAME}"
+        )
         return {
             name: self._generate_examples(galaxies=[galaxies[i] for i in ids], cutouts=cutouts)
             for name, ids in splits.items()
         }
 
     def _probe_cutouts(
-        self, manual_dir: epath.Path, galaxies: Mapping[str, preparation.Galaxy]
-    ) -> tuple[dict[str, epath.Path], dict[str, str]]:
+        self, manual_dir: Path, galaxies: Mapping[str, preparation.Galaxy]
+    ) -> tuple[dict[str, Path], dict[str, str]]:
         """Finds and test-reads each galaxy's cutout before splitting.
+
+        Args:
+            manual_dir: where the cutouts are (`preparation.index_cutouts`).
+            galaxies: galaxies with kept boxes.
 
         Returns:
             (``{local_id: cutout path}`` for readable cutouts,
             ``{local_id: drop reason}`` for missing or unreadable ones).
+
+        Raises:
+            ValueError: some galaxies have several cutouts (names them).
         """
+        index = preparation.index_cutouts(manual_dir)
+        ambiguous = [(i, index[i]) for i in galaxies if len(index.get(i, ())) > 1]
+        if ambiguous:
+            shown = "; ".join(
+                f"{i}: {', '.join(p.relative_to(manual_dir).as_posix() for p in paths)}"
+                for i, paths in ambiguous[:5]
+            )
+            raise ValueError(
+                f"Several cutouts for {len(ambiguous)} galaxy id(s) in {manual_dir}; keep one file per "
+                f"galaxy: {shown}{'; ...' if len(ambiguous) > 5 else ''}."
+            )
         cutouts, reasons = {}, {}
         for local_id in galaxies:
-            path = preparation.find_cutout(manual_dir, local_id)
+            path = index[local_id][0] if local_id in index else None
             if path is None:
-                reasons[local_id], detail = "missing_image", "no .png, .fits or .fits.gz cutout"
+                reasons[local_id], detail = "missing_image", "no cutout named after it"
             else:
                 try:
                     preparation.load_cutout(path, self.builder_config.rules)
@@ -220,7 +306,7 @@ class Builder(tfds.core.GeneratorBasedBuilder):
         else:
             yield from self._generate_sdss(**split_args)
 
-    def _generate_sdss(self, galaxies: list[preparation.Galaxy], cutouts: Mapping[str, epath.Path]):
+    def _generate_sdss(self, galaxies: list[preparation.Galaxy], cutouts: Mapping[str, Path]):
         rules = self.builder_config.rules
         for galaxy in galaxies:
             yield galaxy.local_id, _example(

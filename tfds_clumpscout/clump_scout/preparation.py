@@ -13,6 +13,8 @@ The rules follow the authors' `Faster-RCNN-Comparison/Data_preparation.ipynb`
 * edge: a box is kept only if *all four edges* lie strictly more than `edge_margin_px`
   inside the crop (notebook ``pad_selector``: ``x1_normed > 0.25 + 0.05`` etc., i.e. 20 px
   of the 400 px image); so a box merely touching the margin is dropped.
+* duplicates: a kept box identical to an earlier one (same galaxy, crop-pixel box and
+  class, in any catalogue) is dropped; boxes of one galaxy from several catalogues merge.
 * galaxies left with no box are dropped (the notebook keeps only rows that survive, so
   such a galaxy disappears from its catalogue); the catalogues here list no empty
   galaxies, hence there are no negatives.
@@ -22,13 +24,15 @@ The rules follow the authors' `Faster-RCNN-Comparison/Data_preparation.ipynb`
   clumps than normal ones, seed 75 (the notebook's ``random_state``).
 
 Every catalogue row ends as `kept` or dropped with one reason (see `DROP_REASONS`,
-checked in that order: the first that applies wins); `PreparationReport` records them all.
+checked in that order: the first that applies wins); `PreparationReport` records them all,
+with the form each catalogue was read in and a fingerprint of the manual dir's files.
 """
 
 from __future__ import annotations
 
 import csv
 import dataclasses
+import hashlib
 import json
 import math
 from collections import Counter
@@ -40,6 +44,7 @@ import numpy as np
 __all__ = [
     "CLASS_NAMES",
     "CATALOGUE_FORMS",
+    "CUTOUT_SUFFIXES",
     "DROP_REASONS",
     "FITS_SUFFIXES",
     "KEPT",
@@ -51,8 +56,12 @@ __all__ = [
     "box_status",
     "center_crop",
     "detect_form",
+    "drop_duplicates",
     "drop_galaxies",
-    "find_cutout",
+    "find_catalogues",
+    "fingerprint",
+    "fingerprint_difference",
+    "index_cutouts",
     "kept_galaxies",
     "load_cutout",
     "read_catalogue",
@@ -80,11 +89,13 @@ DROP_REASONS = (
     "outside_crop",  # box wholly outside the crop
     "bulge",
     "edge",
+    "duplicate",  # same galaxy, box and class as an earlier kept row (any catalogue)
     "missing_image",
     "unreadable_image",  # corrupt file, unsupported layout or size
 )
 FITS_SUFFIXES = (".fits", ".fit", ".fts", ".fits.gz", ".fit.gz", ".fts.gz")
-_CUTOUT_SUFFIXES = (".png", ".fits", ".fits.gz")
+# Cutout file suffixes of the manual dir, matched case-insensitively.
+CUTOUT_SUFFIXES = (".png", ".jpg", ".jpeg", *FITS_SUFFIXES)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -185,27 +196,40 @@ class UnreadableImageError(ValueError):
     """A cutout exists but cannot be turned into an RGB crop."""
 
 
-def detect_form(columns: Iterable[str]) -> str:
-    """Names the catalogue form whose columns are all present.
+def detect_form(columns: Iterable[str], requested: str = "auto") -> str:
+    """Decides a catalogue's form by one rule: a ``label`` column means the crop form.
+
+    With ``requested="auto"`` a header with a ``label`` column is the per-box crop form
+    (whatever else it carries, e.g. ``mean_tool``), and one without is the consensus form;
+    ``"crop"`` or ``"consensus"`` forces that form. Either way every column of the form
+    must be present: the form is never guessed from what happens to fit.
 
     Args:
         columns: header of the CSV.
+        requested: ``"auto"`` or a key of `CATALOGUE_FORMS`.
 
     Returns:
-        A key of `CATALOGUE_FORMS`; ``"consensus"`` wins when both fit.
+        A key of `CATALOGUE_FORMS`.
 
     Raises:
-        ValueError: naming the missing columns of each accepted form.
+        ValueError: unknown `requested`, or the form's missing columns.
     """
+    if requested not in ("auto", *CATALOGUE_FORMS):
+        raise ValueError(f"catalogue_form must be 'auto', 'crop' or 'consensus', got {requested!r}.")
     present = set(columns)
-    for form in ("consensus", "crop"):
-        if present.issuperset(CATALOGUE_FORMS[form]):
-            return form
-    missing = "; ".join(
-        f"{form} form {list(cols)} lacks {[c for c in cols if c not in present]}"
-        for form, cols in CATALOGUE_FORMS.items()
-    )
-    raise ValueError(f"Catalogue columns {sorted(present)} match no accepted form: {missing}.")
+    lacks = {form: [c for c in cols if c not in present] for form, cols in CATALOGUE_FORMS.items()}
+    if requested != "auto":
+        form, why = requested, f"catalogue_form={requested!r} needs {list(CATALOGUE_FORMS[requested])}"
+    elif "label" in present:
+        form, why = "crop", f"a 'label' column means the crop form {list(CATALOGUE_FORMS['crop'])}"
+    else:
+        form, why = "consensus", None
+    if not lacks[form]:
+        return form
+    if why is None:  # no label: the user may have meant either form, so name both.
+        why = "; ".join(f"{f} form {list(cols)} lacks {lacks[f]}" for f, cols in CATALOGUE_FORMS.items())
+        raise ValueError(f"Catalogue columns {sorted(present)} match no accepted form: {why}.")
+    raise ValueError(f"Catalogue columns {sorted(present)}: {why}, lacks {lacks[form]}.")
 
 
 def _to_float(value: str | None) -> float:
@@ -258,24 +282,28 @@ def _class_id(form: str, record: Mapping[str, str], rules: PreparationRules) -> 
     return int(odd)
 
 
-def read_catalogue(path: str | Path, rules: PreparationRules) -> list[BoxRow]:
-    """Reads one catalogue CSV (either form) into normalised rows with a status each.
+def read_catalogue(
+    path: str | Path, rules: PreparationRules, *, form: str = "auto"
+) -> tuple[str, list[BoxRow]]:
+    """Reads one catalogue CSV (either form, see `detect_form`) into rows with a status each.
 
     Args:
-        path: CSV with a header row.
+        path: CSV with a header row, UTF-8 with or without a byte-order mark.
         rules: thresholds.
+        form: ``"auto"``, ``"crop"`` or ``"consensus"`` (see `detect_form`).
 
     Returns:
-        One `BoxRow` per data row, in file order.
+        (the form the file was read in, one `BoxRow` per data row in file order).
 
     Raises:
-        ValueError: the header fits no accepted form (names the file and missing columns).
+        ValueError: the header lacks the form's columns (names the file and the columns).
     """
     path = Path(path)
-    with path.open(newline="") as f:
+    # utf-8-sig: spreadsheet programs start CSVs with a BOM, which would rename `local_ids`.
+    with path.open(newline="", encoding="utf-8-sig") as f:
         reader = csv.DictReader(f)
         try:
-            form = detect_form(reader.fieldnames or ())
+            form = detect_form(reader.fieldnames or (), form)
         except ValueError as err:
             raise ValueError(f"{path.name}: {err}") from None
         # Consensus boxes are in cutout pixels; crop boxes already in crop pixels.
@@ -292,7 +320,31 @@ def read_catalogue(path: str | Path, rules: PreparationRules) -> list[BoxRow]:
                 status = "bad_label"
             meta = {k: _to_float(record.get(k)) for k in _METADATA_COLUMNS}
             rows.append(BoxRow(f"{path.name}:{line}", local_id, box, class_id, status, **meta))
-    return rows
+    return form, rows
+
+
+def drop_duplicates(rows: Sequence[BoxRow]) -> list[BoxRow]:
+    """Marks kept rows that repeat an earlier kept row's galaxy, box and class as `duplicate`.
+
+    Rows are compared in crop pixels after reading, so the same box given in both catalogue
+    forms is a duplicate too. The first occurrence (in the order given) stays kept.
+
+    Args:
+        rows: catalogue rows of every catalogue, in reading order.
+
+    Returns:
+        The rows, with repeated kept rows re-labelled; other rows unchanged.
+    """
+    seen = set()
+    out = []
+    for r in rows:
+        key = (r.local_id, r.box_yxyx, r.class_id)
+        if r.status == KEPT and key in seen:
+            r = dataclasses.replace(r, status="duplicate")
+        elif r.status == KEPT:
+            seen.add(key)
+        out.append(r)
+    return out
 
 
 def drop_galaxies(rows: Sequence[BoxRow], reasons: Mapping[str, str]) -> list[BoxRow]:
@@ -409,14 +461,16 @@ class PreparationReport:
 
     Attributes:
         rules: thresholds used.
-        catalogues: catalogue file names.
+        catalogues: ``{catalogue file name: form it was read in}``.
+        fingerprint: the manual dir's files (see `fingerprint`).
         rows: ``[{"row", "local_id", "status", "split"}]``, one per catalogue row;
             ``split`` is set for kept rows only.
         splits: ``{split name: number of galaxies}``.
     """
 
     rules: dict
-    catalogues: list[str]
+    catalogues: dict[str, str]
+    fingerprint: dict
     rows: list[dict]
     splits: dict[str, int]
 
@@ -427,13 +481,15 @@ class PreparationReport:
         splits: Mapping[str, Sequence[str]],
         *,
         rules: PreparationRules,
-        catalogues: Sequence[str],
+        catalogues: Mapping[str, str],
+        fingerprint: Mapping,
     ) -> PreparationReport:
         """Collects the report from final rows and the split assignment."""
         split_of = {gid: name for name, ids in splits.items() for gid in ids}
         return cls(
             rules={**dataclasses.asdict(rules), "split_fractions": list(rules.split_fractions)},
-            catalogues=list(catalogues),
+            catalogues=dict(catalogues),
+            fingerprint=dict(fingerprint),
             rows=[
                 {
                     "row": r.row_id,
@@ -453,10 +509,14 @@ class PreparationReport:
         return {status: counted.get(status, 0) for status in (KEPT, *DROP_REASONS)}
 
     def summary(self) -> str:
-        """One-line account of the rows and splits."""
-        counts = ", ".join(f"{k} {v}" for k, v in self.counts.items() if v)
+        """One-line account of the rows and splits, e.g. ``"3 catalogue rows: kept 1, dropped 2
+        (edge 1, missing_image 1); galaxies per split: train 1, validation 0, test 0."``"""
+        counts = self.counts
+        kept = counts.pop(KEPT)
+        reasons = ", ".join(f"{k} {v}" for k, v in counts.items() if v)
+        dropped = f"dropped {sum(counts.values())}" + (f" ({reasons})" if reasons else "")
         splits = ", ".join(f"{k} {v}" for k, v in self.splits.items())
-        return f"{len(self.rows)} catalogue rows: {counts}; galaxies per split: {splits}."
+        return f"{len(self.rows)} catalogue rows: kept {kept}, {dropped}; galaxies per split: {splits}."
 
     def to_json(self) -> str:
         return json.dumps(
@@ -469,13 +529,94 @@ class PreparationReport:
         return cls(**{f.name: data[f.name] for f in dataclasses.fields(cls)})
 
 
-def find_cutout(directory: Path, local_id: str) -> Path | None:
-    """Returns ``<directory>/<local_id>.png|.fits|.fits.gz`` (first that exists) or None."""
-    for suffix in _CUTOUT_SUFFIXES:
-        path = directory / f"{local_id}{suffix}"
-        if path.is_file():
-            return path
-    return None
+def find_catalogues(directory: str | Path) -> list[Path]:
+    """The catalogue CSVs of a manual dir: its top-level ``*.csv`` files, any case, sorted."""
+    return sorted(
+        p
+        for p in Path(directory).iterdir()
+        if p.suffix.lower() == ".csv" and not p.name.startswith(".") and p.is_file()
+    )
+
+
+def _cutout_id(name: str) -> str | None:
+    """The galaxy id a cutout file name stands for (name minus its suffix), or None."""
+    lower = name.lower()
+    suffix = max((s for s in CUTOUT_SUFFIXES if lower.endswith(s)), key=len, default=None)
+    return name[: -len(suffix)] if suffix and len(name) > len(suffix) else None
+
+
+def _cutout_files(directory: Path) -> list[Path]:
+    # Hidden files and folders (e.g. macOS `._x.png`, `.ipynb_checkpoints/`) are never cutouts.
+    return sorted(
+        p
+        for p in directory.rglob("*")
+        if not any(part.startswith(".") for part in p.relative_to(directory).parts)
+        and _cutout_id(p.name) is not None
+        and p.is_file()
+    )
+
+
+def index_cutouts(directory: str | Path) -> dict[str, list[Path]]:
+    """Finds every cutout under a manual dir, in subfolders too, by galaxy id.
+
+    A cutout is ``<local_ids><suffix>`` with a suffix of `CUTOUT_SUFFIXES` in any case
+    (``a.png``, ``images/a.JPG``, ``a.FITS.GZ``); hidden files and folders are skipped.
+
+    Args:
+        directory: the manual dir.
+
+    Returns:
+        ``{local_id: [paths]}``; more than one path means the id is ambiguous.
+    """
+    index: dict[str, list[Path]] = {}
+    for path in _cutout_files(Path(directory)):
+        index.setdefault(_cutout_id(path.name), []).append(path)
+    return index
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def fingerprint(directory: str | Path) -> dict[str, dict]:
+    """What a build from this manual dir depends on, to tell whether a build is stale.
+
+    Args:
+        directory: the manual dir.
+
+    Returns:
+        ``{"catalogues": {file name: sha256}, "cutouts": {relative path: size in bytes}}``.
+    """
+    directory = Path(directory)
+    return {
+        "catalogues": {p.name: _sha256(p) for p in find_catalogues(directory)},
+        "cutouts": {p.relative_to(directory).as_posix(): p.stat().st_size for p in _cutout_files(directory)},
+    }
+
+
+def fingerprint_difference(stored: Mapping[str, Mapping], current: Mapping[str, Mapping]) -> str:
+    """Describes how two `fingerprint`s differ.
+
+    Returns:
+        E.g. ``"1 catalogue changed (a.csv); 2 cutouts added (x.png, y.png)"``; an empty
+        string when they are equal.
+    """
+    parts = []
+    for kind, noun in (("catalogues", "catalogue"), ("cutouts", "cutout")):
+        old, new = stored.get(kind, {}), current.get(kind, {})
+        for change, names in (
+            ("added", sorted(new.keys() - old.keys())),
+            ("removed", sorted(old.keys() - new.keys())),
+            ("changed", sorted(k for k in old.keys() & new.keys() if old[k] != new[k])),
+        ):
+            if names:
+                shown = ", ".join(names[:3]) + (", ..." if len(names) > 3 else "")
+                parts.append(f"{len(names)} {noun}{'s' if len(names) > 1 else ''} {change} ({shown})")
+    return "; ".join(parts)
 
 
 def center_crop(image: np.ndarray, size: int) -> np.ndarray:
@@ -514,10 +655,28 @@ def _read_fits(path: Path, rules: PreparationRules) -> tuple[np.ndarray, object]
     return np.ascontiguousarray(rgb[::-1]), header
 
 
+def _pillow_rgb(img, path: Path) -> np.ndarray:
+    """uint8 [H, W, 3] as ``tf.io.decode_image(channels=3, dtype=tf.uint8)`` decodes a PNG."""
+    if img.mode.startswith("I;16"):
+        # 16-bit greyscale PNG. libpng, and so TensorFlow, keeps the high byte (v >> 8);
+        # Pillow's convert("RGB") would clip every value above 255 to white.
+        grey = (np.asarray(img).astype(np.uint16) >> 8).astype(np.uint8)
+        return np.repeat(grey[..., None], 3, axis=-1)
+    if img.mode in ("I", "F"):
+        raise UnreadableImageError(
+            f"{path.name}: {img.mode} mode (32-bit) images have no uint8 scaling; "
+            "use an 8- or 16-bit PNG, a JPEG or FITS."
+        )
+    # 16-bit RGB(A) and grey+alpha PNGs reach here as 8-bit: Pillow keeps the high byte too.
+    return np.asarray(img.convert("RGB"))
+
+
 def read_image(path: str | Path, rules: PreparationRules) -> tuple[np.ndarray, object]:
     """Reads a whole cutout as RGB, with its FITS header when it is a FITS file.
 
-    PNG/JPEG (any Pillow format): RGB, RGBA (alpha dropped), greyscale or palette. FITS
+    PNG/JPEG (any Pillow format): RGB, RGBA (alpha dropped), greyscale or palette, 8 or
+    16 bits, exactly as ``tf.io.decode_image(channels=3, dtype=tf.uint8)`` (and so the
+    SavedModel) decodes a PNG: 16-bit values keep their high byte (``v >> 8``). FITS
     (``.fits``, ``.fit``, ``.fts``, optionally gzipped): g, r, i planes as a (3, H, W) cube in
     one HDU or as the first three image HDUs, combined with `make_lupton_rgb` (i -> R, r -> G,
     g -> B), or a single 2-D plane shown grey; flipped to top row first.
@@ -536,7 +695,7 @@ def read_image(path: str | Path, rules: PreparationRules) -> tuple[np.ndarray, o
         from PIL import Image
 
         with Image.open(path) as img:
-            return np.asarray(img.convert("RGB")), None
+            return _pillow_rgb(img, path), None
     except UnreadableImageError:
         raise
     except Exception as err:  # Pillow/astropy raise many types for corrupt files.
