@@ -7,6 +7,10 @@ one device, several GPUs, several machines and TPUs alike.
 A run directory holds `config.json`, `checkpoints/` (every `checkpoint_every` steps and at the
 end), `best.weights.h5` (best validation score), `logs/` (TensorBoard), `history.csv` (one row
 per step), `validation.json` and the final `model.keras`.
+
+A new run refuses a directory that already holds files unless told to overwrite them; a resumed
+run continues from the last checkpoint with the saved config, where only `RESUMABLE_CHANGES` may
+differ, and drops from `history.csv` the steps it is about to repeat.
 """
 
 from __future__ import annotations
@@ -17,6 +21,7 @@ import json
 import logging
 import math
 import os
+import shutil
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -32,14 +37,27 @@ from gsfc_tf.models import build_detector
 from gsfc_tf.models.faster_rcnn import LOSS_NAMES
 
 __all__ = [
+    "RESUMABLE_CHANGES",
+    "RUN_FILES",
     "TrainResult",
     "load_split",
     "make_strategy",
     "replica_losses_and_gradients",
+    "resumable_run_config",
+    "resumed_config",
     "train",
 ]
 
 log = logging.getLogger(__name__)
+
+# Config keys a resumed run may change: how long it trains (a total below the checkpoint's step is
+# refused when the run starts) and when it validates, checkpoints and prunes checkpoints. None of
+# them changes what a step computes, so the resumed run is the run that was asked for. Anything
+# else (model, data, optimiser, seed, precision, strategy and so the global batch) would silently
+# make the steps before and after the resume belong to different runs.
+RESUMABLE_CHANGES = ("steps", "epochs", "validate_every", "checkpoint_every", "keep_checkpoints")
+# What `train` writes into a run directory; `overwrite=True` removes exactly these first.
+RUN_FILES = ("config.json", "checkpoints", "best.weights.h5", "logs", "history.csv", "validation.json", "model.keras")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -125,6 +143,23 @@ class _History:
     def __init__(self, path: Path, enabled: bool):
         self.path, self.enabled = path, enabled
 
+    def drop_after(self, step: int) -> None:
+        """Drops the rows of steps after `step`, which a run resumed from that step repeats.
+
+        A row cut short by a kill (fewer fields than the header) goes too.
+        """
+        if not self.enabled or not self.path.exists():
+            return
+        with self.path.open(newline="") as f:
+            header, *rows = list(csv.reader(f))
+        kept = [row for row in rows if len(row) == len(header) and int(row[0]) <= step]
+        if len(kept) == len(rows):
+            return
+        partial = self.path.with_name(self.path.name + ".partial")
+        with partial.open("w", newline="") as f:
+            csv.writer(f).writerows([header, *kept])
+        os.replace(partial, self.path)
+
     def write(self, step: int, losses: dict[str, float], learning_rate: float) -> None:
         if not self.enabled:
             return
@@ -166,6 +201,71 @@ def replica_losses_and_gradients(
     return {**losses, "loss": total}, tape.gradient(objective, model.trainable_variables)
 
 
+def resumable_run_config(run_dir: str | os.PathLike) -> TrainConfig:
+    """The saved config (`config.json`) of the run in `run_dir`, checked to have a checkpoint.
+
+    Raises:
+        FileNotFoundError: `run_dir` has no checkpoint to resume from, or no `config.json`.
+    """
+    run_dir = Path(run_dir)
+    checkpoint_dir = run_dir / "checkpoints"
+    if tf.train.latest_checkpoint(str(checkpoint_dir)) is None:
+        raise FileNotFoundError(f"--resume: no checkpoint in {checkpoint_dir}.")
+    saved = run_dir / "config.json"
+    if not saved.is_file():
+        raise FileNotFoundError(f"--resume: {saved} is missing; without it the run's config is unknown.")
+    return config_from_dict(json.loads(saved.read_text()))
+
+
+def _flat_config(config: TrainConfig) -> dict[str, Any]:
+    """`override`-style keys (`learning_rate`, `detector.image_size`) and their values."""
+    values = dataclasses.asdict(config)
+    detector = values.pop("detector")
+    return {**values, **{f"detector.{key}": value for key, value in detector.items()}}
+
+
+def resumed_config(saved: TrainConfig, requested: TrainConfig) -> TrainConfig:
+    """`requested`, after checking it differs from the run's `saved` config only in `RESUMABLE_CHANGES`.
+
+    Raises:
+        ValueError: other keys differ; one line names each with its saved and requested values.
+    """
+    saved_values, requested_values = _flat_config(saved), _flat_config(requested)
+    refused = [
+        f"{key} (saved {saved_values[key]!r}, requested {requested_values[key]!r})"
+        for key in saved_values
+        if key not in RESUMABLE_CHANGES and saved_values[key] != requested_values[key]
+    ]
+    if refused:
+        raise ValueError(
+            f"--resume cannot change {', '.join(refused)}; only {', '.join(RESUMABLE_CHANGES)} may change "
+            "when resuming (start a new run in another directory to change the rest)."
+        )
+    return requested
+
+
+def _prepare_new_run_dir(run_dir: Path, *, overwrite: bool) -> None:
+    """Refuses a run directory that holds files unless `overwrite`; then removes the old run's files."""
+    if run_dir.exists() and not run_dir.is_dir():
+        raise FileExistsError(f"{run_dir} is a file, not a run directory.")
+    held = sorted(path.name for path in run_dir.iterdir()) if run_dir.is_dir() else []
+    if not held:
+        return
+    if not overwrite:
+        resumable = tf.train.latest_checkpoint(str(run_dir / "checkpoints")) is not None
+        raise FileExistsError(
+            f"{run_dir} is not empty ({', '.join(held[:5])}{', ...' if len(held) > 5 else ''}); "
+            + ("pass resume=True (--resume) to continue its run, " if resumable else "")
+            + "pass overwrite=True (--overwrite) to replace its training files, or choose a new directory."
+        )
+    for name in RUN_FILES:
+        path = run_dir / name
+        if path.is_dir():
+            shutil.rmtree(path)
+        elif path.exists():
+            path.unlink()
+
+
 def train(
     config: TrainConfig,
     run_dir: str | os.PathLike,
@@ -173,35 +273,42 @@ def train(
     data_dir: str | None = None,
     manual_dir: str | None = None,
     resume: bool = False,
+    overwrite: bool = False,
     strategy: tf.distribute.Strategy | None = None,
     progress: bool = True,
 ) -> TrainResult:
     """Trains the detector of `config` and writes the run directory.
 
     Args:
-        config: the resolved training config.
-        run_dir: where everything is written; must be empty unless `resume`.
+        config: the resolved training config; with `resume`, the run's saved config with any
+            `RESUMABLE_CHANGES` (e.g. more `steps`) applied (`resumable_run_config` reads it).
+        run_dir: where everything is written; must be empty (or missing) unless `resume` or
+            `overwrite`.
         data_dir: TFDS data dir (default: TFDS's).
         manual_dir: the manual dir of the `sdss` config.
         resume: continue from the last checkpoint in `run_dir` (step, optimizer state, data position).
+        overwrite: start a new run in a non-empty `run_dir`, removing the `RUN_FILES` there first.
         strategy: a `tf.distribute` strategy; default `make_strategy(config.strategy)`.
         progress: show a progress bar.
 
     Raises:
+        FileExistsError: `run_dir` holds files, and neither `resume` nor `overwrite` was given.
+        FileNotFoundError: `resume` without a checkpoint or `config.json` in `run_dir`.
+        ValueError: `resume` with a config that differs from the saved one outside
+            `RESUMABLE_CHANGES`, or with fewer total steps than the checkpoint has done.
         FloatingPointError: a loss became NaN or infinite; the last good checkpoint is kept.
     """
     run_dir = Path(run_dir)
     checkpoint_dir = run_dir / "checkpoints"
-    if not resume and checkpoint_dir.exists() and any(checkpoint_dir.iterdir()):
-        raise FileExistsError(f"{run_dir} already holds checkpoints; pass resume=True (--resume) or a new directory.")
+    if resume and overwrite:
+        raise ValueError("resume and overwrite exclude each other: continue the run, or replace it.")
     if resume:
-        if tf.train.latest_checkpoint(str(checkpoint_dir)) is None:
-            raise FileNotFoundError(f"--resume: no checkpoint in {checkpoint_dir}.")
-        saved = run_dir / "config.json"
-        if saved.exists():
-            config = config_from_dict(json.loads(saved.read_text()))
+        config = resumed_config(resumable_run_config(run_dir), config)
     strategy = strategy or make_strategy(config.strategy)
     chief = _is_chief(strategy)
+    # Other workers of a multi-worker run write only to their own temporary folders.
+    if chief and not resume:
+        _prepare_new_run_dir(run_dir, overwrite=overwrite)
     if config.precision != "float32":
         keras.mixed_precision.set_global_policy(config.precision)
     keras.utils.set_random_seed(config.seed)
@@ -251,6 +358,8 @@ def train(
         checkpoint.restore(latest).assert_existing_objects_matched()
         log.info("Resumed from %s at step %d.", latest, int(step_variable.numpy()))
     step = int(step_variable.numpy())
+    if step > total_steps:
+        raise ValueError(f"--resume: {run_dir} is at step {step}, past the {total_steps} steps asked for.")
 
     def save_checkpoint() -> None:
         step_variable.assign(step)
@@ -295,6 +404,7 @@ def train(
     detector = inference.Detector.from_model(model)
     writer = tf.summary.create_file_writer(str(run_dir / "logs")) if chief else tf.summary.create_noop_writer()
     history = _History(run_dir / "history.csv", enabled=chief)
+    history.drop_after(step)
     validation_result = None
     bar = tqdm(total=total_steps, initial=step, desc="train", unit="step", disable=not (progress and chief))
     while step < total_steps:

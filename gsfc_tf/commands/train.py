@@ -1,4 +1,8 @@
-"""`gsfc-tf train`: train a preset, with `--set key=value` overrides, optionally resuming."""
+"""`gsfc-tf train`: train a preset, with `--set key=value` overrides, optionally resuming.
+
+`--resume` starts from the run's saved config (or from `--config`, when given) with the `--set`
+overrides applied; the trainer refuses any change but those in `trainer.RESUMABLE_CHANGES`.
+"""
 
 from __future__ import annotations
 
@@ -11,7 +15,10 @@ __all__ = ["configure_parser", "run"]
 
 
 def configure_parser(parser) -> None:
-    parser.add_argument("--config", default="smoke", choices=sorted(PRESETS), help="named preset (default smoke)")
+    parser.add_argument(
+        "--config", choices=sorted(PRESETS),
+        help="named preset (default smoke; with --resume, the run's saved config.json)",
+    )
     parser.add_argument(
         "--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
         help="override a config field, e.g. --set learning_rate=3e-4 --set detector.image_size=256",
@@ -19,18 +26,32 @@ def configure_parser(parser) -> None:
     parser.add_argument("--data-dir", help="TFDS data dir")
     parser.add_argument("--manual-dir", help="manual dir of clump_scout/sdss (catalogue + cutouts)")
     parser.add_argument("--out", required=True, help="run directory")
-    parser.add_argument("--resume", action="store_true", help="continue from the last checkpoint in --out")
+    parser.add_argument(
+        "--resume", action="store_true",
+        help="continue from the last checkpoint in --out; only steps, epochs, validate_every, checkpoint_every "
+        "and keep_checkpoints may change",
+    )
+    parser.add_argument(
+        "--overwrite", action="store_true", help="start a new run in a non-empty --out, replacing its training files"
+    )
     parser.add_argument("--strategy", help="override the config's tf.distribute strategy")
 
 
 def run(args) -> int:
-    from gsfc_tf.trainer import train
+    from gsfc_tf.trainer import resumable_run_config, train
 
     logging.basicConfig(level=logging.INFO, format="%(message)s")
-    config = override(PRESETS[args.config](), args.overrides)
+    if args.resume and args.config is None:
+        base = resumable_run_config(args.out)
+    else:
+        base = PRESETS[args.config or "smoke"]()
+    config = override(base, args.overrides)
     if args.strategy:
         config = dataclasses.replace(config, strategy=args.strategy)
-    result = train(config, args.out, data_dir=args.data_dir, manual_dir=args.manual_dir, resume=args.resume)
+    result = train(
+        config, args.out, data_dir=args.data_dir, manual_dir=args.manual_dir, resume=args.resume,
+        overwrite=args.overwrite,
+    )
     print(f"Trained {result.steps} steps; model: {result.model_path}")
     if result.validation is not None:
         print(
