@@ -44,6 +44,7 @@ BENCHMARKS: dict[str, tuple[str, list[str], bool]] = {
     "data": ("benchmarks.bench_data", [], True),
     "flops": ("benchmarks.bench_flops", [], False),
     "accuracy": ("benchmarks.bench_accuracy", [], True),
+    "accuracy_torchvision": ("benchmarks.bench_accuracy_torchvision", [], True),
     "gpu": ("benchmarks.bench_gpu", [], False),
 }
 

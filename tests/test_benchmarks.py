@@ -10,6 +10,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 import tensorflow as tf
 
 from benchmarks import run_all
@@ -54,5 +55,25 @@ def test_quick_bench_fills_every_section(tmp_path, synthetic_small_data_dir):
     accuracy_rows = _table_rows(sections["accuracy"])
     assert [row[0] for row in accuracy_rows] == ["`smoke`", "`bench`", "8", "16"]
     assert all(0.0 <= float(cell) <= 1.0 for row in accuracy_rows for cell in row[-3:-1]), accuracy_rows
+    _check_parity_section(sections["accuracy_torchvision"])
     if not tf.config.list_physical_devices("GPU"):
         assert "Not measured on this run" in sections["gpu"]
+
+
+def _check_parity_section(section: str) -> None:
+    """Quick mode trains one seed per framework: both are scored, every score a fraction, and a ratio row."""
+    rows = _table_rows(section)
+    assert [row[0] for row in rows] == ["gsfc-tf", "torchvision", "gsfc-tf", "torchvision", "ratio gsfc-tf / torchvision"]
+    assert all(0.0 <= float(cell) <= 1.0 for row in rows[:2] for cell in row[-3:]), rows
+
+
+@pytest.mark.slow  # test_quick_bench_fills_every_section runs it too; this runs it alone
+def test_quick_torchvision_parity_bench_alone(tmp_path, synthetic_small_data_dir):
+    results = tmp_path / "RESULTS.md"
+    completed = subprocess.run(
+        [sys.executable, "-m", "benchmarks.run_all", "--quick", "--only", "accuracy_torchvision",
+         "--results", str(results), "--data-dir", synthetic_small_data_dir],
+        cwd=_ROOT, capture_output=True, text=True,
+    )
+    assert completed.returncode == 0, completed.stdout[-3000:] + completed.stderr[-3000:]
+    _check_parity_section(_sections(results.read_text())["accuracy_torchvision"])

@@ -87,11 +87,14 @@ def test_sigkill_then_resume_loses_at_most_one_checkpoint_interval(tmp_path, syn
     assert 10 <= restored < killed_at and killed_at - restored <= 10
     assert killed_at < 40, "the run finished before it was killed; nothing was tested"
 
+    killed_run = dict(_history(run))
     resumed = subprocess.run([*command, "--resume"], env=_env(), capture_output=True, text=True, timeout=600)
     assert resumed.returncode == 0, resumed.stderr[-2000:]
     history = _history(run)
-    killed_run, resumed_run = dict(history[:killed_at]), history[killed_at:]
-    assert [step for step, _ in resumed_run] == list(range(restored + 1, 41))
+    # Each step is logged once: the rows the killed run wrote after its checkpoint were replaced.
+    assert [step for step, _ in history] == list(range(1, 41))
+    assert all(loss == killed_run[step] for step, loss in history[:restored])
+    resumed_run = history[restored:]
     # Steps the killed run logged after its checkpoint are repeated with the same weights, optimizer
     # state, batches, augmentation and RPN/ROI samples, so they give the same losses.
     repeated = [(killed_run[step], loss) for step, loss in resumed_run if step <= killed_at]
@@ -122,6 +125,64 @@ def test_nan_loss_stops_naming_the_step_and_keeps_the_last_good_checkpoint(
         trainer.train(run_config, tmp_path / "run", data_dir=synthetic_small_data_dir, progress=False)
     assert tf.train.latest_checkpoint(str(tmp_path / "run" / "checkpoints")).endswith("ckpt-4")
     assert not (tmp_path / "run" / "model.keras").exists()
+
+
+QUICK = [*FAST, "validation_split=none", "checkpoint_every=2"]
+
+
+def test_a_new_run_refuses_a_non_empty_directory_unless_overwrite(tmp_path, synthetic_small_data_dir, capsys):
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "notes.txt").write_text("mine")
+    (run / "history.csv").write_text("step,loss\n1,99\n")
+    # Refused before any work: the missing data dir would otherwise be the error.
+    missing = str(tmp_path / "no_data")
+    assert cli.main(["train", "--data-dir", missing, "--out", str(run)]) == 2
+    err = capsys.readouterr().err
+    assert "is not empty (history.csv, notes.txt)" in err and "--overwrite" in err and err.count("\n") == 1
+    assert (run / "history.csv").read_text() == "step,loss\n1,99\n"
+    run_config = config.override(config.smoke_training(), [*QUICK, "steps=2"])
+    with pytest.raises(FileExistsError, match="not empty"):
+        trainer.train(run_config, run, data_dir=synthetic_small_data_dir, progress=False)
+    trainer.train(run_config, run, data_dir=synthetic_small_data_dir, overwrite=True, progress=False)
+    assert [step for step, _ in _history(run)] == [1, 2], "the foreign history is gone, not appended to"
+    assert (run / "notes.txt").read_text() == "mine", "files the trainer does not write are kept"
+    with pytest.raises(ValueError, match="exclude each other"):
+        trainer.train(run_config, run, resume=True, overwrite=True)
+
+
+def test_resumed_config_names_every_change_it_refuses():
+    saved = config.smoke_training()
+    allowed = config.override(saved, ["steps=900", "epochs=3", "validate_every=5", "checkpoint_every=7", "keep_checkpoints=1"])
+    assert trainer.resumed_config(saved, allowed) == allowed
+    changed = config.override(saved, ["steps=900", "learning_rate=0.1", "detector.image_size=64"])
+    with pytest.raises(ValueError) as refused:
+        trainer.resumed_config(saved, changed)
+    message = str(refused.value)
+    assert "learning_rate (saved 0.003, requested 0.1), detector.image_size (saved 128, requested 64)" in message
+    assert "steps (" not in message and "\n" not in message
+
+
+def test_resume_applies_allowed_changes_and_logs_each_step_once(tmp_path, synthetic_small_data_dir, capsys):
+    run = tmp_path / "run"
+    common = ["train", "--data-dir", synthetic_small_data_dir, "--out", str(run)]
+    assert cli.main([*common, *[f"--set={s}" for s in [*QUICK, "steps=2"]]]) == 0
+    # As if killed after logging steps 3 and 4 (the last cut short) but before their checkpoint.
+    with open(run / "history.csv", "a") as f:
+        f.write("3,0.5,0.1,0.1,0.1,0.1,0.6,0.003\n4,0.5\n")
+    capsys.readouterr()
+    # --config/--set that would change the run are refused, naming each key; nothing runs.
+    assert cli.main([*common, "--resume", "--set", "learning_rate=1", "--set", "seed=3"]) == 2
+    err = capsys.readouterr().err
+    assert "learning_rate (saved 0.003, requested 1.0), seed (saved 0, requested 3)" in err
+    assert cli.main([*common, "--resume", "--config", "paper"]) == 2
+    assert "detector.backbone (saved 'tiny', requested 'zoobot_efficientnet_b0')" in capsys.readouterr().err
+    # The saved config is the base: --set steps=4 alone continues the same run to step 4.
+    assert cli.main([*common, "--resume", "--set", "steps=4"]) == 0
+    assert [step for step, _ in _history(run)] == [1, 2, 3, 4]
+    assert json.loads((run / "config.json").read_text())["steps"] == 4
+    with pytest.raises(ValueError, match="at step 4, past the 3 steps"):
+        trainer.train(config.override(trainer.resumable_run_config(run), ["steps=3"]), run, data_dir=synthetic_small_data_dir, resume=True, progress=False)
 
 
 def test_cli_bad_input_gives_one_clear_line(tmp_path, capsys):
