@@ -79,6 +79,12 @@ class DetectorConfig:
     score_threshold: float = 0.05
     nms_iou: float = 0.5
     max_detections: int = 100
+    # After the per-class NMS, class-agnostic NMS at this IoU (Popp et al. ran 0.2 before scoring)
+    # and suppression of boxes nested in a higher-scoring box (intersection / smaller area at
+    # least this); None skips either. Both are inference-only: `models.with_postprocess` changes
+    # them on a trained model.
+    agnostic_nms_iou: float | None = 0.2
+    containment_threshold: float | None = None
     # XLA: off. Measured on CPU: the train step does not compile (no XLA kernel for CropAndResize).
     jit_compile: bool = False
 
@@ -88,6 +94,10 @@ class DetectorConfig:
             raise ValueError(f"Need {num_levels} anchor sizes for P{self.min_level}..P{self.max_level}, got {self.anchor_sizes}.")
         if self.image_size < 2**self.max_level:
             raise ValueError(f"image_size {self.image_size} is smaller than the coarsest stride {2**self.max_level}.")
+        for name in ("agnostic_nms_iou", "containment_threshold"):
+            value = getattr(self, name)
+            if value is not None and not 0.0 < value <= 1.0:
+                raise ValueError(f"{name} must be in (0, 1] or None, got {value}.")
 
         smallest_pool = min(self.rpn_post_nms_top_k_train, self.rpn_post_nms_top_k_test) + self.max_clumps
         if smallest_pool < self.roi_samples_per_image:

@@ -17,6 +17,8 @@ from typing import Iterable
 import numpy as np
 import tensorflow as tf
 
+from gsfc_tf.ops import dihedral
+
 __all__ = [
     "CROP_SIZE",
     "CUTOUT_SIZE",
@@ -182,25 +184,6 @@ def pad_targets(boxes_yxyx: tf.Tensor, labels: tf.Tensor, *, max_clumps: int) ->
     }
 
 
-def _dihedral_maps(size: int) -> tuple[np.ndarray, np.ndarray]:
-    """The 8 maps p -> A p + b of pixel points (y, x): `k` quarter turns, then an optional flip.
-
-    Matches `tf.image.rot90` (counter-clockwise: (y, x) -> (S - x, y)) and `flip_left_right`.
-    """
-    turn, turn_offset = np.array([[0.0, -1.0], [1.0, 0.0]]), np.array([size, 0.0])
-    flip, flip_offset = np.array([[1.0, 0.0], [0.0, -1.0]]), np.array([0.0, size])
-    matrices, offsets = [], []
-    for draw in range(8):
-        matrix, offset = np.eye(2), np.zeros(2)
-        for _ in range(draw // 2):
-            matrix, offset = turn @ matrix, turn @ offset + turn_offset
-        if draw % 2:
-            matrix, offset = flip @ matrix, flip @ offset + flip_offset
-        matrices.append(matrix)
-        offsets.append(offset)
-    return np.array(matrices, np.float32), np.array(offsets, np.float32)
-
-
 def augment_dihedral(
     image: tf.Tensor, targets: dict[str, tf.Tensor], *, seed: tf.Tensor
 ) -> tuple[tf.Tensor, dict[str, tf.Tensor]]:
@@ -217,14 +200,10 @@ def augment_dihedral(
     size = image.shape[0]
     if size is None or size != image.shape[1]:
         raise ValueError(f"augment_dihedral needs a square image of static size, got {image.shape}.")
-    draw = tf.random.stateless_uniform([], seed=seed, maxval=8, dtype=tf.int32)
-    image = tf.image.rot90(image, k=draw // 2)
-    image = tf.cond(draw % 2 == 1, lambda: tf.image.flip_left_right(image), lambda: image)
-    matrices, offsets = _dihedral_maps(size)
+    draw = tf.random.stateless_uniform([], seed=seed, maxval=dihedral.NUM_DIHEDRAL, dtype=tf.int32)
+    image = dihedral.transform_images(image, draw)
     boxes_yxyx = targets["boxes_yxyx"]
-    corners = tf.reshape(boxes_yxyx, [-1, 2, 2])  # [M, corner, (y, x)]
-    moved = tf.einsum("ij,mcj->mci", tf.gather(matrices, draw), corners) + tf.gather(offsets, draw)
-    transformed = tf.concat([tf.reduce_min(moved, axis=1), tf.reduce_max(moved, axis=1)], axis=-1)
+    transformed = dihedral.transform_boxes(boxes_yxyx, draw, size=size)
     valid = targets["labels"] >= 0
     boxes_yxyx = tf.where(valid[:, None], transformed, boxes_yxyx)
     return tf.ensure_shape(image, [size, size, image.shape[-1]]), {**targets, "boxes_yxyx": boxes_yxyx}

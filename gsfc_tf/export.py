@@ -20,7 +20,8 @@ Signatures (tag `serve`):
 Both prepare the images exactly as training did (`data.model_inputs`, through the same
 `inference.Detector` function that `evaluate`/`predict` run): a 400x400 Clump Scout cutout is
 centre-cropped to 200x200, any other size is taken as the crop, then it is resized to S x S.
-Decoding, the detector, NMS and the score threshold all run in the graph. Outputs
+Decoding, the detector, NMS, the score threshold and, when exported with `tta`, dihedral
+test-time augmentation all run in the graph. Outputs
 (TF Object Detection API names):
     `num_detections`: int32 [B].
     `detection_boxes`: float32 [B, D, 4], yxyx normalised by the H, W of the image as sent
@@ -49,6 +50,7 @@ import tensorflow as tf
 
 from gsfc_tf import __version__
 from gsfc_tf.evaluation import CLASS_NAMES
+from gsfc_tf.tta import DEFAULT_TTA_MERGE
 
 __all__ = [
     "BYTES_SIGNATURE",
@@ -151,7 +153,13 @@ def check_export_dir(export_dir: str | Path, *, overwrite: bool = False) -> Path
 
 
 def export_saved_model(
-    model: keras.Model, export_dir: str | Path, *, overwrite: bool = False, operating_threshold: float | None = None
+    model: keras.Model,
+    export_dir: str | Path,
+    *,
+    overwrite: bool = False,
+    operating_threshold: float | None = None,
+    tta: bool = False,
+    tta_merge: str = DEFAULT_TTA_MERGE,
 ) -> Path:
     """Writes `model` as a TF Serving SavedModel version directory (see the module docstring).
 
@@ -162,6 +170,9 @@ def export_saved_model(
         operating_threshold: the score threshold chosen on the run's validation split, recorded in
             the metadata so that catalogues made from the export keep the run's operating point
             (`inference.load_detector`); None when the run has none.
+        tta, tta_merge: build dihedral test-time augmentation into the graph (8x the compute
+            per request), as `inference.Detector.from_model`; the metadata's `tta` names the
+            merge, or is None without TTA.
 
     Returns:
         `export_dir` as a Path.
@@ -173,7 +184,7 @@ def export_saved_model(
     from gsfc_tf.inference import Detector
 
     export_dir = check_export_dir(export_dir, overwrite=overwrite)
-    detect = Detector.from_model(model).detect_fn
+    detect = Detector.from_model(model, tta=tta, tta_merge=tta_merge).detect_fn
 
     @tf.function
     def serve_bytes(image_bytes):
@@ -202,6 +213,7 @@ def export_saved_model(
         "score_threshold": config.score_threshold,
         "operating_threshold": operating_threshold,
         "max_detections": config.max_detections,
+        "tta": tta_merge if tta else None,
         "detector": dataclasses.asdict(config),
     }
     export_dir.parent.mkdir(parents=True, exist_ok=True)

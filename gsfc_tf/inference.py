@@ -37,6 +37,7 @@ from gsfc_tf.catalogue import (
     rows_from_detections,
     unique_galaxy_ids,
 )
+from gsfc_tf.tta import DEFAULT_TTA_MERGE, TTA_MERGES, detect_dihedral
 
 __all__ = [
     "DEFAULT_DATASET",
@@ -94,22 +95,54 @@ class Detector:
     _oversized_warned: set[tuple[int, int]] = dataclasses.field(default_factory=set, init=False, repr=False, compare=False)
 
     @classmethod
-    def from_model(cls, model, *, image_size: int | None = None, source: str = "model", run_dir: Path | None = None):
+    def from_model(
+        cls,
+        model,
+        *,
+        image_size: int | None = None,
+        source: str = "model",
+        run_dir: Path | None = None,
+        tta: bool = False,
+        tta_merge: str = DEFAULT_TTA_MERGE,
+    ):
         """Wraps a Keras detector that maps float32 [B, S, S, 3] in [0, 1] to S-frame outputs.
 
         Args:
-            model: callable `model(images, training=False)` returning `OUTPUT_KEYS`.
+            model: callable `model(images, training=False)` returning `OUTPUT_KEYS`, with a
+                `detector_config` (its post-processing settings drive the TTA merge).
             image_size: S; default `model.detector_config.image_size`.
             source: description for messages.
             run_dir: the run directory it came from, if any.
+            tta: dihedral test-time augmentation (`gsfc_tf.tta`): the model runs on the 8
+                flips/rotations of each image (8x the compute) and their detections are merged.
+            tta_merge: `"wbf"` (weighted box fusion) or `"nms"`; see `gsfc_tf.tta`.
+
+        Raises:
+            ValueError: an unknown `tta_merge`.
         """
-        size = int(image_size or model.detector_config.image_size)
+        config = model.detector_config
+        size = int(image_size or config.image_size)
+        if tta_merge not in TTA_MERGES:
+            raise ValueError(f"tta_merge must be one of {', '.join(TTA_MERGES)}, got {tta_merge!r}.")
+
+        def detect_inputs(inputs):
+            if not tta:
+                return model(inputs, training=False)
+            return detect_dihedral(
+                lambda views: model(views, training=False),
+                inputs,
+                merge=tta_merge,
+                nms_iou=config.nms_iou,
+                agnostic_nms_iou=config.agnostic_nms_iou,
+                containment_threshold=config.containment_threshold,
+                max_detections=config.max_detections,
+            )
 
         # One trace serves every input size and batch: model_inputs resizes to static S.
         @tf.function(input_signature=[tf.TensorSpec([None, None, None, 3], tf.uint8)])
         def detect(images):
             inputs, offset, scale = data.model_inputs(images, image_size=size)
-            outputs = model(inputs, training=False)
+            outputs = detect_inputs(inputs)
             boxes_yxyx = outputs["boxes"] / tf.tile(scale, [2]) + tf.tile(offset, [2])
             valid = tf.range(tf.shape(boxes_yxyx)[1])[tf.newaxis] < outputs["num_detections"][:, tf.newaxis]
             # Padding rows stay zero, as the postprocess layer leaves them.
@@ -157,19 +190,24 @@ class Detector:
         return evaluation.from_padded_batch(**self.detect(images))
 
 
-def load_detector(path: str | Path) -> Detector:
+def load_detector(path: str | Path, *, tta: bool = False, tta_merge: str = DEFAULT_TTA_MERGE) -> Detector:
     """Loads a detector from a run directory, a `.keras` file or a SavedModel directory.
 
     Args:
         path: a training run directory (holding `model.keras`), a `.keras` file, or a
             SavedModel written by `gsfc-tf export`: its version directory (holding
             `saved_model.pb`) or the TF Serving base directory (its highest version is used).
+        tta, tta_merge: dihedral test-time augmentation, as `Detector.from_model`; Keras
+            models only (a SavedModel has it built in when exported with `--tta`).
 
     Raises:
         FileNotFoundError: `path` is none of these.
+        ValueError: `tta` for a SavedModel.
     """
     path = Path(path)
     if (path / "saved_model.pb").is_file() or any(path.glob("[0-9]*/saved_model.pb")):
+        if tta:
+            raise ValueError(f"{path} is a SavedModel, whose graph is fixed: export the model with --tta instead.")
         from gsfc_tf.export import load_exported, read_metadata
 
         recorded = read_metadata(path).get("operating_threshold")
@@ -183,7 +221,7 @@ def load_detector(path: str | Path) -> Detector:
         )
     model, model_path = load_keras_model(path)
     run_dir = model_path.parent if (model_path.parent / "config.json").is_file() else None
-    return Detector.from_model(model, source=str(model_path), run_dir=run_dir)
+    return Detector.from_model(model, source=str(model_path), run_dir=run_dir, tta=tta, tta_merge=tta_merge)
 
 
 def _keras_model_path(path: Path) -> Path | None:

@@ -22,10 +22,11 @@ import pytest
 import tensorflow as tf
 
 from gsfc_tf import cli
-from gsfc_tf.config import smoke
+from gsfc_tf.config import TrainConfig, config_from_dict, smoke
 from gsfc_tf.data import model_inputs
 from gsfc_tf.export import BYTES_SIGNATURE, METADATA_PATH, TENSOR_SIGNATURE, check_export_dir, load_exported
-from gsfc_tf.models import build_detector
+from gsfc_tf.inference import Detector, load_detector
+from gsfc_tf.models import FasterRCNN, build_detector, with_postprocess
 from tfds_clumpscout.clump_scout.synthetic import generate_galaxy
 
 SAVED_MODEL_CLI = Path(sys.executable).with_name("saved_model_cli")
@@ -275,3 +276,52 @@ def test_tensor_signature_names_the_expected_shape(loaded, shape):
     expected = re.escape("expected uint8 [B, H, W, 3] (a batch of RGB images), got shape] [")
     with pytest.raises(tf.errors.InvalidArgumentError, match=expected + re.escape(" ".join(map(str, shape)))):
         serve(images=tf.zeros(shape, tf.uint8))
+
+
+def test_every_path_returns_the_same_boxes_after_class_agnostic_suppression(exported, loaded):
+    model, crops = exported["model"], exported["crops"]
+    expected = _expected(model, crops, normalised=False)
+    _assert_outputs_equal(Detector.from_model(model).detect(crops), expected)
+    _assert_outputs_equal(loaded(crops), expected)
+    # The compared outputs went through the class-agnostic stage: without it there are more boxes.
+    assert model.detector_config.agnostic_nms_iou is not None
+    per_class_only = _expected(with_postprocess(model, agnostic_nms_iou=None), crops, normalised=False)
+    assert np.all(per_class_only["num_detections"] >= expected["num_detections"])
+    assert np.any(per_class_only["num_detections"] > expected["num_detections"])
+
+
+def test_tta_export_matches_the_keras_tta_path(exported, tmp_path):
+    # Containment on as well, set on the trained model without retraining.
+    model = with_postprocess(exported["model"], containment_threshold=0.8)
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    model.save(run_dir / "model.keras")
+    version = tmp_path / "serving" / "1"
+    assert cli.main(["export", "--model", str(run_dir), "--out", str(version), "--tta", "--tta-merge", "nms"]) == 0
+    assert json.loads((version / METADATA_PATH).read_text())["tta"] == "nms"
+    keras_tta = load_detector(run_dir, tta=True, tta_merge="nms")
+    assert keras_tta.detect(exported["crops"])["num_detections"].min() > 0
+    _assert_outputs_equal(load_exported(version)(exported["crops"]), keras_tta.detect(exported["crops"]))
+    with pytest.raises(ValueError, match="export the model with --tta instead"):
+        load_detector(version, tta=True)
+
+
+def test_postprocess_settings_change_without_retraining_and_old_models_load(exported):
+    model = exported["model"]
+    changed = with_postprocess(model, agnostic_nms_iou=0.3, containment_threshold=0.7)
+    assert (changed.detector_config.agnostic_nms_iou, changed.postprocess.containment_threshold) == (0.3, 0.7)
+    assert model.detector_config == exported["config"], "the original is unchanged"
+    for a, b in zip(model.get_weights(), changed.get_weights()):
+        np.testing.assert_array_equal(a, b)
+    with pytest.raises(ValueError, match="with_postprocess changes only .*; got image_size"):
+        with_postprocess(model, image_size=64)
+    with pytest.raises(ValueError, match=r"containment_threshold must be in \(0, 1\]"):
+        with_postprocess(model, containment_threshold=0.0)
+    # A model or run config saved before the class-agnostic stage existed takes the defaults.
+    old = model.get_config()
+    old["config"] = {k: v for k, v in old["config"].items() if k not in ("agnostic_nms_iou", "containment_threshold")}
+    assert FasterRCNN.from_config(old).detector_config == exported["config"]
+    run_config = dataclasses.asdict(TrainConfig(detector=exported["config"]))
+    for key in ("agnostic_nms_iou", "containment_threshold"):
+        del run_config["detector"][key]
+    assert config_from_dict(run_config).detector == exported["config"]

@@ -94,8 +94,26 @@ def test_postprocess_contract_and_class_ids():
     np.testing.assert_array_equal(out["classes"][0, :2].numpy(), [0, 1])
 
 
+@pytest.mark.parametrize(
+    "settings, expected_num",
+    [({}, 3), ({"agnostic_nms_iou": 0.2}, 2), ({"containment_threshold": 0.9}, 1), ({"agnostic_nms_iou": 0.2, "containment_threshold": 0.9}, 1)],
+)
+def test_postprocess_class_agnostic_stage(settings, expected_num):
+    # One proposal that both classes claim (scores 0.52, 0.47), and a lower-scoring (0.45) small box
+    # nested in it: per-class NMS keeps all three; IoU 0.2 drops the second class only (the nested
+    # box has IoU 0.02); containment drops both (each lies inside the best box).
+    proposals = tf.constant([[[10.0, 10, 40, 40], [20, 20, 24, 24]]])
+    logits = tf.constant([[[0.0, 5, 4.9], [0, -0.2, -4]]])
+    layer = DetectionPostprocess(image_size=64, max_detections=4, **settings)
+    check_layer_contract(layer, (proposals, logits, tf.zeros([1, 2, 2, 4])), [(1, 4, 4), (1, 4), (1,), (1, 4)])
+    assert {k: layer.get_config()[k] for k in settings} == settings
+    out = layer(proposals, logits, tf.zeros([1, 2, 2, 4]))
+    assert int(out["num_detections"][0]) == expected_num
+    assert out["classes"][0, 0].numpy() == 0 and not out["scores"][0, expected_num:].numpy().any()
+
+
 def test_layers_run_in_tf_data_map():
-    layer = DetectionPostprocess(image_size=64, max_detections=4)
+    layer = DetectionPostprocess(image_size=64, max_detections=4, agnostic_nms_iou=0.2, containment_threshold=0.9)
     ds = tf.data.Dataset.from_tensors((tf.constant([[[1.0, 1, 9, 9]]]), tf.constant([[[0.0, 5, 0]]]), tf.zeros([1, 1, 2, 4]))).map(layer)
     assert int(next(iter(ds))["num_detections"][0]) == 1
 

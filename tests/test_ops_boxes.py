@@ -6,7 +6,7 @@ import tensorflow as tf
 import torch
 import torchvision
 
-from gsfc_tf.ops import anchor_boxes, box_iou, clip_boxes, decode_boxes, encode_boxes, nms_padded
+from gsfc_tf.ops import anchor_boxes, box_containment, box_iou, clip_boxes, decode_boxes, encode_boxes
 
 
 def _random_boxes_yxyx(rng, n, size=200.0):
@@ -58,14 +58,12 @@ def test_clip_boxes():
     np.testing.assert_array_equal(clipped, [[0, 3, 200, 199]])
 
 
-def test_nms_matches_torchvision():
-    rng = np.random.default_rng(2)
-    boxes = _random_boxes_yxyx(rng, 300, size=100.0)
-    scores = rng.permutation(300).astype(np.float32) / 300
-    keep = torchvision.ops.nms(_to_xyxy(boxes), torch.from_numpy(scores), 0.5).numpy()
-    indices, valid = nms_padded(tf.constant(boxes[None]), tf.constant(scores[None]), max_output_size=300, iou_threshold=0.5)
-    np.testing.assert_array_equal(indices.numpy()[0][valid.numpy()[0]], keep)
-    assert valid.numpy().sum() == len(keep)
+def test_containment_golden_and_padding():
+    # A 2x2 box inside a 10x10 one: IoU 0.04, containment 1; half of a 10x10 box overlapping: 0.5.
+    containment = box_containment(
+        tf.constant([[0.0, 0, 10, 10]]), tf.constant([[[4.0, 4, 6, 6], [5, 0, 15, 10], [-1, -1, -1, -1], [20, 20, 30, 30]]])
+    )
+    np.testing.assert_allclose(containment.numpy(), [[[1.0, 0.5, -1.0, 0.0]]], atol=1e-6)
 
 
 def test_golden_anchors_on_tiny_image():

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from gsfc_tf.commands import add_tta_arguments
+
 __all__ = ["configure_parser", "run"]
 
 
@@ -16,12 +18,13 @@ def configure_parser(parser) -> None:
     parser.add_argument("--limit", type=int, help="score only the first N galaxies (quick looks)")
     parser.add_argument("--batch-size", type=int, default=8, help="images per detector call (default 8)")
     parser.add_argument("--out", required=True, help="directory for metrics.json and the PNG plots")
+    add_tta_arguments(parser)
 
 
 def run(args) -> int:
     from gsfc_tf import data, inference
 
-    detector = inference.load_detector(args.model)
+    detector = inference.load_detector(args.model, tta=args.tta, tta_merge=args.tta_merge)
     dataset = args.dataset or inference.run_dataset(detector)
     examples = data.load_tfds_split(dataset, args.split, data_dir=args.data_dir, manual_dir=args.manual_dir)
     result = inference.evaluate_examples(

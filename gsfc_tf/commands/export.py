@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from gsfc_tf.commands import add_tta_arguments
+
 __all__ = ["configure_parser", "run"]
 
 
@@ -9,6 +11,7 @@ def configure_parser(parser) -> None:
     parser.add_argument("--model", required=True, help="training run directory (holding model.keras) or a .keras file")
     parser.add_argument("--out", required=True, help="version directory to write, e.g. exports/gsfc/1")
     parser.add_argument("--overwrite", action="store_true", help="replace an existing version directory")
+    add_tta_arguments(parser)
 
 
 def run(args) -> int:
@@ -20,7 +23,9 @@ def run(args) -> int:
     model, model_path = inference.load_keras_model(args.model)
     # The run's validation.json beside model.keras, so catalogues from the export use the same threshold.
     threshold = inference.validation_threshold(inference.Detector.from_model(model, run_dir=model_path.parent))
-    export_dir = export_saved_model(model, args.out, overwrite=args.overwrite, operating_threshold=threshold)
+    export_dir = export_saved_model(
+        model, args.out, overwrite=args.overwrite, operating_threshold=threshold, tta=args.tta, tta_merge=args.tta_merge
+    )
     recorded = "no operating threshold" if threshold is None else f"operating threshold {threshold:.2f}"
     print(f"Exported {model_path} to {export_dir} (signatures {BYTES_SIGNATURE}, {TENSOR_SIGNATURE}; {recorded})")
     return 0

@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import sys
 
+from gsfc_tf.commands import add_tta_arguments
+
 __all__ = ["configure_parser", "run"]
 
 
@@ -28,6 +30,7 @@ def configure_parser(parser) -> None:
         "validation.json, else 0.5)",
     )
     parser.add_argument("--batch-size", type=int, default=8, help="images per detector call (default 8)")
+    add_tta_arguments(parser)
 
 
 def run(args) -> int:
@@ -36,7 +39,7 @@ def run(args) -> int:
     # Both outputs are checked before the model is loaded, so a bad --out never costs a run.
     catalogue_path = catalogue.check_output_file(args.out)
     table_path = catalogue.check_output_file(catalogue.image_table_path(catalogue_path))
-    detector = inference.load_detector(args.model)
+    detector = inference.load_detector(args.model, tta=args.tta, tta_merge=args.tta_merge)
     min_score = inference.default_min_score(detector) if args.min_score is None else args.min_score
 
     def report(path, error) -> None:

@@ -1,7 +1,9 @@
-"""Detections from ROI head outputs: decode, clip, per-class NMS, threshold, top-k.
+"""Detections from ROI head outputs: decode, clip, per-class NMS, threshold, top-k, then
+class-agnostic duplicate suppression.
 
-Shared by `predict_step` and the SavedModel export. Shape shorthand: B images, R proposals,
-K foreground classes, D = max detections.
+The one post-processing of every path that returns detections: `predict_step`/`call`,
+`inference.Detector` (which calls the model) and the SavedModel export (built from a
+`Detector`). Shape shorthand: B images, R proposals, K foreground classes, D = max detections.
 """
 
 from __future__ import annotations
@@ -10,6 +12,7 @@ import keras
 import tensorflow as tf
 
 from gsfc_tf.ops.boxes import clip_boxes, decode_boxes
+from gsfc_tf.ops.suppression import suppress_duplicates
 
 __all__ = ["DetectionPostprocess"]
 
@@ -18,7 +21,20 @@ __all__ = ["DetectionPostprocess"]
 class DetectionPostprocess(keras.layers.Layer):
     """Turns proposals + head outputs into padded detections.
 
-    Uses `tf.image.combined_non_max_suppression` (one fused, batched, per-class NMS op).
+    Uses `tf.image.combined_non_max_suppression` (one fused, batched, per-class NMS op), then
+    `suppress_duplicates` across classes: per-class NMS keeps a `clump` and an `odd_clump` box
+    on one clump, and a small box nested in a large one passes NMS at any IoU threshold.
+
+    Args:
+        image_size: S, the side of the (square) input image; boxes are clipped to it.
+        box_weights: the ROI head's box-coding weights `(wy, wx, wh, ww)`.
+        score_threshold: keep detections scoring above this.
+        nms_iou: per-class NMS IoU threshold.
+        max_detections: D.
+        agnostic_nms_iou: class-agnostic NMS IoU threshold after the per-class NMS (Popp et al.
+            ran 0.2 before scoring); None skips it.
+        containment_threshold: also drop a detection whose intersection with a higher-scoring
+            kept one, over the smaller box's area, is at least this; None skips it.
 
     Call args:
         proposals_yxyx: float32 [B, R, 4]; padded proposals are all -1.
@@ -39,6 +55,8 @@ class DetectionPostprocess(keras.layers.Layer):
         score_threshold: float = 0.05,
         nms_iou: float = 0.5,
         max_detections: int = 100,
+        agnostic_nms_iou: float | None = None,
+        containment_threshold: float | None = None,
         **kwargs,
     ):
         super().__init__(**kwargs)
@@ -47,6 +65,8 @@ class DetectionPostprocess(keras.layers.Layer):
         self.score_threshold = score_threshold
         self.nms_iou = nms_iou
         self.max_detections = max_detections
+        self.agnostic_nms_iou = agnostic_nms_iou
+        self.containment_threshold = containment_threshold
 
     def call(self, proposals_yxyx, class_logits, deltas):
         if deltas.shape.rank != 4 or class_logits.shape[-1] != deltas.shape[2] + 1:
@@ -65,7 +85,12 @@ class DetectionPostprocess(keras.layers.Layer):
             score_threshold=self.score_threshold,
             clip_boxes=False,
         )
-        return {"boxes": boxes, "scores": scores, "classes": tf.cast(classes, tf.int32), "num_detections": num}
+        detections = {"boxes": boxes, "scores": scores, "classes": tf.cast(classes, tf.int32), "num_detections": num}
+        if self.agnostic_nms_iou is None and self.containment_threshold is None:
+            return detections
+        return suppress_duplicates(
+            detections, iou_threshold=self.agnostic_nms_iou, containment_threshold=self.containment_threshold
+        )
 
     def get_config(self):
         return {
@@ -75,4 +100,6 @@ class DetectionPostprocess(keras.layers.Layer):
             "score_threshold": self.score_threshold,
             "nms_iou": self.nms_iou,
             "max_detections": self.max_detections,
+            "agnostic_nms_iou": self.agnostic_nms_iou,
+            "containment_threshold": self.containment_threshold,
         }

@@ -18,14 +18,39 @@ from gsfc_tf.config import DetectorConfig
 from gsfc_tf.layers import DetectionPostprocess, FeaturePyramid, MultiLevelRoiAlign, ProposalGenerator, RoiBoxHead, RpnHead
 from gsfc_tf.ops import anchor_boxes, box_iou, encode_boxes, match_boxes, roi_losses, rpn_losses, sample_balanced
 
-__all__ = ["FasterRCNN", "LOSS_NAMES", "build_detector"]
+__all__ = ["FasterRCNN", "LOSS_NAMES", "POSTPROCESS_FIELDS", "build_detector", "with_postprocess"]
 
 LOSS_NAMES = ("rpn_objectness", "rpn_box", "roi_class", "roi_box")
+# The `DetectorConfig` fields that only the postprocess layer reads: changing them needs no retraining.
+POSTPROCESS_FIELDS = ("score_threshold", "nms_iou", "max_detections", "agnostic_nms_iou", "containment_threshold")
 
 
 def build_detector(config: DetectorConfig) -> "FasterRCNN":
     """Builds the (already built, uncompiled) detector for `config`."""
     return FasterRCNN(config)
+
+
+def with_postprocess(model: "FasterRCNN", **overrides) -> "FasterRCNN":
+    """A copy of a trained detector with other post-processing settings (no retraining needed).
+
+    E.g. to score one trained model at several `agnostic_nms_iou` or `containment_threshold` values.
+
+    Args:
+        model: a `FasterRCNN`; it is left unchanged.
+        **overrides: new values of `POSTPROCESS_FIELDS`.
+
+    Returns:
+        A new `FasterRCNN` holding copies of `model`'s weights, its config updated.
+
+    Raises:
+        ValueError: a key outside `POSTPROCESS_FIELDS`, or an invalid value.
+    """
+    others = sorted(set(overrides) - set(POSTPROCESS_FIELDS))
+    if others:
+        raise ValueError(f"with_postprocess changes only {', '.join(POSTPROCESS_FIELDS)}; got {', '.join(others)}.")
+    copy = FasterRCNN(dataclasses.replace(model.detector_config, **overrides), name=model.name)
+    copy.set_weights(model.get_weights())
+    return copy
 
 
 @keras.saving.register_keras_serializable(package="gsfc_tf")
@@ -74,6 +99,8 @@ class FasterRCNN(keras.Model):
             score_threshold=config.score_threshold,
             nms_iou=config.nms_iou,
             max_detections=config.max_detections,
+            agnostic_nms_iou=config.agnostic_nms_iou,
+            containment_threshold=config.containment_threshold,
             name="postprocess",
         )
         self.anchors_per_level = anchor_boxes(

@@ -1,7 +1,7 @@
 """Pure TensorFlow detection ops on absolute-pixel `yxyx` float32 boxes."""
 
 from gsfc_tf.ops.anchors import anchor_boxes
-from gsfc_tf.ops.boxes import box_iou, clip_boxes, decode_boxes, encode_boxes, nms_padded
+from gsfc_tf.ops.boxes import box_containment, box_iou, clip_boxes, decode_boxes, encode_boxes
 from gsfc_tf.ops.losses import roi_losses, rpn_losses
 from gsfc_tf.ops.matching import match_boxes
 from gsfc_tf.ops.roi_align import assign_fpn_levels, multilevel_roi_align, roi_align
@@ -10,13 +10,13 @@ from gsfc_tf.ops.sampling import sample_balanced
 __all__ = [
     "anchor_boxes",
     "assign_fpn_levels",
+    "box_containment",
     "box_iou",
     "clip_boxes",
     "decode_boxes",
     "encode_boxes",
     "match_boxes",
     "multilevel_roi_align",
-    "nms_padded",
     "roi_align",
     "roi_losses",
     "rpn_losses",

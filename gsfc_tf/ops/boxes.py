@@ -1,4 +1,4 @@
-"""Box geometry: IoU, delta coding, clipping and padded NMS.
+"""Box geometry: IoU, containment, delta coding and clipping.
 
 Shape shorthand: B images, N and K box counts. Boxes are absolute-pixel `[y1, x1, y2, x2]`
 float32; padded boxes are all -1. Deltas are `[dy, dx, dh, dw]` (keras `center_yxhw` order).
@@ -11,7 +11,7 @@ import math
 import keras
 import tensorflow as tf
 
-__all__ = ["box_iou", "clip_boxes", "decode_boxes", "encode_boxes", "nms_padded"]
+__all__ = ["box_containment", "box_iou", "clip_boxes", "decode_boxes", "encode_boxes"]
 
 # torchvision's `bbox_xform_clip`: caps exp(dh), exp(dw) at 1000/16 so early, untrained
 # deltas cannot overflow to inf.
@@ -21,6 +21,20 @@ _LOG_SCALE_CLIP = math.log(1000.0 / 16)
 def _check_last_dim(name: str, boxes: tf.Tensor) -> None:
     if boxes.shape[-1] != 4:
         raise ValueError(f"`{name}` must end in 4 coordinates, got shape {boxes.shape}.")
+
+
+def _pairwise_overlap(boxes1_yxyx, boxes2_yxyx):
+    """(intersection, area1, area2, padded) of every pair, broadcast to [..., N, K]."""
+    _check_last_dim("boxes1_yxyx", boxes1_yxyx)
+    _check_last_dim("boxes2_yxyx", boxes2_yxyx)
+    a = boxes1_yxyx[..., :, tf.newaxis, :]
+    b = boxes2_yxyx[..., tf.newaxis, :, :]
+    inter_h = tf.maximum(tf.minimum(a[..., 2], b[..., 2]) - tf.maximum(a[..., 0], b[..., 0]), 0.0)
+    inter_w = tf.maximum(tf.minimum(a[..., 3], b[..., 3]) - tf.maximum(a[..., 1], b[..., 1]), 0.0)
+    area_a = (a[..., 2] - a[..., 0]) * (a[..., 3] - a[..., 1])
+    area_b = (b[..., 2] - b[..., 0]) * (b[..., 3] - b[..., 1])
+    padded = tf.logical_or(tf.reduce_max(a, axis=-1) < 0.0, tf.reduce_max(b, axis=-1) < 0.0)
+    return inter_h * inter_w, area_a, area_b, padded
 
 
 def box_iou(boxes1_yxyx, boxes2_yxyx) -> tf.Tensor:
@@ -36,18 +50,25 @@ def box_iou(boxes1_yxyx, boxes2_yxyx) -> tf.Tensor:
     Returns:
         float32 [N, K], or [B, N, K] if either input is batched.
     """
-    _check_last_dim("boxes1_yxyx", boxes1_yxyx)
-    _check_last_dim("boxes2_yxyx", boxes2_yxyx)
-    a = boxes1_yxyx[..., :, tf.newaxis, :]
-    b = boxes2_yxyx[..., tf.newaxis, :, :]
-    inter_h = tf.maximum(tf.minimum(a[..., 2], b[..., 2]) - tf.maximum(a[..., 0], b[..., 0]), 0.0)
-    inter_w = tf.maximum(tf.minimum(a[..., 3], b[..., 3]) - tf.maximum(a[..., 1], b[..., 1]), 0.0)
-    intersection = inter_h * inter_w
-    area_a = (a[..., 2] - a[..., 0]) * (a[..., 3] - a[..., 1])
-    area_b = (b[..., 2] - b[..., 0]) * (b[..., 3] - b[..., 1])
+    intersection, area_a, area_b, padded = _pairwise_overlap(boxes1_yxyx, boxes2_yxyx)
     iou = tf.math.divide_no_nan(intersection, area_a + area_b - intersection)
-    padded = tf.logical_or(tf.reduce_max(a, axis=-1) < 0.0, tf.reduce_max(b, axis=-1) < 0.0)
     return tf.where(padded, -1.0, iou)
+
+
+def box_containment(boxes1_yxyx, boxes2_yxyx) -> tf.Tensor:
+    """Pairwise intersection over the area of the smaller box of each pair; padded pairs get -1.
+
+    1 when one box lies inside the other, however different their sizes, which IoU is not.
+
+    Args:
+        boxes1_yxyx: float32 [N, 4] or [B, N, 4].
+        boxes2_yxyx: float32 [K, 4] or [B, K, 4].
+
+    Returns:
+        float32 [N, K], or [B, N, K] if either input is batched; 0 for a pair with an empty box.
+    """
+    intersection, area_a, area_b, padded = _pairwise_overlap(boxes1_yxyx, boxes2_yxyx)
+    return tf.where(padded, -1.0, tf.math.divide_no_nan(intersection, tf.minimum(area_a, area_b)))
 
 
 def encode_boxes(anchors_yxyx, boxes_yxyx, *, weights=(1.0, 1.0, 1.0, 1.0)) -> tf.Tensor:
@@ -98,31 +119,3 @@ def clip_boxes(boxes_yxyx, image_size: int) -> tf.Tensor:
     """Clips `[..., 4]` boxes to a square image of side `image_size` pixels."""
     _check_last_dim("boxes_yxyx", boxes_yxyx)
     return tf.clip_by_value(boxes_yxyx, 0.0, float(image_size))
-
-
-def nms_padded(boxes_yxyx, scores, *, max_output_size: int, iou_threshold: float):
-    """Batched greedy NMS with a fixed-size output.
-
-    Args:
-        boxes_yxyx: float32 [B, N, 4].
-        scores: float32 [B, N].
-        max_output_size: K, the number of kept indices returned per image.
-        iou_threshold: boxes overlapping a kept box by IoU > threshold are dropped.
-
-    Returns:
-        `(indices, valid)`: int32 [B, K] indices into N in decreasing score order (padding
-        points at 0) and bool [B, K] marking real entries.
-    """
-    _check_last_dim("boxes_yxyx", boxes_yxyx)
-    if len(boxes_yxyx.shape) != 3 or len(scores.shape) != 2:
-        raise ValueError(f"Expected boxes [B, N, 4] and scores [B, N], got {boxes_yxyx.shape} and {scores.shape}.")
-    indices, num_valid = tf.image.non_max_suppression_padded(
-        boxes_yxyx,
-        scores,
-        max_output_size,
-        iou_threshold=iou_threshold,
-        score_threshold=float("-inf"),
-        pad_to_max_output_size=True,
-    )
-    valid = tf.range(max_output_size)[tf.newaxis, :] < num_valid[:, tf.newaxis]
-    return tf.where(valid, indices, 0), valid

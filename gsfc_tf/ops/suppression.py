@@ -1,0 +1,176 @@
+"""Removing and fusing duplicate detections: greedy suppression and weighted box fusion.
+
+Shape shorthand: B images, N detection slots. Both ops take and return padded detections, a
+dict of `boxes` float32 [B, N, 4] (yxyx pixels), `scores` float32 [B, N], `classes` int32
+[B, N] and `num_detections` int32 [B]: the first `num_detections` slots of an image are real,
+in descending score order, and every slot after them is zero. Static shapes throughout, so
+both run inside the postprocess layer, `tf.data` and a serving graph.
+"""
+
+from __future__ import annotations
+
+import tensorflow as tf
+
+from gsfc_tf.ops.boxes import box_containment, box_iou
+
+__all__ = ["suppress_duplicates", "weighted_box_fusion"]
+
+
+def _check_detections(detections) -> None:
+    missing = {"boxes", "scores", "classes", "num_detections"} - set(detections)
+    if missing:
+        raise ValueError(f"Detections need boxes, scores, classes and num_detections; missing {sorted(missing)}.")
+    boxes, scores = detections["boxes"], detections["scores"]
+    if boxes.shape.rank != 3 or boxes.shape[-1] != 4 or scores.shape.rank != 2:
+        raise ValueError(f"Expected boxes [B, N, 4] and scores [B, N], got {boxes.shape} and {scores.shape}.")
+
+
+def _check_threshold(name: str, value: float | None) -> None:
+    if value is not None and not 0.0 < value <= 1.0:
+        raise ValueError(f"{name} must be in (0, 1] or None, got {value}.")
+
+
+def _valid_slots(scores, num_detections) -> tf.Tensor:
+    """bool [B, N]: the real slots."""
+    return tf.range(tf.shape(scores)[1])[tf.newaxis] < num_detections[:, tf.newaxis]
+
+
+def _gather_padded(detections, indices, count):
+    """Detections at `indices` [B, N] (the first `count` [B] real), padding rows zeroed."""
+    valid = _valid_slots(indices, count)
+    return {
+        "boxes": tf.where(valid[..., tf.newaxis], tf.gather(detections["boxes"], indices, batch_dims=1), 0.0),
+        "scores": tf.where(valid, tf.gather(detections["scores"], indices, batch_dims=1), 0.0),
+        "classes": tf.where(valid, tf.gather(tf.cast(detections["classes"], tf.int32), indices, batch_dims=1), 0),
+        "num_detections": tf.cast(count, tf.int32),
+    }
+
+
+def suppress_duplicates(
+    detections,
+    *,
+    iou_threshold: float | None = None,
+    containment_threshold: float | None = None,
+    same_class_only: bool = False,
+) -> dict[str, tf.Tensor]:
+    """Greedy suppression: a detection is dropped when it duplicates a higher-scoring kept one.
+
+    A duplicate has IoU above `iou_threshold` (strictly, as in NMS) or intersection over the
+    smaller box's area of at least `containment_threshold` with a kept detection: the second
+    criterion catches a small box nested inside a large one, whose IoU stays small. With both
+    None nothing is dropped. `same_class_only=True` compares only detections of one class,
+    which is per-class NMS; False is class-agnostic.
+
+    Args:
+        detections: padded detections (module docstring), N slots.
+        iou_threshold: in (0, 1], or None to skip the IoU criterion.
+        containment_threshold: in (0, 1], or None to skip the containment criterion.
+        same_class_only: suppress only within a class.
+
+    Returns:
+        The kept detections in the same padded layout and N slots, in descending score order.
+
+    Raises:
+        ValueError: malformed detections, or a threshold outside (0, 1].
+    """
+    _check_detections(detections)
+    _check_threshold("iou_threshold", iou_threshold)
+    _check_threshold("containment_threshold", containment_threshold)
+    boxes_yxyx = tf.cast(detections["boxes"], tf.float32)
+    scores = tf.cast(detections["scores"], tf.float32)
+    num_slots = tf.shape(scores)[1]
+    duplicate = tf.zeros(tf.stack([tf.shape(scores)[0], num_slots, num_slots]), tf.bool)
+    if iou_threshold is not None:
+        duplicate |= box_iou(boxes_yxyx, boxes_yxyx) > iou_threshold
+    if containment_threshold is not None:
+        duplicate |= box_containment(boxes_yxyx, boxes_yxyx) >= containment_threshold
+    if same_class_only:
+        classes = tf.cast(detections["classes"], tf.int32)
+        duplicate &= tf.equal(classes[:, :, tf.newaxis], classes[:, tf.newaxis, :])
+    # Padding scores -inf: the strict score_threshold below leaves them out.
+    ranked = tf.where(_valid_slots(scores, detections["num_detections"]), scores, float("-inf"))
+
+    def keep(args):
+        # A 0/1 overlap matrix against 0.5 applies both criteria exactly (no threshold arithmetic).
+        duplicate_of, image_scores = args
+        kept = tf.image.non_max_suppression_overlaps(
+            tf.cast(duplicate_of, tf.float32), image_scores, num_slots, overlap_threshold=0.5, score_threshold=float("-inf")
+        )
+        count = tf.size(kept)
+        return tf.pad(kept, [[0, num_slots - count]]), count
+
+    indices, count = tf.map_fn(
+        keep, (duplicate, ranked), fn_output_signature=(tf.TensorSpec([scores.shape[1]], tf.int32), tf.TensorSpec([], tf.int32))
+    )
+    return _gather_padded(detections, indices, count)
+
+
+def weighted_box_fusion(detections, *, iou_threshold: float = 0.55, num_sources: int) -> dict[str, tf.Tensor]:
+    """Weighted box fusion (Solovyev et al. 2021, arXiv:1910.13302) of detections pooled from several sources.
+
+    In descending score order, each detection joins the cluster whose fused box it overlaps
+    most, if that IoU exceeds `iou_threshold`, else starts a cluster. A cluster's fused box is
+    its members' score-weighted mean box. Its score is the paper's rescaled mean,
+    mean score x min(n, T) / T for n members from T sources, i.e. sum of scores / max(n, T):
+    a clump found by every source keeps its mean score, one found by few is down-weighted.
+    Clustering ignores classes (a clump seen as `clump` in six sources and `odd_clump` in two is
+    one clump, as the class-agnostic stage of the postprocess assumes); the fused class is that
+    of the cluster's highest-scoring member.
+
+    Args:
+        detections: padded detections (module docstring) pooled from all sources, N slots;
+            the real ones first, in descending score order.
+        iou_threshold: the IoU a detection must exceed to join a cluster (the paper's 0.55).
+        num_sources: T, e.g. 8 dihedral views of one image.
+
+    Returns:
+        Fused detections, N slots (at most N clusters), in descending fused score order.
+
+    Raises:
+        ValueError: malformed detections, `iou_threshold` outside (0, 1] or `num_sources` < 1.
+    """
+    _check_detections(detections)
+    _check_threshold("iou_threshold", iou_threshold)
+    if num_sources < 1:
+        raise ValueError(f"num_sources must be >= 1, got {num_sources}.")
+    boxes_yxyx = tf.cast(detections["boxes"], tf.float32)
+    scores = tf.cast(detections["scores"], tf.float32)
+    classes = tf.cast(detections["classes"], tf.int32)
+    num_detections = tf.cast(detections["num_detections"], tf.int32)
+    batch, num_slots = tf.shape(scores)[0], tf.shape(scores)[1]
+
+    def add_detection(i, weighted_boxes, score_sums, member_counts, cluster_classes, num_clusters):
+        box, score = boxes_yxyx[:, i], scores[:, i]
+        fused = tf.math.divide_no_nan(weighted_boxes, score_sums[..., tf.newaxis])
+        iou = box_iou(box[:, tf.newaxis], fused)[:, 0]
+        iou = tf.where(tf.range(num_slots)[tf.newaxis] < num_clusters[:, tf.newaxis], iou, -1.0)
+        matched = tf.reduce_max(iou, axis=1) > iou_threshold
+        target = tf.where(matched, tf.argmax(iou, axis=1, output_type=tf.int32), num_clusters)
+        real = i < num_detections
+        member = tf.one_hot(target, num_slots) * tf.cast(real, tf.float32)[:, tf.newaxis]
+        started = tf.logical_and(member > 0.0, tf.logical_not(matched)[:, tf.newaxis])
+        return (
+            i + 1,
+            weighted_boxes + member[..., tf.newaxis] * (score[:, tf.newaxis] * box)[:, tf.newaxis],
+            score_sums + member * score[:, tf.newaxis],
+            member_counts + member,
+            tf.where(started, classes[:, i : i + 1], cluster_classes),
+            num_clusters + tf.cast(tf.logical_and(real, tf.logical_not(matched)), tf.int32),
+        )
+
+    zeros = tf.zeros([batch, num_slots])
+    # Padding slots come last: the loop stops after the longest image's real detections.
+    longest = tf.reduce_max(num_detections)
+    _, weighted_boxes, score_sums, member_counts, cluster_classes, num_clusters = tf.while_loop(
+        lambda i, *_: i < longest,
+        add_detection,
+        (0, tf.zeros([batch, num_slots, 4]), zeros, zeros, tf.zeros([batch, num_slots], tf.int32), tf.zeros([batch], tf.int32)),
+    )
+    fused = {
+        "boxes": tf.math.divide_no_nan(weighted_boxes, score_sums[..., tf.newaxis]),
+        "scores": score_sums / tf.maximum(member_counts, float(num_sources)),
+        "classes": cluster_classes,
+    }
+    ranked = tf.where(_valid_slots(scores, num_clusters), fused["scores"], float("-inf"))
+    order = tf.argsort(ranked, axis=1, direction="DESCENDING", stable=True)
+    return _gather_padded(fused, order, num_clusters)
