@@ -147,7 +147,9 @@ class TrainConfig:
             the number of replicas.
         epochs: passes over the training set, unless `steps` is set.
         steps: total optimiser steps (overrides `epochs`).
-        learning_rate, warmup_steps: Adam, linear warm-up from 1e-3 x `learning_rate`, then constant.
+        learning_rate, warmup_steps: Adam, linear warm-up from 1e-3 x `learning_rate`.
+        final_learning_rate_fraction: after the warm-up the rate follows a cosine to this fraction
+            of `learning_rate` at the last step; 1.0 keeps it constant (the authors' schedule).
         weight_decay: coupled L2 as in torch.optim.Adam (the authors' optimiser).
         clip_norm: global gradient-norm clip (None: off).
         augment: random flips and 90° rotations, boxes included.
@@ -171,6 +173,7 @@ class TrainConfig:
     steps: int | None = None
     learning_rate: float = 1e-4
     warmup_steps: int = 1000
+    final_learning_rate_fraction: float = 1.0
     weight_decay: float = 5e-5
     clip_norm: float | None = 10.0
     augment: bool = True
@@ -187,6 +190,8 @@ class TrainConfig:
         for name in ("batch_size_per_replica", "epochs", "checkpoint_every", "keep_checkpoints"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}.")
+        if not 0.0 < self.final_learning_rate_fraction <= 1.0:
+            raise ValueError(f"final_learning_rate_fraction must be in (0, 1], got {self.final_learning_rate_fraction}.")
         for name in ("steps", "validate_every"):
             if getattr(self, name) is not None and getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1 or None, got {getattr(self, name)}.")

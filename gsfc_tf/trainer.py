@@ -52,7 +52,9 @@ log = logging.getLogger(__name__)
 
 # Config keys a resumed run may change: how long it trains (a total below the checkpoint's step is
 # refused when the run starts) and when it validates, checkpoints and prunes checkpoints. None of
-# them changes what a step computes, so the resumed run is the run that was asked for. Anything
+# them changes what a step computes (except the length of a decaying learning-rate schedule, so a
+# run with `final_learning_rate_fraction` < 1 keeps its length), so the resumed run is the run
+# that was asked for. Anything
 # else (model, data, optimiser, seed, precision, strategy and so the global batch) would silently
 # make the steps before and after the resume belong to different runs.
 RESUMABLE_CHANGES = ("steps", "epochs", "validate_every", "checkpoint_every", "keep_checkpoints")
@@ -117,14 +119,16 @@ def load_split(
     return data.tfds_examples(dataset, max_clumps=config.detector.max_clumps), count
 
 
-def _learning_rate(config: TrainConfig) -> keras.optimizers.schedules.LearningRateSchedule:
-    # CosineDecay with alpha=1 never decays: a linear warm-up to `learning_rate`, then constant.
+def _learning_rate(config: TrainConfig, total_steps: int) -> keras.optimizers.schedules.LearningRateSchedule:
+    """Linear warm-up to `learning_rate`, then a cosine decay to `final_learning_rate_fraction` of it."""
+    # alpha=1 never decays: the constant schedule of the authors' setup.
+    warmup_steps = max(config.warmup_steps, 1)
     return keras.optimizers.schedules.CosineDecay(
         initial_learning_rate=config.learning_rate * 1e-3,
-        decay_steps=1,
-        alpha=1.0,
+        decay_steps=max(total_steps - warmup_steps, 1),
+        alpha=config.final_learning_rate_fraction,
         warmup_target=config.learning_rate,
-        warmup_steps=max(config.warmup_steps, 1),
+        warmup_steps=warmup_steps,
     )
 
 
@@ -231,14 +235,18 @@ def resumed_config(saved: TrainConfig, requested: TrainConfig) -> TrainConfig:
         ValueError: other keys differ; one line names each with its saved and requested values.
     """
     saved_values, requested_values = _flat_config(saved), _flat_config(requested)
+    resumable = RESUMABLE_CHANGES
+    if saved.final_learning_rate_fraction != 1.0:
+        # The cosine decay spans the run's length: a new length would change every later step's rate.
+        resumable = tuple(key for key in RESUMABLE_CHANGES if key not in ("steps", "epochs"))
     refused = [
         f"{key} (saved {saved_values[key]!r}, requested {requested_values[key]!r})"
         for key in saved_values
-        if key not in RESUMABLE_CHANGES and saved_values[key] != requested_values[key]
+        if key not in resumable and saved_values[key] != requested_values[key]
     ]
     if refused:
         raise ValueError(
-            f"--resume cannot change {', '.join(refused)}; only {', '.join(RESUMABLE_CHANGES)} may change "
+            f"--resume cannot change {', '.join(refused)}; only {', '.join(resumable)} may change "
             "when resuming (start a new run in another directory to change the rest)."
         )
     return requested
@@ -337,7 +345,7 @@ def train(
 
     with strategy.scope():
         model = build_detector(config.detector)
-        inner = keras.optimizers.Adam(learning_rate=_learning_rate(config), global_clipnorm=config.clip_norm)
+        inner = keras.optimizers.Adam(learning_rate=_learning_rate(config, total_steps), global_clipnorm=config.clip_norm)
         optimizer = keras.optimizers.LossScaleOptimizer(inner) if config.precision == "mixed_float16" else inner
         optimizer.build(model.trainable_variables)
         step_variable = tf.Variable(0, dtype=tf.int64, trainable=False, name="step")

@@ -40,6 +40,7 @@ def test_override_parses_types_and_nested_keys():
         ("validate_every=0", "validate_every must be >= 1"),
         ("augment=maybe", "Cannot read augment='maybe' as bool"),
         ("precision=float8", "precision must be"),
+        ("final_learning_rate_fraction=0", "final_learning_rate_fraction must be in (0, 1]"),
         ("detector.image_size=8", "smaller than the coarsest stride"),
     ],
 )

@@ -1,6 +1,7 @@
 """The distributed training loop: run directory, resume after SIGKILL, NaN stop, bad input, strategies."""
 
 import csv
+import dataclasses
 import json
 import os
 import signal
@@ -152,7 +153,7 @@ def test_a_new_run_refuses_a_non_empty_directory_unless_overwrite(tmp_path, synt
 
 
 def test_resumed_config_names_every_change_it_refuses():
-    saved = config.smoke_training()
+    saved = config.smoke_training(final_learning_rate_fraction=1.0)
     allowed = config.override(saved, ["steps=900", "epochs=3", "validate_every=5", "checkpoint_every=7", "keep_checkpoints=1"])
     assert trainer.resumed_config(saved, allowed) == allowed
     changed = config.override(saved, ["steps=900", "learning_rate=0.1", "detector.image_size=64"])
@@ -161,6 +162,13 @@ def test_resumed_config_names_every_change_it_refuses():
     message = str(refused.value)
     assert "learning_rate (saved 0.003, requested 0.1), detector.image_size (saved 128, requested 64)" in message
     assert "steps (" not in message and "\n" not in message
+
+
+def test_resume_keeps_the_length_of_a_decaying_learning_rate():
+    saved = config.smoke_training(final_learning_rate_fraction=0.01, steps=800)
+    assert trainer.resumed_config(saved, config.override(saved, ["validate_every=5"])).validate_every == 5
+    with pytest.raises(ValueError, match=r"steps \(saved 800, requested 900\)"):
+        trainer.resumed_config(saved, config.override(saved, ["steps=900"]))
 
 
 def test_resume_applies_allowed_changes_and_logs_each_step_once(tmp_path, synthetic_small_data_dir, capsys):
@@ -242,3 +250,12 @@ def test_multi_worker_mirrored_with_two_local_workers(tmp_path, synthetic_small_
         assert json.loads(stdout.strip().splitlines()[-1]) == {"steps": 3}
     assert (tmp_path / "run" / "model.keras").exists()
     assert [step for step, _ in _history(tmp_path / "run")] == [1, 2, 3]
+
+
+def test_learning_rate_warms_up_then_follows_a_cosine_to_its_final_fraction():
+    run_config = config.smoke_training(learning_rate=1e-3, warmup_steps=10, final_learning_rate_fraction=0.05)
+    schedule = trainer._learning_rate(run_config, total_steps=110)
+    rates = [float(schedule(step)) for step in (0, 10, 60, 110)]
+    assert rates == pytest.approx([1e-6, 1e-3, 1e-3 * (0.05 + 0.95 * 0.5), 5e-5], rel=1e-4)
+    constant = trainer._learning_rate(dataclasses.replace(run_config, final_learning_rate_fraction=1.0), total_steps=110)
+    assert [float(constant(step)) for step in (10, 60, 110)] == pytest.approx([1e-3] * 3)
