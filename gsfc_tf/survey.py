@@ -365,23 +365,18 @@ class SurveyRun:
     """What `run_survey` did.
 
     Attributes:
-        run_id: this run's id, or None when every input was already done.
         n_inputs: inputs listed.
         n_already_done: of those, inputs skipped because a completed run processed them.
-        status_counts: this run's inputs by status.
-        n_clumps: clump rows this run wrote.
         threshold: the minimum score applied.
-        done_manifest: this run's done manifest (lists its shards), or None.
+        run: this run's done manifest (`run_id`, `status_counts`, `n_clumps`, shard lists, ...), or
+            None when every input was already done.
         merged: the merged catalogue and image table, when asked for.
     """
 
-    run_id: str | None
     n_inputs: int
     n_already_done: int
-    status_counts: dict[str, int]
-    n_clumps: int
     threshold: OperatingThreshold
-    done_manifest: str | None
+    run: dict[str, Any] | None
     merged: tuple[str, ...] = ()
 
 
@@ -495,51 +490,57 @@ def run_survey(
             )
     done = {path for run in runs for path in _read_input_paths(run["inputs"])}
     todo = [item for item in items if item.path not in done]
-    run_id = done_manifest = None
-    status_counts: dict[str, int] = {}
-    n_clumps = 0
-    if todo:
-        run_id = f"{datetime.datetime.now(datetime.timezone.utc):%Y%m%dT%H%M%S}-{uuid.uuid4().hex[:8]}"
-        run_prefix = f"{out_prefix}-{run_id}"
-        inputs_file = f"{run_prefix}-inputs.csv"
-        _write_inputs(todo, inputs_file)
-        metadata = {b"gsfc_tf.model": _normalised(model).encode(), b"gsfc_tf.min_score": str(threshold.value).encode(),
-                    b"gsfc_tf.min_score_source": threshold.source.encode()}
-        with beam.Pipeline(options=PipelineOptions(list(pipeline_args))) as pipeline:
-            items_pc = (
-                pipeline
-                | "ReadInputs" >> beam.io.ReadFromText(inputs_file, skip_header_lines=1)
-                | "ParseInputs" >> beam.Map(_parse_input_line)
+    run = _run_pipeline(todo, model, out_prefix, threshold, batch_size, num_shards, pipeline_args) if todo else None
+    merged = _merge([*runs, *([run] if run else [])], out_prefix, merge) if merge else ()
+    return SurveyRun(n_inputs=len(items), n_already_done=len(items) - len(todo), threshold=threshold, run=run, merged=merged)
+
+
+def _run_pipeline(
+    todo: Sequence[SurveyInput],
+    model: str,
+    out_prefix: str,
+    threshold: OperatingThreshold,
+    batch_size: int,
+    num_shards: int,
+    pipeline_args: Sequence[str],
+) -> dict[str, Any]:
+    """One run over `todo`: its inputs file, the pipeline, then its done manifest; returns the manifest."""
+    run_id = f"{datetime.datetime.now(datetime.timezone.utc):%Y%m%dT%H%M%S}-{uuid.uuid4().hex[:8]}"
+    run_prefix = f"{out_prefix}-{run_id}"
+    inputs_file = f"{run_prefix}-inputs.csv"
+    _write_inputs(todo, inputs_file)
+    metadata = {
+        b"gsfc_tf.model": _normalised(model).encode(), b"gsfc_tf.min_score": str(threshold.value).encode(),
+        b"gsfc_tf.min_score_source": threshold.source.encode(),
+    }
+    with beam.Pipeline(options=PipelineOptions(list(pipeline_args))) as pipeline:
+        items = (
+            pipeline
+            | "ReadInputs" >> beam.io.ReadFromText(inputs_file, skip_header_lines=1)
+            | "ParseInputs" >> beam.Map(_parse_input_line)
+        )
+        outputs = items | DetectClumps(DetectorHandler(model, min_score=threshold.value, batch_size=batch_size))
+        for name, schema in (("clumps", CLUMP_SCHEMA), ("images", IMAGE_SCHEMA)):
+            outputs[name] | f"Write{name.title()}" >> beam.io.WriteToParquet(
+                f"{run_prefix}-{name}", schema.with_metadata(metadata), file_name_suffix=".parquet", num_shards=num_shards
             )
-            outputs = items_pc | DetectClumps(DetectorHandler(model, min_score=threshold.value, batch_size=batch_size))
-            for name, schema in (("clumps", CLUMP_SCHEMA), ("images", IMAGE_SCHEMA)):
-                outputs[name] | f"Write{name.title()}" >> beam.io.WriteToParquet(
-                    f"{run_prefix}-{name}", schema.with_metadata(metadata), file_name_suffix=".parquet",
-                    num_shards=num_shards,
-                )
-        clump_shards = _shards(f"{run_prefix}-clumps-*-of-*.parquet")
-        image_shards = _shards(f"{run_prefix}-images-*-of-*.parquet")
-        statuses = [status for shard in image_shards for status in _read_table(shard, ["status"])["status"].to_pylist()]
-        if len(statuses) != len(todo):
-            raise ValueError(f"run {run_id} wrote {len(statuses)} image rows for {len(todo)} inputs; rerun to redo it")
-        status_counts = {status: statuses.count(status) for status in IMAGE_STATUSES}
-        n_clumps = sum(pq.read_metadata(pa.BufferReader(_read_bytes(shard))).num_rows for shard in clump_shards)
-        done_manifest = f"{run_prefix}-done.json"
-        record = {
-            "run_id": run_id, "finished": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-            "gsfc_tf_version": __version__, "model": _normalised(model), "min_score": threshold.value,
-            "min_score_source": threshold.source, "inputs": inputs_file, "n_inputs": len(todo),
-            "status_counts": status_counts, "n_clumps": n_clumps, "clump_shards": clump_shards,
-            "image_shards": image_shards,
-        }
-        with FileSystems.create(done_manifest) as file:
-            file.write((json.dumps(record, indent=2) + "\n").encode())
-        runs.append(record)
-    merged = _merge(runs, out_prefix, merge) if merge else ()
-    return SurveyRun(
-        run_id=run_id, n_inputs=len(items), n_already_done=len(items) - len(todo), status_counts=status_counts,
-        n_clumps=n_clumps, threshold=threshold, done_manifest=done_manifest, merged=merged,
-    )
+    # Read back before the done manifest vouches for them.
+    clump_shards = _shards(f"{run_prefix}-clumps-*-of-*.parquet")
+    image_shards = _shards(f"{run_prefix}-images-*-of-*.parquet")
+    statuses = [status for shard in image_shards for status in _read_table(shard, ["status"])["status"].to_pylist()]
+    if len(statuses) != len(todo):
+        raise ValueError(f"run {run_id} wrote {len(statuses)} image rows for {len(todo)} inputs; rerun to redo it")
+    record = {
+        "run_id": run_id, "finished": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "gsfc_tf_version": __version__, "model": _normalised(model), "min_score": threshold.value,
+        "min_score_source": threshold.source, "inputs": inputs_file, "n_inputs": len(todo),
+        "status_counts": {status: statuses.count(status) for status in IMAGE_STATUSES},
+        "n_clumps": sum(pq.read_metadata(pa.BufferReader(_read_bytes(shard))).num_rows for shard in clump_shards),
+        "clump_shards": clump_shards, "image_shards": image_shards,
+    }
+    with FileSystems.create(f"{run_prefix}-done.json") as file:
+        file.write((json.dumps(record, indent=2) + "\n").encode())
+    return record
 
 
 def _merge(runs: Iterable[dict[str, Any]], out_prefix: str, format: str) -> tuple[str, ...]:

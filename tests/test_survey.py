@@ -138,14 +138,14 @@ def test_rerun_after_a_crash_counts_nothing_twice(models, cutouts, min_score, tm
     options = dict(patterns=cutouts["paths"], min_score=min_score, merge="csv")
     crashed = survey.run_survey(models["export"], prefix, **options)
     clumps, images = _merged(prefix)
-    assert len(images) == len(cutouts["paths"]) and len(clumps) == crashed.n_clumps > 0
-    assert survey.run_survey(models["export"], prefix, **options).run_id is None, "all inputs done: nothing to run"
+    assert len(images) == len(cutouts["paths"]) and len(clumps) == crashed.run["n_clumps"] > 0
+    assert survey.run_survey(models["export"], prefix, **options).run is None, "all inputs done: nothing to run"
     # As if killed after writing its shards, before its done manifest: the shards stay behind.
-    Path(crashed.done_manifest).unlink()
+    Path(f"{prefix}-{crashed.run['run_id']}-done.json").unlink()
 
     rerun = survey.run_survey(models["export"], prefix, **options)
-    assert rerun.n_already_done == 0 and sum(rerun.status_counts.values()) == len(cutouts["paths"])
-    assert list(tmp_path.glob(f"gz-{crashed.run_id}-clumps-*.parquet")), "the crashed run's shards are still there"
+    assert rerun.n_already_done == 0 and sum(rerun.run["status_counts"].values()) == len(cutouts["paths"])
+    assert list(tmp_path.glob(f"gz-{crashed.run['run_id']}-clumps-*.parquet")), "the crashed run's shards are still there"
     again_clumps, again_images = _merged(prefix)
     _assert_same_rows(again_clumps, clumps)
     assert list(again_images["galaxy_id"]) == list(images["galaxy_id"])
@@ -156,8 +156,8 @@ def test_grown_input_list_processes_only_the_new_inputs(models, cutouts, min_sco
     first, rest = cutouts["paths"][:3], cutouts["paths"][3:]
     survey.run_survey(models["export"], prefix, patterns=first, min_score=min_score)
     grown = survey.run_survey(models["export"], prefix, patterns=cutouts["paths"], min_score=min_score, merge="fits")
-    assert grown.n_already_done == len(first) and sum(grown.status_counts.values()) == len(rest)
-    with open(f"{prefix}-{grown.run_id}-inputs.csv") as file:
+    assert grown.n_already_done == len(first) and sum(grown.run["status_counts"].values()) == len(rest)
+    with open(grown.run["inputs"]) as file:
         assert [row["path"] for row in csv.DictReader(file)] == rest
 
     clumps, images = Table.read(f"{prefix}.fits"), Table.read(f"{prefix}.images.fits")

@@ -39,13 +39,14 @@ def run(args) -> int:
         pipeline_args=[f"--runner={args.runner}", *beam_options],
     )
     threshold = f"score >= {result.threshold.value:.2f} ({result.threshold.source})"
-    if result.run_id is None:
+    run = result.run
+    if run is None:
         print(f"All {result.n_inputs} inputs were done by earlier runs under {args.out}; nothing to run.")
     else:
-        counts = ", ".join(f"{count} {status}" for status, count in result.status_counts.items())
+        counts = ", ".join(f"{count} {status}" for status, count in run["status_counts"].items())
         print(
-            f"Run {result.run_id}: {result.n_inputs - result.n_already_done} inputs ({counts}), {result.n_clumps} clumps "
-            f"at {threshold}; {result.n_already_done} inputs done by earlier runs skipped. Wrote {result.done_manifest}"
+            f"Run {run['run_id']}: {run['n_inputs']} inputs ({counts}), {run['n_clumps']} clumps at {threshold}; "
+            f"{result.n_already_done} inputs done by earlier runs skipped. Wrote {args.out}-{run['run_id']}-done.json"
         )
     for path in result.merged:
         print(f"Merged {path}")
