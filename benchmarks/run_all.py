@@ -45,6 +45,7 @@ BENCHMARKS: dict[str, tuple[str, list[str], bool]] = {
     "flops": ("benchmarks.bench_flops", [], False),
     "accuracy": ("benchmarks.bench_accuracy", [], True),
     "accuracy_torchvision": ("benchmarks.bench_accuracy_torchvision", [], True),
+    "survey": ("benchmarks.bench_survey", [], False),
     "gpu": ("benchmarks.bench_gpu", [], False),
 }
 

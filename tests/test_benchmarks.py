@@ -46,7 +46,7 @@ def test_quick_bench_fills_every_section(tmp_path, synthetic_small_data_dir):
     assert [row[0] for row in run_rows] == list(run_all.BENCHMARKS)
     assert all(row[2] == "ok" for row in run_rows), run_rows
 
-    for name in ("backbone", "detector", "export", "data", "flops", "accuracy"):
+    for name in ("backbone", "detector", "export", "data", "flops", "accuracy", "survey"):
         rows = _table_rows(sections[name])
         assert rows, f"{name}: no table"
         numbers = [cell for row in rows for cell in row[1:] if re.fullmatch(r"[\d.]+x?%?", cell)]
