@@ -22,9 +22,10 @@ import pytest
 import tensorflow as tf
 
 from gsfc_tf import cli
+from gsfc_tf.catalogue import read_cutout
 from gsfc_tf.config import TrainConfig, config_from_dict, smoke
 from gsfc_tf.data import model_inputs
-from gsfc_tf.export import BYTES_SIGNATURE, METADATA_PATH, TENSOR_SIGNATURE, check_export_dir, load_exported
+from gsfc_tf.export import _decode_images, BYTES_SIGNATURE, METADATA_PATH, TENSOR_SIGNATURE, check_export_dir, load_exported
 from gsfc_tf.inference import Detector, load_detector
 from gsfc_tf.models import FasterRCNN, build_detector, with_postprocess
 from tfds_clumpscout.clump_scout.synthetic import generate_galaxy
@@ -107,8 +108,8 @@ def exported(tmp_path_factory):
     (inputs / "cutout0.png").write_bytes(tf.io.encode_png(cutouts[0]).numpy())
     (inputs / "cutout1.jpg").write_bytes(tf.io.encode_jpeg(cutouts[1], quality=90).numpy())
     np.save(inputs / "crops.npy", crops)
-    # What the server sees: the JPEG's decoded pixels, not the original ones.
-    decoded = np.stack([cutouts[0], tf.io.decode_jpeg((inputs / "cutout1.jpg").read_bytes()).numpy()])
+    # What the server sees: the JPEG's decoded pixels (as the project's reader decodes them), not the original ones.
+    decoded = np.stack([cutouts[0], read_cutout(inputs / "cutout1.jpg")[0]])
 
     base = root / "serving"
     (base / "1").mkdir(parents=True)
@@ -190,6 +191,13 @@ def test_saved_model_cli_run_tensor_signature(exported, tmp_path):
     )
     got = {key: np.load(tmp_path / f"{key}.npy") for key in OUTPUT_KEYS}
     _assert_outputs_equal(got, _expected(exported["model"], exported["crops"], normalised=True))
+
+
+def test_served_jpeg_pixels_are_the_readers(exported):
+    # The SavedModel and `predict`/the builder must see the same pixels of one JPEG file.
+    path = exported["inputs"] / "cutout1.jpg"
+    served = _decode_images(tf.constant([path.read_bytes()]))[0].numpy()
+    np.testing.assert_array_equal(served, read_cutout(path)[0])
 
 
 def test_load_exported_gives_internal_form(exported, loaded):
