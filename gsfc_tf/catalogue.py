@@ -150,8 +150,9 @@ def rows_from_detections(
     offset_xy: tuple[float, float] = (0.0, 0.0),
     scale: float = 1.0,
     class_names: Sequence[str] = CLASS_NAMES,
+    min_score: float = 0.0,
 ) -> list[CatalogueRow]:
-    """Catalogue rows for one galaxy's detections.
+    """Catalogue rows for one galaxy's detections scoring at least `min_score`.
 
     The detector may see a crop or a resized copy of the cutout: a detector pixel coordinate p
     maps to p * scale + offset in the cutout (e.g. offset (100, 100) for the central 200x200
@@ -164,12 +165,14 @@ def rows_from_detections(
         offset_xy: (x, y) of the detector image's top-left corner in the cutout, px.
         scale: cutout pixels per detector pixel.
         class_names: name of class id i is `class_names[i]`.
+        min_score: the catalogue's operating threshold; lower-scoring detections get no row.
 
     Returns:
-        One `CatalogueRow` per detection, in input order.
+        One `CatalogueRow` per kept detection, in input order.
     """
     if detections.scores is None:
         raise ValueError("detections need scores")
+    detections = detections.select(detections.scores >= min_score)
     boxes = detections.boxes_yxyx * scale + np.array([offset_xy[1], offset_xy[0]] * 2)
     y_min, x_min, y_max, x_max = boxes.T
     x_centre, y_centre = (x_min + x_max) / 2, (y_min + y_max) / 2

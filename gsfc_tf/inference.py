@@ -517,8 +517,7 @@ def predict_catalogue(
         group = pending.pop(shape)
         detections = detector.detect_boxes(np.stack([image for _, image, _ in group]))
         for (index, _, wcs), found in zip(group, detections):
-            kept = found.select(found.scores >= min_score)
-            rows_by_input[index] = rows_from_detections(ids[index], kept, wcs=wcs)
+            rows_by_input[index] = rows_from_detections(ids[index], found, wcs=wcs, min_score=min_score)
 
     cutouts = iter_cutouts(tqdm(paths, desc="predict", unit="image", disable=not progress), on_error=record)
     for path, image, wcs in cutouts:

@@ -307,8 +307,8 @@ class DetectorHandler(ModelHandler):
             detections = model.detect_boxes(np.stack([batch[index].image for index in indices]))
             for index, found in zip(indices, detections):
                 cutout = batch[index]
-                kept = found.select(found.scores >= self._min_score)
-                results[index] = (cutout.item, catalogue.rows_from_detections(cutout.item.galaxy_id, kept, wcs=cutout.wcs))
+                rows = catalogue.rows_from_detections(cutout.item.galaxy_id, found, wcs=cutout.wcs, min_score=self._min_score)
+                results[index] = (cutout.item, rows)
         return results
 
     def get_num_bytes(self, batch: Sequence[_Cutout]) -> int:

@@ -118,6 +118,12 @@ def test_iter_cutouts_logs_a_warning_by_default(tmp_path, caplog):
     assert "missing.png" in caplog.text
 
 
+def test_rows_from_detections_keep_scores_at_the_operating_threshold():
+    detections = ImageBoxes([[10, 20, 26, 36], [50, 60, 60, 70], [0, 0, 9, 9]], [0, 1, 0], [0.9, 0.4, 0.39])
+    rows = rows_from_detections("g", detections, min_score=0.4)
+    assert [row.score for row in rows] == pytest.approx([0.9, 0.4])
+
+
 @pytest.mark.parametrize("format", ["csv", "fits"])
 def test_write_catalogue_round_trip(tmp_path, format):
     detections = ImageBoxes([[10, 20, 26, 36], [50, 60, 60, 70]], [0, 1], [0.9, 0.4])
