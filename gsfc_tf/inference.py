@@ -85,12 +85,14 @@ class Detector:
         operating_threshold: the run's validation operating threshold as recorded in an exported
             SavedModel (a model from a run directory leaves it None: `validation_threshold` reads
             the run's `validation.json`).
+        tta: whether detections are merged over the 8 dihedral views, which changes their scores.
     """
 
     detect_fn: Callable[[tf.Tensor], Mapping[str, tf.Tensor]]
     source: str
     run_dir: Path | None = None
     operating_threshold: float | None = None
+    tta: bool = False
     # Input sizes already warned about by `detect`: one warning per size, not per batch.
     _oversized_warned: set[tuple[int, int]] = dataclasses.field(default_factory=set, init=False, repr=False, compare=False)
 
@@ -148,7 +150,7 @@ class Detector:
             # Padding rows stay zero, as the postprocess layer leaves them.
             return {**outputs, "boxes": tf.where(valid[..., tf.newaxis], boxes_yxyx, 0.0)}
 
-        return cls(detect_fn=detect, source=source, run_dir=run_dir)
+        return cls(detect_fn=detect, source=source, run_dir=run_dir, tta=tta)
 
     def detect(self, images) -> dict[str, np.ndarray]:
         """Runs the detector on one batch of same-sized images.
@@ -210,9 +212,13 @@ def load_detector(path: str | Path, *, tta: bool = False, tta_merge: str = DEFAU
             raise ValueError(f"{path} is a SavedModel, whose graph is fixed: export the model with --tta instead.")
         from gsfc_tf.export import load_exported, read_metadata
 
-        recorded = read_metadata(path).get("operating_threshold")
+        metadata = read_metadata(path)
+        recorded = metadata.get("operating_threshold")
         return Detector(
-            detect_fn=load_exported(path), source=str(path), operating_threshold=None if recorded is None else float(recorded)
+            detect_fn=load_exported(path),
+            source=str(path),
+            operating_threshold=None if recorded is None else float(recorded),
+            tta=bool(metadata.get("tta", False)),
         )
     if _keras_model_path(path) is None:
         raise FileNotFoundError(
@@ -269,18 +275,31 @@ def validation_threshold(detector: Detector) -> float | None:
     """The operating score threshold chosen on the run's validation split, if any.
 
     From the run's `validation.json`, or for an exported SavedModel the threshold recorded in its
-    metadata by `gsfc-tf export`, so a run directory and its export give the same answer.
+    metadata by `gsfc-tf export`, so a run directory and its export give the same answer. None
+    for a run's model under TTA: its validation threshold was chosen on scores without TTA.
     """
     if detector.run_dir is None:
         return detector.operating_threshold
+    if detector.tta:
+        return None
     validation = _run_file(detector.run_dir, "validation.json") or {}
     threshold = validation.get("operating_point", {}).get("threshold")
     return None if threshold is None else float(threshold)
 
 
 def default_min_score(detector: Detector) -> float:
-    """`validation_threshold`, else `DEFAULT_MIN_SCORE`."""
+    """`validation_threshold`, else `DEFAULT_MIN_SCORE`.
+
+    Raises:
+        ValueError: a TTA detector without a threshold chosen under TTA; `DEFAULT_MIN_SCORE`
+            would be a guess on a score scale that TTA changes.
+    """
     threshold = validation_threshold(detector)
+    if threshold is None and detector.tta:
+        raise ValueError(
+            f"{detector.source} with TTA has no operating threshold chosen under TTA; choose one with "
+            "`gsfc-tf evaluate --tta --split validation` and pass it as --min-score."
+        )
     return DEFAULT_MIN_SCORE if threshold is None else threshold
 
 

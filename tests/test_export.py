@@ -304,9 +304,13 @@ def test_tta_export_matches_the_keras_tta_path(exported, tmp_path):
     run_dir = tmp_path / "run"
     run_dir.mkdir()
     model.save(run_dir / "model.keras")
+    # Chosen without TTA, so the TTA export must not carry it.
+    (run_dir / "validation.json").write_text(json.dumps({"operating_point": {"threshold": 0.42}}))
     version = tmp_path / "serving" / "1"
     assert cli.main(["export", "--model", str(run_dir), "--out", str(version), "--tta", "--tta-merge", "nms"]) == 0
-    assert json.loads((version / METADATA_PATH).read_text())["tta"] == "nms"
+    metadata = json.loads((version / METADATA_PATH).read_text())
+    assert metadata["tta"] == "nms" and metadata["operating_threshold"] is None
+    assert load_detector(version).tta
     keras_tta = load_detector(run_dir, tta=True, tta_merge="nms")
     assert keras_tta.detect(exported["crops"])["num_detections"].min() > 0
     _assert_outputs_equal(load_exported(version)(exported["crops"]), keras_tta.detect(exported["crops"]))

@@ -1,5 +1,7 @@
 """Dihedral geometry and test-time augmentation: box maps, the frame of merged boxes, the CLI flags."""
 
+import json
+
 import numpy as np
 import pytest
 import tensorflow as tf
@@ -136,3 +138,17 @@ def test_cli_tta_flags(tmp_path, monkeypatch):
     for command in (["evaluate", "--out", str(tmp_path)], ["predict", "image.png", "--out", str(tmp_path / "c.csv")]):
         assert cli.main([*command, "--model", "m", "--tta", "--tta-merge", "nms"]) == 2
     assert loaded == [{"tta": True, "tta_merge": "nms"}] * 2
+
+
+def test_tta_never_uses_a_threshold_chosen_without_tta(tmp_path):
+    # The run's validation threshold was chosen on scores without TTA, which TTA changes.
+    (tmp_path / "validation.json").write_text(json.dumps({"operating_point": {"threshold": 0.42}}))
+    plain = Detector.from_model(FakeDetector(), run_dir=tmp_path)
+    augmented = Detector.from_model(FakeDetector(), run_dir=tmp_path, tta=True)
+    assert inference.default_min_score(plain) == pytest.approx(0.42)
+    assert inference.validation_threshold(augmented) is None
+    with pytest.raises(ValueError, match="no operating threshold chosen under TTA.*--min-score"):
+        inference.default_min_score(augmented)
+    # A TTA export records its own threshold (or none); one chosen under TTA is used.
+    exported = Detector(detect_fn=augmented.detect_fn, source="export", operating_threshold=0.3, tta=True)
+    assert inference.default_min_score(exported) == pytest.approx(0.3)

@@ -21,8 +21,9 @@ def run(args) -> int:
     # User errors raise ValueError/FileNotFoundError/FileExistsError: cli.main prints them, exit 2.
     check_export_dir(args.out, overwrite=args.overwrite)
     model, model_path = inference.load_keras_model(args.model)
-    # The run's validation.json beside model.keras, so catalogues from the export use the same threshold.
-    threshold = inference.validation_threshold(inference.Detector.from_model(model, run_dir=model_path.parent))
+    # The run's validation.json beside model.keras, so catalogues from the export use the same
+    # threshold; none under TTA, whose scores differ from those the threshold was chosen on.
+    threshold = inference.validation_threshold(inference.Detector.from_model(model, run_dir=model_path.parent, tta=args.tta))
     export_dir = export_saved_model(
         model, args.out, overwrite=args.overwrite, operating_threshold=threshold, tta=args.tta, tta_merge=args.tta_merge
     )
