@@ -27,7 +27,7 @@ __all__ = ["main"]
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="smoke detector (128 px, tiny backbone), few iterations")
+    parser.add_argument("--quick", action="store_true", help="smoke detector (tiny backbone), few iterations")
     parser.add_argument("--iters", type=int, default=None, help="timed calls per measurement")
     parser.add_argument("--results", default=None, help="the RESULTS.md to update (default benchmarks/RESULTS.md)")
     args = parser.parse_args(argv)
