@@ -79,6 +79,8 @@ def _decode_images(image_bytes: tf.Tensor) -> tf.Tensor:
     count = tf.size(image_bytes)
     check_count = tf.debugging.assert_positive(count, message="image_bytes: the request holds no images")
 
+    # Plain graph code: AutoGraph cannot convert these closures and would warn on every export.
+    @tf.autograph.experimental.do_not_convert
     def decode(index, encoded):
         is_png = tf.equal(tf.strings.substr(encoded, 0, len(_PNG_SIGNATURE)), _PNG_SIGNATURE)
         check = tf.debugging.Assert(
@@ -99,6 +101,7 @@ def _decode_images(image_bytes: tf.Tensor) -> tf.Tensor:
         # (a millisecond) lets a request fail with a message a client understands.
         first_shape = tf.shape(decode(0, image_bytes[0]))
 
+    @tf.autograph.experimental.do_not_convert
     def decode_same_size(index_and_bytes):
         image = decode(*index_and_bytes)
         same = tf.debugging.assert_equal(

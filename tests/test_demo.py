@@ -2,9 +2,11 @@
 
 import json
 
+import pytest
 import tensorflow as tf
 
 from gsfc_tf import cli
+from gsfc_tf.export import read_metadata
 
 
 def test_demo_chain_writes_every_artefact(tmp_path, monkeypatch, capsys):
@@ -23,3 +25,6 @@ def test_demo_chain_writes_every_artefact(tmp_path, monkeypatch, capsys):
         assert (out / "evaluation" / f"{plot}.png").exists()
     loaded = tf.saved_model.load(str(out / "export" / "gsfc_tf" / "1"))
     assert {"serving_default", "serving_tensor"} <= set(loaded.signatures)
+    # The export carries the validation threshold the demo scored at, for predict/survey on it.
+    recorded = read_metadata(out / "export" / "gsfc_tf" / "1")["operating_threshold"]
+    assert recorded == pytest.approx(metrics["fixed_threshold"]["threshold"])

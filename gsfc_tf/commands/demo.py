@@ -64,6 +64,8 @@ def run(args) -> int:
     print("      wrote " + ", ".join(str(path) for path in written.values()))
 
     print("[4/4] Exporting a TF Serving SavedModel")
-    export_dir = export.export_saved_model(model, out / "export" / "gsfc_tf" / "1", overwrite=True)
+    export_dir = export.export_saved_model(
+        model, out / "export" / "gsfc_tf" / "1", overwrite=True, operating_threshold=threshold
+    )
     print(f"      wrote {export_dir}")
     return 0
