@@ -10,7 +10,7 @@ Adam with coupled L2, the trainer's own learning-rate schedule and clip norm, an
 `tf.data` batches (shuffle order, dihedral augmentation, bilinear resize to S, [0, 1] floats).
 What differs is the implementation: losses, matching, sampling, NMS, ROI align and autodiff.
 
-Both are scored by one path, `inference.evaluate_examples`: the operating threshold is chosen
+Both are scored by one path, `split_evaluation.evaluate_examples`: the operating threshold is chosen
 on the validation split, then test completeness, purity and their F1 are taken at that
 threshold. Every seed trains one model per framework (alternating, so both see the same load).
 
@@ -52,11 +52,13 @@ from torchvision.ops.poolers import LevelMapper  # noqa: E402
 
 from benchmarks.results import RESULTS_PATH, markdown_table, write_section  # noqa: E402
 from gsfc_tf import config as presets  # noqa: E402
-from gsfc_tf import data, inference, trainer  # noqa: E402
+from gsfc_tf import data, trainer  # noqa: E402
 # The Keras backbone's own widths and the trainer's own schedule: the port follows any change to them.
 from gsfc_tf.backbones.tiny import _TINY_CHANNELS  # noqa: E402
 from gsfc_tf.config import DetectorConfig, TrainConfig  # noqa: E402
-from gsfc_tf.trainer import _learning_rate  # noqa: E402
+from gsfc_tf.detector import Detector, load_detector, validation_threshold  # noqa: E402
+from gsfc_tf.split_evaluation import evaluate_examples, point_at_threshold  # noqa: E402
+from gsfc_tf.trainer import learning_rate_schedule  # noqa: E402
 
 __all__ = ["CellCentredAnchorGenerator", "TinyBackbone", "build_torchvision_detector", "main", "train_torchvision"]
 
@@ -259,7 +261,7 @@ def build_torchvision_detector(config: DetectorConfig) -> FasterRCNN:
 
 
 class _TorchvisionAsKeras:
-    """Gives a torchvision detector the Keras detector's call contract, for `inference.Detector.from_model`.
+    """Gives a torchvision detector the Keras detector's call contract, for `detector.Detector.from_model`.
 
     So both frameworks share input resizing, the mapping of boxes back to crop pixels and the
     class-agnostic stage after torchvision's per-class NMS (`DetectionPostprocess` runs the same
@@ -343,7 +345,7 @@ def train_torchvision(config: TrainConfig, *, data_dir: str | None = None) -> Fa
     if steps_per_epoch == 0:
         raise ValueError(f"{num_train} training galaxies make no batch of {batch_size}.")
     total_steps = config.steps or config.epochs * steps_per_epoch
-    schedule = _learning_rate(config, total_steps)
+    schedule = learning_rate_schedule(config, total_steps)
     model.train()
     step = 0
     for epoch in range(math.ceil(total_steps / steps_per_epoch)):
@@ -370,16 +372,16 @@ def train_torchvision(config: TrainConfig, *, data_dir: str | None = None) -> Fa
     return model
 
 
-def _test_point(detector: inference.Detector, validation, test) -> dict[str, float | None]:
+def _test_point(detector: Detector, validation, test) -> dict[str, float | None]:
     """Threshold from `validation`, then test completeness, purity and F1 at it."""
-    threshold = inference.evaluate_examples(detector, validation, progress=False).metrics["operating_point"]["threshold"]
-    return _with_f1(threshold, inference.evaluate_examples(detector, test, progress=False).metrics)
+    threshold = evaluate_examples(detector, validation, progress=False).metrics["operating_point"]["threshold"]
+    return _with_f1(threshold, evaluate_examples(detector, test, progress=False).metrics)
 
 
 def _with_f1(threshold: float | None, test_metrics: dict) -> dict[str, float | None]:
     if threshold is None:
         return {"threshold": None, "completeness": None, "purity": None, "f1": None}
-    point = inference.point_at_threshold(test_metrics, threshold)
+    point = point_at_threshold(test_metrics, threshold)
     completeness, purity = point["completeness"], point["purity"]
     f1 = 2 * completeness * purity / (completeness + purity) if completeness + purity > 0 else 0.0
     return {"threshold": threshold, "completeness": completeness, "purity": purity, "f1": f1}
@@ -387,15 +389,15 @@ def _with_f1(threshold: float | None, test_metrics: dict) -> dict[str, float | N
 
 def _run_ours(config: TrainConfig, run_dir: Path, test, data_dir: str | None) -> dict[str, float | None]:
     trainer.train(config, run_dir, data_dir=data_dir, progress=False)
-    detector = inference.load_detector(run_dir)
+    detector = load_detector(run_dir)
     # The trainer validated the final weights at the last step: that is the validation threshold.
-    threshold = inference.validation_threshold(detector)
-    return _with_f1(threshold, inference.evaluate_examples(detector, test, progress=False).metrics)
+    threshold = validation_threshold(detector)
+    return _with_f1(threshold, evaluate_examples(detector, test, progress=False).metrics)
 
 
 def _run_torchvision(config: TrainConfig, validation, test, data_dir: str | None) -> dict[str, float | None]:
     model = train_torchvision(config, data_dir=data_dir)
-    detector = inference.Detector.from_model(_TorchvisionAsKeras(model, config.detector), source="torchvision")
+    detector = Detector.from_model(_TorchvisionAsKeras(model, config.detector), source="torchvision")
     return _test_point(detector, validation, test)
 
 

@@ -3,7 +3,7 @@
 The pipeline is the trainer's own (`trainer.load_split` → cache → `data.batch_examples`:
 shuffle, dihedral augmentation, resize to the model's size, batch) on `clump_scout/synthetic_small`;
 its first epoch also reads and decodes from TFDS and fills the cache, later epochs read the cache. The model's
-consumption is the trainer's step (`trainer.replica_losses_and_gradients` + Adam) on one fixed
+consumption is the trainer's step (`FasterRCNN.losses_and_gradients` + Adam) on one fixed
 batch. Each is timed alone; the pipeline must outrun the model by >= 5x so it never starves it.
 
     python -m benchmarks.bench_data [--quick] [--data-dir DIR] [--results PATH]
@@ -73,8 +73,8 @@ def train_throughput(
 
     @tf.function(jit_compile=jit_compile)
     def step(images, targets):
-        losses, gradients = trainer.replica_losses_and_gradients(
-            model, images, targets, weight_decay=5e-5, num_replicas=1, scale_loss=scale_loss
+        losses, gradients = model.losses_and_gradients(
+            images, targets, weight_decay=5e-5, num_replicas=1, scale_loss=scale_loss
         )
         optimizer.apply(gradients, model.trainable_variables)
         return losses["loss"]

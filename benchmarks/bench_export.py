@@ -2,7 +2,7 @@
 
 Random weights; synthetic 200x200 galaxy crops. Four paths, all timed in one process:
 `model.predict` on prepared float inputs, the in-memory `tf.function` on uint8 images
-(`inference.Detector`), and the SavedModel's `serving_tensor` (uint8) and `serving_default`
+(`detector.Detector`), and the SavedModel's `serving_tensor` (uint8) and `serving_default`
 (PNG bytes, decoded in the graph).
 
     python -m benchmarks.bench_export [--quick] [--iters N] [--results PATH]
@@ -41,8 +41,8 @@ def main(argv=None) -> int:
     from benchmarks.timing import median_seconds
     from gsfc_tf.config import paper, smoke
     from gsfc_tf.data import model_inputs
-    from gsfc_tf.export import BYTES_SIGNATURE, TENSOR_SIGNATURE, export_saved_model, load_exported
-    from gsfc_tf.inference import Detector
+    from gsfc_tf.detector import BYTES_SIGNATURE, TENSOR_SIGNATURE, Detector, load_exported
+    from gsfc_tf.export import export_saved_model
     from gsfc_tf.models import build_detector
     from tfds_clumpscout.clump_scout.synthetic import generate_galaxies
 

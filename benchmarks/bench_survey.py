@@ -63,10 +63,11 @@ def _child(args) -> dict:
     paths = Path(args.inputs).read_text().split()
     start = time.perf_counter()
     if args.child == "predict":
-        from gsfc_tf import inference
+        from gsfc_tf.catalogue import predict_catalogue
+        from gsfc_tf.detector import load_detector
 
-        detector = inference.load_detector(args.model)
-        inference.predict_catalogue(detector, paths, min_score=0.5, batch_size=_BATCH)
+        detector = load_detector(args.model)
+        predict_catalogue(detector, paths, min_score=0.5, batch_size=_BATCH)
         seconds = time.perf_counter() - start
         return {"seconds": seconds, "peak_mib": _peak_mib(), "model_seconds_per_image": _model_seconds(detector, paths, args.quick)}
     if args.child == "survey":
@@ -76,11 +77,11 @@ def _child(args) -> dict:
         run_survey(args.model, args.out, patterns=paths, min_score=0.5, batch_size=_BATCH, pipeline_args=options)
         return {"seconds": time.perf_counter() - start, "peak_mib": _peak_mib(), "worker_peak_mib": _peak_mib(resource.RUSAGE_CHILDREN)}
     # "paper": the paper detector's own rate, for the GZ DESI estimate.
-    from gsfc_tf import inference
     from gsfc_tf.config import paper
+    from gsfc_tf.detector import Detector
     from gsfc_tf.models import build_detector
 
-    return {"model_seconds_per_image": _model_seconds(inference.Detector.from_model(build_detector(paper())), paths, args.quick)}
+    return {"model_seconds_per_image": _model_seconds(Detector.from_model(build_detector(paper())), paths, args.quick)}
 
 
 def _model_seconds(detector, paths: list[str], quick: bool) -> float:

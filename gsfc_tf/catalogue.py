@@ -1,4 +1,4 @@
-"""Clump catalogues: read cutouts (PNG/JPEG/FITS), turn detections into rows, write CSV or FITS.
+"""Clump catalogues: read cutouts (PNG/JPEG/FITS), detect in batches, turn detections into rows, write CSV/FITS.
 
 A catalogue run writes two tables: the clump catalogue (one `CatalogueRow` per clump) and, beside
 it, the image table (`image_table_path`: one `ImageStatusRow` per input, so an input with no
@@ -20,32 +20,43 @@ from __future__ import annotations
 
 import collections
 import dataclasses
+import glob
 import logging
 import math
 import os
 import warnings
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 from astropy import units as u
 from astropy.io import fits
 from astropy.table import Table
 from astropy.wcs import WCS, FITSFixedWarning
+from tqdm.auto import tqdm
 
-from gsfc_tf.evaluation import CLASS_NAMES, ImageBoxes
-from tfds_clumpscout.clump_scout.preparation import PreparationRules, UnreadableImageError, read_image
+from gsfc_tf import conventions
+from gsfc_tf.evaluation import ImageBoxes
+from gsfc_tf.images import UnreadableImageError, read_image
+
+if TYPE_CHECKING:
+    # Annotations only: loading the detector's module would import TensorFlow.
+    from gsfc_tf.detector import Detector
 
 __all__ = [
     "IMAGE_STATUSES",
     "CatalogueRow",
     "ImageStatusRow",
-    "UnreadableImageError",
+    "PredictionResult",
     "check_output_file",
+    "expand_image_paths",
     "galaxy_id",
     "image_table_path",
+    "is_glob_pattern",
     "iter_cutouts",
     "pixel_to_world",
+    "predict_catalogue",
     "read_cutout",
     "rows_from_detections",
     "unique_galaxy_ids",
@@ -55,6 +66,7 @@ __all__ = [
 
 # What became of one input image: clumps found at the minimum score, none found, or not readable.
 IMAGE_STATUSES = ("detected", "no_clumps", "unreadable")
+_GLOB_CHARACTERS = frozenset("*?[")
 
 _LOG = logging.getLogger(__name__)
 
@@ -147,23 +159,16 @@ def rows_from_detections(
     detections: ImageBoxes,
     *,
     wcs: WCS | None = None,
-    offset_xy: tuple[float, float] = (0.0, 0.0),
-    scale: float = 1.0,
-    class_names: Sequence[str] = CLASS_NAMES,
+    class_names: Sequence[str] = conventions.CLASS_NAMES,
     min_score: float = 0.0,
 ) -> list[CatalogueRow]:
     """Catalogue rows for one galaxy's detections scoring at least `min_score`.
 
-    The detector may see a crop or a resized copy of the cutout: a detector pixel coordinate p
-    maps to p * scale + offset in the cutout (e.g. offset (100, 100) for the central 200x200
-    crop of a 400x400 cutout).
-
     Args:
         galaxy_id: identifier written in every row.
-        detections: `ImageBoxes` with scores, in detector pixels.
+        detections: `ImageBoxes` with scores, in pixels of the cutout (a `Detector` maps its
+            boxes back to the images it was given).
         wcs: the cutout's celestial WCS (from `read_cutout`), or None for NaN RA/Dec.
-        offset_xy: (x, y) of the detector image's top-left corner in the cutout, px.
-        scale: cutout pixels per detector pixel.
         class_names: name of class id i is `class_names[i]`.
         min_score: the catalogue's operating threshold; lower-scoring detections get no row.
 
@@ -173,9 +178,9 @@ def rows_from_detections(
     if detections.scores is None:
         raise ValueError("detections need scores")
     detections = detections.select(detections.scores >= min_score)
-    boxes = detections.boxes_yxyx * scale + np.array([offset_xy[1], offset_xy[0]] * 2)
+    boxes = detections.boxes_yxyx
     y_min, x_min, y_max, x_max = boxes.T
-    x_centre, y_centre = (x_min + x_max) / 2, (y_min + y_max) / 2
+    x_centre, y_centre = conventions.box_centres_xy(boxes).T
     ra, dec = (np.full(len(boxes), np.nan),) * 2 if wcs is None else pixel_to_world(wcs, x_centre, y_centre)
     return [
         CatalogueRow(
@@ -318,8 +323,8 @@ def unique_galaxy_ids(paths: Sequence[str | os.PathLike]) -> list[str]:
             ids[index] = "/".join(parts[index][shared:])
 
 
-def read_cutout(path: str | Path, *, rules: PreparationRules = PreparationRules()) -> tuple[np.ndarray, WCS | None]:
-    """Reads a galaxy cutout as the builder does (`preparation.read_image`), with its celestial WCS.
+def read_cutout(path: str | Path) -> tuple[np.ndarray, WCS | None]:
+    """Reads a galaxy cutout as the builder does (`images.read_image`), with its celestial WCS.
 
     The whole cutout comes back (no crop): PNG/JPEG give no WCS; FITS g, r, i planes go
     through the same Lupton RGB mapping as the `clump_scout/sdss` training images and are
@@ -331,7 +336,7 @@ def read_cutout(path: str | Path, *, rules: PreparationRules = PreparationRules(
     Raises:
         UnreadableImageError: the file is missing, unreadable or holds no usable image.
     """
-    image, header = read_image(path, rules)
+    image, header = read_image(path)
     if header is None:
         return image, None
     wcs = _as_wcs(header)
@@ -342,7 +347,6 @@ def iter_cutouts(
     paths: Iterable[str | Path],
     *,
     on_error: Callable[[Path, UnreadableImageError], None] | None = None,
-    **read_options,
 ) -> Iterator[tuple[Path, np.ndarray, WCS | None]]:
     """Yields (path, image, wcs) for every readable cutout, reporting and skipping the rest.
 
@@ -350,11 +354,10 @@ def iter_cutouts(
         paths: cutout files.
         on_error: called with the path and error of each unreadable file; default logs a
             warning.
-        **read_options: passed to `read_cutout`.
     """
     for path in map(Path, paths):
         try:
-            image, wcs = read_cutout(path, **read_options)
+            image, wcs = read_cutout(path)
         except UnreadableImageError as error:
             if on_error is None:
                 _LOG.warning("skipping unreadable cutout %s", error)
@@ -362,3 +365,115 @@ def iter_cutouts(
                 on_error(path, error)
             continue
         yield path, image, wcs
+
+
+def is_glob_pattern(pattern: str) -> bool:
+    """Whether `pattern` holds a glob character (`*`, `?`, `[`); anything else names one path."""
+    return bool(_GLOB_CHARACTERS & set(pattern))
+
+
+def expand_image_paths(patterns: Iterable[str]) -> list[Path]:
+    """Expands glob patterns (sorted matches); plain paths and patterns matching nothing stay as given.
+
+    Keeping unmatched names lets `iter_cutouts` report them as unreadable instead of silently
+    dropping them. A file named twice (two overlapping patterns, `a.png` and `./a.png`) is kept
+    once, where it first appears: it is one galaxy.
+    """
+    paths, seen = [], set()
+    for pattern in patterns:
+        matches = sorted(glob.glob(pattern, recursive=True)) if is_glob_pattern(pattern) else []
+        for path in [Path(p) for p in matches] or [Path(pattern)]:
+            if path.absolute() not in seen:
+                seen.add(path.absolute())
+                paths.append(path)
+    return paths
+
+
+@dataclasses.dataclass(frozen=True)
+class PredictionResult:
+    """Catalogue rows of every readable cutout, and what became of every input (input order).
+
+    Attributes:
+        rows: one `CatalogueRow` per clump scoring at least the minimum score.
+        images: one `ImageStatusRow` per input, the image table.
+    """
+
+    rows: list[CatalogueRow]
+    images: list[ImageStatusRow]
+
+    @property
+    def processed(self) -> list[Path]:
+        """The cutouts that were run."""
+        return [Path(image.path) for image in self.images if image.status != "unreadable"]
+
+    @property
+    def skipped(self) -> list[tuple[Path, str]]:
+        """(path, reason) for each unreadable input."""
+        return [(Path(image.path), image.reason) for image in self.images if image.status == "unreadable"]
+
+
+def _image_status(galaxy: str, path: Path, reason: str | None, rows: Sequence[CatalogueRow]) -> ImageStatusRow:
+    """The image-table row of one input: unreadable for a `reason`, else by its catalogue `rows`."""
+    if reason is not None:
+        return ImageStatusRow(galaxy, str(path), "unreadable", reason=reason)
+    return ImageStatusRow(galaxy, str(path), "detected" if rows else "no_clumps", n_clumps=len(rows))
+
+
+def predict_catalogue(
+    detector: Detector,
+    paths: Iterable[str | Path],
+    *,
+    min_score: float,
+    batch_size: int = 8,
+    on_error: Callable[[Path, UnreadableImageError], None] | None = None,
+    progress: bool = False,
+) -> PredictionResult:
+    """Finds clumps in cutout files and turns them into catalogue rows.
+
+    Cutouts are batched with others of the same size; boxes are pixels of each original
+    cutout; RA/Dec come from the cutout's celestial WCS (FITS) and are NaN otherwise.
+
+    Args:
+        detector: a `gsfc_tf.detector.Detector`.
+        paths: PNG/JPEG/FITS cutouts, each once; galaxy ids are `unique_galaxy_ids(paths)`.
+        min_score: keep detections scoring at least this.
+        batch_size: images per detector call.
+        on_error: called with (path, error) of each unreadable input, after it is recorded.
+        progress: show a tqdm bar over inputs.
+    """
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    paths = [Path(p) for p in paths]
+    ids = unique_galaxy_ids(paths)
+    index_of = {path: index for index, path in enumerate(paths)}
+    unreadable: dict[int, str] = {}
+
+    def record(path: Path, error: UnreadableImageError) -> None:
+        unreadable[index_of[path]] = str(error)
+        if on_error is not None:
+            on_error(path, error)
+
+    rows_by_input: dict[int, list[CatalogueRow]] = {}
+    # Cutouts waiting for a batch, by image shape: (input index, image [H, W, 3], WCS or None).
+    pending: dict[tuple[int, ...], list[tuple[int, np.ndarray, WCS | None]]] = {}
+
+    def flush(shape: tuple[int, ...]) -> None:
+        group = pending.pop(shape)
+        detections = detector.detect_boxes(np.stack([image for _, image, _ in group]))
+        for (index, _, wcs), found in zip(group, detections):
+            rows_by_input[index] = rows_from_detections(ids[index], found, wcs=wcs, min_score=min_score)
+
+    cutouts = iter_cutouts(tqdm(paths, desc="predict", unit="image", disable=not progress), on_error=record)
+    for path, image, wcs in cutouts:
+        group = pending.setdefault(image.shape, [])
+        group.append((index_of[path], image, wcs))
+        if len(group) == batch_size:
+            flush(image.shape)
+    for shape in list(pending):
+        flush(shape)
+    images = [
+        _image_status(ids[index], path, unreadable.get(index), rows_by_input.get(index, []))
+        for index, path in enumerate(paths)
+    ]
+    rows = [row for index in range(len(paths)) for row in rows_by_input.get(index, [])]
+    return PredictionResult(rows=rows, images=images)

@@ -3,10 +3,10 @@
 Shape shorthand: S model input side (pixels), N clumps in one galaxy, M `max_clumps`.
 
 Every op here works eagerly and inside `tf.data.Dataset.map`. Boxes are absolute-pixel
-`yxyx` in the frame of the image they travel with; padding rows are all -1.
+`yxyx` in the frame of the image they travel with; padding rows are all `conventions.PADDING`.
 
-Examples stay uint8 at the crop size (200 px) through caching and shuffling, and are resized
-to S only per batch: at S = 400 a float copy of `synthetic` would need 7.7 GB.
+Examples stay uint8 at the crop size (`conventions.CROP_SIZE`) through caching and shuffling,
+and are resized to S only per batch: at S = 400 a float copy of `synthetic` would need 7.7 GB.
 """
 
 from __future__ import annotations
@@ -17,12 +17,11 @@ from typing import Iterable
 import numpy as np
 import tensorflow as tf
 
+from gsfc_tf import conventions
 from gsfc_tf.ops import dihedral
+from gsfc_tf.ops.boxes import to_window
 
 __all__ = [
-    "CROP_SIZE",
-    "CUTOUT_SIZE",
-    "PADDING",
     "augment_dihedral",
     "batch_examples",
     "from_tfds_example",
@@ -31,14 +30,8 @@ __all__ = [
     "model_inputs",
     "pad_targets",
     "resize_example",
-    "resize_targets_example",
     "tfds_examples",
 ]
-
-PADDING = -1
-# Clump Scout cutouts are 400x400; the model sees their central 200x200 (Popp et al. 2024).
-CUTOUT_SIZE = 400
-CROP_SIZE = 200
 
 
 def load_tfds_split(
@@ -100,8 +93,7 @@ def _tfds_builder(dataset: str, data_dir: str | None):
 def from_tfds_example(example: dict) -> tuple[tf.Tensor, tf.Tensor, tf.Tensor]:
     """Unpacks a `clump_scout` example into (image uint8 [H, W, 3], boxes_yxyx px [N, 4], labels [N])."""
     image = example["image"]
-    size = tf.cast(tf.shape(image)[:2], tf.float32)
-    boxes_yxyx = example["objects"]["bbox"] * tf.concat([size, size], axis=0)
+    boxes_yxyx = to_window(example["objects"]["bbox"], scale_yx=tf.cast(tf.shape(image)[:2], tf.float32))
     return image, boxes_yxyx, tf.cast(example["objects"]["label"], tf.int32)
 
 
@@ -119,24 +111,30 @@ def resize_example(image: tf.Tensor, boxes_yxyx: tf.Tensor, *, image_size: int) 
     image = tf.convert_to_tensor(image)
     if image.shape.rank != 3:
         raise ValueError(f"Expected one image [H, W, C], got shape {image.shape}.")
-    size = tf.cast(tf.shape(image)[:2], tf.float32)
-    scale = tf.constant(float(image_size)) / size
+    scale = tf.constant(float(image_size)) / tf.cast(tf.shape(image)[:2], tf.float32)
     resized = tf.image.resize(tf.cast(image, tf.float32) / 255.0, (image_size, image_size))
-    boxes_yxyx = tf.cast(boxes_yxyx, tf.float32) * tf.concat([scale, scale], axis=0)
+    boxes_yxyx = to_window(tf.cast(boxes_yxyx, tf.float32), scale_yx=scale)
     return tf.clip_by_value(resized, 0.0, 1.0), boxes_yxyx
 
 
-def model_inputs(images: tf.Tensor, *, image_size: int) -> tuple[tf.Tensor, tf.Tensor, tf.Tensor]:
+def model_inputs(
+    images: tf.Tensor,
+    *,
+    image_size: int,
+    cutout_size: int = conventions.CUTOUT_SIZE,
+    crop_size: int = conventions.CROP_SIZE,
+) -> tuple[tf.Tensor, tf.Tensor, tf.Tensor]:
     """Turns cutouts or crops into the detector's input, exactly as the training data was made.
 
-    A `CUTOUT_SIZE` square image is centre-cropped to `CROP_SIZE` (as the `clump_scout` builder
-    does); any other image is taken as the crop. Then it is resized to S x S like
-    `resize_example`. Boxes predicted in the S frame map back to input pixels as
-    `boxes / scale + offset` (yxyx).
+    A `cutout_size` square image is centre-cropped to `crop_size` (as the `clump_scout` builder
+    does, both from `conventions`); any other image is taken as the crop. Then it is resized to
+    S x S like `resize_example`. The S frame is a window on the input image: boxes predicted in
+    it map back to input pixels with `ops.boxes.from_window(boxes, scale_yx=scale, offset_yx=offset)`.
 
     Args:
         images: uint8 [B, H, W, 3] (0-255) or float32 [B, H, W, 3] in [0, 1].
         image_size: S.
+        cutout_size, crop_size: the crop geometry (`PreparationRules` of the training data).
 
     Returns:
         (float32 [B, S, S, 3] in [0, 1], offset float32 [2] (y, x) of the crop in the input,
@@ -149,19 +147,19 @@ def model_inputs(images: tf.Tensor, *, image_size: int) -> tuple[tf.Tensor, tf.T
         images = tf.cast(images, tf.float32) / 255.0
     images = tf.cast(images, tf.float32)
     height, width = tf.shape(images)[1], tf.shape(images)[2]
-    is_cutout = tf.logical_and(tf.equal(height, CUTOUT_SIZE), tf.equal(width, CUTOUT_SIZE))
-    margin = (CUTOUT_SIZE - CROP_SIZE) // 2
+    is_cutout = tf.logical_and(tf.equal(height, cutout_size), tf.equal(width, cutout_size))
+    margin = conventions.crop_offset(cutout_size, crop_size)
     offset = tf.cast(tf.where(is_cutout, margin, 0), tf.float32) * tf.ones([2])
     images = tf.cond(
-        is_cutout, lambda: images[:, margin : margin + CROP_SIZE, margin : margin + CROP_SIZE], lambda: images
+        is_cutout, lambda: images[:, margin : margin + crop_size, margin : margin + crop_size], lambda: images
     )
-    crop_size = tf.cast(tf.shape(images)[1:3], tf.float32)
+    crop_height_width = tf.cast(tf.shape(images)[1:3], tf.float32)
     resized = tf.clip_by_value(tf.image.resize(images, (image_size, image_size)), 0.0, 1.0)
-    return resized, offset, float(image_size) / crop_size
+    return resized, offset, float(image_size) / crop_height_width
 
 
 def pad_targets(boxes_yxyx: tf.Tensor, labels: tf.Tensor, *, max_clumps: int) -> dict[str, tf.Tensor]:
-    """Pads one galaxy's ground truth to M rows of -1.
+    """Pads one galaxy's ground truth to M rows of `conventions.PADDING` (-1).
 
     A galaxy with more than M clumps is an error rather than a silent truncation.
 
@@ -176,8 +174,8 @@ def pad_targets(boxes_yxyx: tf.Tensor, labels: tf.Tensor, *, max_clumps: int) ->
     check = tf.debugging.assert_less_equal(num_clumps, max_clumps, message=message)
     with tf.control_dependencies([check]):
         padding = max_clumps - num_clumps
-    boxes_yxyx = tf.pad(tf.cast(boxes_yxyx, tf.float32), [[0, padding], [0, 0]], constant_values=PADDING)
-    labels = tf.pad(tf.cast(labels, tf.int32), [[0, padding]], constant_values=PADDING)
+    boxes_yxyx = tf.pad(tf.cast(boxes_yxyx, tf.float32), [[0, padding], [0, 0]], constant_values=conventions.PADDING)
+    labels = tf.pad(tf.cast(labels, tf.int32), [[0, padding]], constant_values=conventions.PADDING)
     return {
         "boxes_yxyx": tf.ensure_shape(boxes_yxyx, [max_clumps, 4]),
         "labels": tf.ensure_shape(labels, [max_clumps]),
@@ -209,7 +207,7 @@ def augment_dihedral(
     return tf.ensure_shape(image, [size, size, image.shape[-1]]), {**targets, "boxes_yxyx": boxes_yxyx}
 
 
-def resize_targets_example(
+def _resize_targets_example(
     image: tf.Tensor, targets: dict[str, tf.Tensor], *, image_size: int
 ) -> tuple[tf.Tensor, dict[str, tf.Tensor]]:
     """`resize_example` for a padded example: padding rows stay -1."""
@@ -276,7 +274,7 @@ def batch_examples(
             num_parallel_calls=tf.data.AUTOTUNE,
         )
     dataset = dataset.map(
-        lambda image, targets: resize_targets_example(image, targets, image_size=image_size),
+        lambda image, targets: _resize_targets_example(image, targets, image_size=image_size),
         num_parallel_calls=tf.data.AUTOTUNE,
     )
     return dataset.batch(batch_size, drop_remainder=drop_remainder).prefetch(tf.data.AUTOTUNE)

@@ -7,7 +7,7 @@ Shape shorthand: N true boxes and M predicted boxes in one image; I images; T sc
 
 Conventions:
     Boxes are absolute-pixel `yxyx` (`y_min, x_min, y_max, x_max`); labels are 0 `clump`,
-    1 `odd_clump` (`CLASS_NAMES`).
+    1 `odd_clump` (`conventions.CLASS_NAMES`); IoU is `conventions.pairwise_iou`.
 
     Matching is one-to-one and greedy by descending score (a stable sort: equal scores keep
     their input order). Each prediction in turn takes the still unmatched truth it is eligible
@@ -48,8 +48,9 @@ from typing import Any
 
 import numpy as np
 
+from gsfc_tf import conventions
+
 __all__ = [
-    "CLASS_NAMES",
     "DEFAULT_SCORE_THRESHOLDS",
     "DEFAULT_SIZE_BIN_EDGES",
     "DEFAULT_SNR_BIN_EDGES",
@@ -63,7 +64,6 @@ __all__ = [
     "write_metrics_json",
 ]
 
-CLASS_NAMES = ("clump", "odd_clump")
 DEFAULT_SCORE_THRESHOLDS = tuple(i / 100 for i in range(101))
 # Clump box sides run 4-48 px (median 16.6, 5-95% 9-28): narrow bins where most clumps are.
 DEFAULT_SIZE_BIN_EDGES = (8.0, 12.0, 16.0, 20.0, 24.0, 32.0)
@@ -114,9 +114,7 @@ class ImageBoxes:
         return ImageBoxes(self.boxes_yxyx[keep], self.labels[keep], scores)
 
 
-def from_padded_batch(
-    boxes, classes, scores=None, num_detections=None, *, label_offset: int = 0
-) -> list[ImageBoxes]:
+def from_padded_batch(boxes, classes, scores=None, num_detections=None) -> list[ImageBoxes]:
     """Splits the padded batch form (the detector's outputs, padded truths) into images.
 
     `from_padded_batch(**detector_outputs)` works when the outputs are keyed `boxes`, `scores`,
@@ -124,11 +122,10 @@ def from_padded_batch(
 
     Args:
         boxes: [B, K, 4] absolute-pixel yxyx boxes.
-        classes: [B, K] class ids; `classes - label_offset` must be 0 clump, 1 odd_clump.
+        classes: [B, K] dataset labels, 0 clump, 1 odd_clump.
         scores: [B, K] confidences, or None for truths.
-        num_detections: [B] valid rows per image; None keeps the rows whose label
-            `classes - label_offset` is >= 0 (padding is -1).
-        label_offset: subtracted from `classes`, e.g. 1 when class 0 is background.
+        num_detections: [B] valid rows per image; None keeps the rows whose label is >= 0
+            (padding is -1).
 
     Returns:
         B `ImageBoxes`.
@@ -141,7 +138,7 @@ def from_padded_batch(
         raise ValueError(f"scores must be {classes.shape}, got {np.shape(scores)}")
     if num_detections is not None and np.shape(num_detections) != classes.shape[:1]:
         raise ValueError(f"num_detections must be [{len(classes)}], got {np.shape(num_detections)}")
-    labels = classes.astype(np.int64) - label_offset
+    labels = classes.astype(np.int64)
     images = []
     for b in range(len(boxes)):
         if num_detections is None:
@@ -152,21 +149,6 @@ def from_padded_batch(
             ImageBoxes(boxes[b][keep], labels[b][keep], None if scores is None else np.asarray(scores)[b][keep])
         )
     return images
-
-
-def _pairwise_iou(a_yxyx: np.ndarray, b_yxyx: np.ndarray) -> np.ndarray:
-    """IoU [M, N] of boxes a [M, 4] with boxes b [N, 4]; 0 where both areas are 0."""
-    top_left = np.maximum(a_yxyx[:, None, :2], b_yxyx[None, :, :2])
-    bottom_right = np.minimum(a_yxyx[:, None, 2:], b_yxyx[None, :, 2:])
-    intersection = np.prod(np.clip(bottom_right - top_left, 0.0, None), axis=-1)
-    area_a = np.prod(a_yxyx[:, 2:] - a_yxyx[:, :2], axis=-1)
-    area_b = np.prod(b_yxyx[:, 2:] - b_yxyx[:, :2], axis=-1)
-    union = area_a[:, None] + area_b[None, :] - intersection
-    return np.divide(intersection, union, out=np.zeros_like(union), where=union > 0)
-
-
-def _centres_xy(boxes_yxyx: np.ndarray) -> np.ndarray:
-    return (boxes_yxyx[:, [1, 0]] + boxes_yxyx[:, [3, 2]]) / 2
 
 
 def _check_criterion(iou_threshold: float | None, centre_distance: float | None) -> None:
@@ -207,8 +189,10 @@ def greedy_match(
     matched = np.full(len(preds), -1, np.int64)
     if len(preds) == 0 or len(truths) == 0:
         return matched
-    iou = _pairwise_iou(preds, truths)
-    distance = np.linalg.norm(_centres_xy(preds)[:, None] - _centres_xy(truths)[None], axis=-1)
+    iou = conventions.pairwise_iou(preds, truths)
+    distance = np.linalg.norm(
+        conventions.box_centres_xy(preds)[:, None] - conventions.box_centres_xy(truths)[None], axis=-1
+    )
     eligible = np.zeros(iou.shape, bool)
     if iou_threshold is not None:
         eligible |= iou >= iou_threshold
@@ -283,14 +267,9 @@ def _curves(pooled: _Pooled, thresholds: np.ndarray) -> dict[str, np.ndarray]:
     }
 
 
-def _best_index(primary: np.ndarray, secondary: np.ndarray) -> int | None:
-    """First index maximising `primary`, ties broken by larger `secondary`; None if all NaN."""
-    valid = ~np.isnan(primary)
-    if not valid.any():
-        return None
-    candidates = np.flatnonzero(valid)
-    order = np.lexsort((candidates, -secondary[candidates], -primary[candidates]))
-    return int(candidates[order[0]])
+def _f1_best_index(f1: np.ndarray) -> int | None:
+    """First (lowest-threshold) index maximising F1; None when F1 is NaN throughout."""
+    return None if np.isnan(f1).all() else int(np.nanargmax(f1))
 
 
 def _point(curves: Mapping[str, np.ndarray], index: int | None) -> dict[str, float | None]:
@@ -325,15 +304,15 @@ def evaluate_detections(
     size_bin_edges: Sequence[float] = DEFAULT_SIZE_BIN_EDGES,
     truth_snr: Sequence[np.ndarray] | None = None,
     snr_bin_edges: Sequence[float] = DEFAULT_SNR_BIN_EDGES,
-    target: float = 0.8,
-    class_names: Sequence[str] = CLASS_NAMES,
+    target: float = conventions.OPERATING_TARGET,
+    class_names: Sequence[str] = conventions.CLASS_NAMES,
 ) -> dict[str, Any]:
     """Completeness and purity, overall and per class, against the score threshold.
 
-    The operating point is the threshold on `score_thresholds` that maximises
-    min(completeness, purity) (ties: larger completeness + purity, then the lower threshold):
-    where both curves reach `target` (the paper's 0.8) if any threshold does, otherwise the
-    balanced point where they cross; `meets_target` says which.
+    The operating point is `conventions.operating_index` on the class-agnostic curves: where
+    both curves reach `target` if any threshold does, otherwise the balanced point where they
+    cross; `meets_target` says which. (Long only by its options and this docstring: the body is
+    the short list of metrics it assembles from `_pool`, `_curves` and the helpers below.)
 
     Args:
         truths: I `ImageBoxes` without scores.
@@ -358,50 +337,31 @@ def evaluate_detections(
         at the operating threshold), `criterion`, counts.
     """
     _check_criterion(iou_threshold, centre_distance)
-    truths = _coerce(truths, "truths", need_scores=False)
-    predictions = _coerce(predictions, "predictions", need_scores=True)
-    if len(truths) != len(predictions):
-        raise ValueError(f"need truths and predictions for the same images, got {len(truths)} and {len(predictions)}")
-    thresholds = np.asarray(score_thresholds, np.float64)
-    if thresholds.ndim != 1 or len(thresholds) == 0 or np.any(np.diff(thresholds) <= 0):
-        raise ValueError(f"score_thresholds must be a non-empty increasing [T], got {thresholds}")
-    for image in (*truths, *predictions):
-        if np.any((image.labels < 0) | (image.labels >= len(class_names))):
-            raise ValueError(f"labels must be in [0, {len(class_names)}), got {image.labels}")
+    truths, predictions, thresholds = _checked_inputs(truths, predictions, score_thresholds, len(class_names))
     criterion = {"iou_threshold": iou_threshold, "centre_distance": centre_distance}
 
     pooled = _pool(truths, predictions, None, **criterion)
     curves = _curves(pooled, thresholds)
-    balanced = np.minimum(curves["completeness"], curves["purity"])
-    operating_index = _best_index(balanced, curves["completeness"] + curves["purity"])
+    operating_index = conventions.operating_index(curves["completeness"], curves["purity"])
     operating = _point(curves, operating_index)
-    operating_threshold = operating["threshold"]
     operating |= {
         "target": target,
-        "meets_target": operating_index is not None and bool(balanced[operating_index] >= target),
+        "meets_target": operating_index is not None and min(operating["completeness"], operating["purity"]) >= target,
     }
-
-    per_class = {}
-    for label, name in enumerate(class_names):
-        class_curves = _curves(_pool(truths, predictions, label, **criterion), thresholds)
-        at_operating = _point(class_curves, operating_index)
-        per_class[name] = {
-            "n_true": int(sum(np.count_nonzero(t.labels == label) for t in truths)),
-            "n_predicted": int(sum(np.count_nonzero(p.labels == label) for p in predictions)),
-            "completeness": at_operating["completeness"],
-            "purity": at_operating["purity"],
-            "curves": _listed(class_curves),
-        }
-
-    found = pooled.true_match_scores >= (np.inf if operating_threshold is None else operating_threshold)
+    per_class = {
+        name: _class_metrics(truths, predictions, label, thresholds, operating_index, criterion)
+        for label, name in enumerate(class_names)
+    }
     binned = functools.partial(
-        _binned_completeness, found=found, labels=pooled.true_labels, threshold=operating_threshold,
+        _binned_completeness,
+        found=pooled.true_match_scores >= (np.inf if operating["threshold"] is None else operating["threshold"]),
+        labels=pooled.true_labels,
+        threshold=operating["threshold"],
         class_names=class_names,
     )
     by_snr = {}
     if truth_snr is not None:
         by_snr["by_snr"] = binned(_per_truth(truth_snr, truths, "truth_snr"), _bin_edges(snr_bin_edges, "snr_bin_edges"))
-
     return {
         "completeness": operating["completeness"],
         "purity": operating["purity"],
@@ -411,11 +371,48 @@ def evaluate_detections(
         "n_true": len(pooled.true_match_scores),
         "n_predicted": len(pooled.pred_scores),
         "operating_point": operating,
-        "f1_best": _point(curves, _best_index(curves["f1"], -thresholds)),
+        "f1_best": _point(curves, _f1_best_index(curves["f1"])),
         "curves": _listed(curves),
         "per_class": per_class,
         "by_size": binned(pooled.true_sides, _bin_edges(size_bin_edges, "size_bin_edges")),
         **by_snr,
+    }
+
+
+def _checked_inputs(
+    truths: Sequence[ImageBoxes], predictions: Sequence[ImageBoxes], score_thresholds: Sequence[float], num_classes: int
+) -> tuple[list[ImageBoxes], list[ImageBoxes], np.ndarray]:
+    """`evaluate_detections`' inputs checked: (truths, predictions, thresholds float64 [T])."""
+    truths = _coerce(truths, "truths", need_scores=False)
+    predictions = _coerce(predictions, "predictions", need_scores=True)
+    if len(truths) != len(predictions):
+        raise ValueError(f"need truths and predictions for the same images, got {len(truths)} and {len(predictions)}")
+    thresholds = np.asarray(score_thresholds, np.float64)
+    if thresholds.ndim != 1 or len(thresholds) == 0 or np.any(np.diff(thresholds) <= 0):
+        raise ValueError(f"score_thresholds must be a non-empty increasing [T], got {thresholds}")
+    for image in (*truths, *predictions):
+        if np.any((image.labels < 0) | (image.labels >= num_classes)):
+            raise ValueError(f"labels must be in [0, {num_classes}), got {image.labels}")
+    return truths, predictions, thresholds
+
+
+def _class_metrics(
+    truths: Sequence[ImageBoxes],
+    predictions: Sequence[ImageBoxes],
+    label: int,
+    thresholds: np.ndarray,
+    operating_index: int | None,
+    criterion: Mapping[str, float | None],
+) -> dict[str, Any]:
+    """One class's counts, curves and completeness/purity at the (class-agnostic) operating index."""
+    class_curves = _curves(_pool(truths, predictions, label, **criterion), thresholds)
+    at_operating = _point(class_curves, operating_index)
+    return {
+        "n_true": int(sum(np.count_nonzero(t.labels == label) for t in truths)),
+        "n_predicted": int(sum(np.count_nonzero(p.labels == label) for p in predictions)),
+        "completeness": at_operating["completeness"],
+        "purity": at_operating["purity"],
+        "curves": _listed(class_curves),
     }
 
 
@@ -485,7 +482,7 @@ def completeness_by_bins(
     score_threshold: float,
     iou_threshold: float | None = 0.5,
     centre_distance: float | None = None,
-    class_names: Sequence[str] = CLASS_NAMES,
+    class_names: Sequence[str] = conventions.CLASS_NAMES,
 ) -> dict[str, Any]:
     """Completeness against any per-truth property (SNR, contrast, size...), overall and per class.
 
@@ -531,15 +528,14 @@ def _coco_dataset(images: Sequence[ImageBoxes], class_names: Sequence[str], with
 
     annotations = []
     for image_id, image in enumerate(images, start=1):
-        y_min, x_min, y_max, x_max = image.boxes_yxyx.T
-        widths, heights = x_max - x_min, y_max - y_min
+        boxes_xywh = conventions.yxyx_to_xywh(image.boxes_yxyx)
         for k in range(len(image)):
             annotation = {
                 "id": len(annotations) + 1,  # COCOeval treats id 0 as "unmatched"
                 "image_id": image_id,
-                "category_id": int(image.labels[k]) + 1,
-                "bbox": [float(x_min[k]), float(y_min[k]), float(widths[k]), float(heights[k])],
-                "area": float(widths[k] * heights[k]),
+                "category_id": int(conventions.to_model_class(image.labels[k])),
+                "bbox": [float(v) for v in boxes_xywh[k]],
+                "area": float(boxes_xywh[k, 2] * boxes_xywh[k, 3]),
                 "iscrowd": 0,
             }
             if with_scores:
@@ -548,7 +544,7 @@ def _coco_dataset(images: Sequence[ImageBoxes], class_names: Sequence[str], with
     coco = COCO()
     coco.dataset = {
         "images": [{"id": i} for i in range(1, len(images) + 1)],
-        "categories": [{"id": c + 1, "name": name} for c, name in enumerate(class_names)],
+        "categories": [{"id": conventions.to_model_class(c), "name": name} for c, name in enumerate(class_names)],
         "annotations": annotations,
     }
     coco.createIndex()
@@ -564,7 +560,7 @@ def coco_average_precision(
     truths: Sequence[ImageBoxes],
     predictions: Sequence[ImageBoxes],
     *,
-    class_names: Sequence[str] = CLASS_NAMES,
+    class_names: Sequence[str] = conventions.CLASS_NAMES,
 ) -> dict[str, Any]:
     """COCO box AP50 and AP@[.5:.95] from pycocotools, per class, averaged and class-agnostic.
 
@@ -624,7 +620,7 @@ def metrics_report(
     iou_thresholds: Sequence[float] = (0.5, 0.3),
     centre_distance: float | None = None,
     coco: bool = True,
-    class_names: Sequence[str] = CLASS_NAMES,
+    class_names: Sequence[str] = conventions.CLASS_NAMES,
     **kwargs,
 ) -> dict[str, Any]:
     """Everything `gsfc-tf evaluate` writes to metrics.json.

@@ -16,8 +16,10 @@ import json
 from collections.abc import Sequence
 from pathlib import Path
 
-from gsfc_tf import data, inference, plots
+from gsfc_tf import data, plots
 from gsfc_tf.config import TrainConfig
+from gsfc_tf.detector import load_detector, validation_threshold
+from gsfc_tf.split_evaluation import evaluate_examples
 from gsfc_tf.trainer import train
 
 __all__ = ["train_size_experiment"]
@@ -58,9 +60,9 @@ def train_size_experiment(
         if not (run_dir / "model.keras").exists():
             train(dataclasses.replace(base, train_size=size), run_dir, data_dir=data_dir, manual_dir=manual_dir,
                   resume=(run_dir / "checkpoints").exists(), progress=progress)
-        detector = inference.load_detector(run_dir)
-        threshold = inference.validation_threshold(detector)
-        result = inference.evaluate_examples(detector, examples, fixed_threshold=threshold, progress=progress)
+        detector = load_detector(run_dir)
+        threshold = validation_threshold(detector)
+        result = evaluate_examples(detector, examples, fixed_threshold=threshold, progress=progress)
         point = result.metrics["fixed_threshold"]
         rows.append({
             "train_size": size,

@@ -4,9 +4,19 @@ Shape shorthand: B images in a request, H x W their size, S the model's input si
 D = `max_detections`.
 
 Layout: TF Serving's `<name>/<version>/`, e.g. `EXPORT_DIR/1/` holds `saved_model.pb`,
-`variables/` and `assets.extra/gsfc_tf.json` (class names, image size, score threshold and the
+`variables/` and `assets.extra/gsfc_tf.json` (class names, image size, score thresholds and the
 detector config, for humans). The version directory appears in one rename, so a server
 watching `EXPORT_DIR` never loads a half-written model.
+
+Score threshold: the export carries the run's operating threshold (chosen on validation,
+`conventions.operating_index`) as the default of every consumer. `serving_default` and
+`serving_tensor` return only the detections scoring at least it, the rows `gsfc-tf predict`
+would write, so a TF Serving client needs no threshold of its own; the metadata's
+`score_threshold` is that threshold (the detector's own `score_threshold` when the run has no
+operating point) and `operating_threshold` the run's, or null. `all_detections` returns every
+detection the model keeps (above the detector's `score_threshold`, 0.05 by default), for
+completeness/purity curves and clients that choose their own threshold; `detector.load_exported`
+reads it, and `detector.load_detector` applies the recorded threshold where `predict` would.
 
 Signatures (tag `serve`):
     `serving_default`: input `image_bytes` tf.string [B], PNG or JPEG files (TF Serving's REST
@@ -16,11 +26,12 @@ Signatures (tag `serve`):
         signature declares no shape, so that the graph itself can check rank and channels and
         answer a wrong shape with an InvalidArgumentError naming [B, H, W, 3] (TensorFlow's
         optimiser drops a rank check on an input declared rank 4).
+    `all_detections`: input `images` as `serving_tensor`; every detection (see above).
 
-Both prepare the images exactly as training did (`data.model_inputs`, through the same
-`inference.Detector` function that `evaluate`/`predict` run): a 400x400 Clump Scout cutout is
+All three prepare the images exactly as training did (`data.model_inputs`, through the same
+`detector.Detector` function that `evaluate`/`predict` run): a 400x400 Clump Scout cutout is
 centre-cropped to 200x200, any other size is taken as the crop, then it is resized to S x S.
-Decoding, the detector, NMS, the score threshold and, when exported with `tta`, dihedral
+Decoding, the detector, NMS, the score thresholds and, when exported with `tta`, dihedral
 test-time augmentation all run in the graph. Outputs
 (TF Object Detection API names):
     `num_detections`: int32 [B].
@@ -33,7 +44,8 @@ Slots past `num_detections` are padding: boxes, scores and classes there are 0.
 A request with bytes that are not PNG/JPEG, a corrupt file, mixed image sizes or no images
 fails with an InvalidArgumentError saying which; the next request is served normally.
 
-`load_exported(path)` gives back the library's internal form (pixel boxes, class ids 0/1).
+`detector.load_exported(path)` gives back the library's internal form (pixel boxes, class ids 0/1),
+and `detector.load_detector(path)` a `Detector`; the signature names and `METADATA_PATH` live there.
 """
 
 from __future__ import annotations
@@ -48,23 +60,16 @@ from pathlib import Path
 import keras
 import tensorflow as tf
 
-from gsfc_tf import __version__
-from gsfc_tf.evaluation import CLASS_NAMES
+from gsfc_tf import __version__, conventions
+from gsfc_tf.detector import ALL_DETECTIONS_SIGNATURE, BYTES_SIGNATURE, METADATA_PATH, TENSOR_SIGNATURE, Detector
+from gsfc_tf.ops.boxes import from_window
+from gsfc_tf.ops.suppression import keep_scores_at_least
 from gsfc_tf.tta import DEFAULT_TTA_MERGE
 
 __all__ = [
-    "BYTES_SIGNATURE",
-    "METADATA_PATH",
-    "TENSOR_SIGNATURE",
     "check_export_dir",
     "export_saved_model",
-    "load_exported",
-    "read_metadata",
 ]
-
-BYTES_SIGNATURE = "serving_default"
-TENSOR_SIGNATURE = "serving_tensor"
-METADATA_PATH = Path("assets.extra") / "gsfc_tf.json"
 
 _PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
@@ -138,11 +143,47 @@ def _serving_outputs(detections: dict, images: tf.Tensor) -> dict[str, tf.Tensor
     height_width = tf.cast(tf.shape(images)[1:3], tf.float32)
     num = detections["num_detections"]
     valid = tf.range(tf.shape(detections["classes"])[1])[tf.newaxis] < num[:, tf.newaxis]
+    classes = conventions.to_model_class(tf.cast(detections["classes"], tf.int32))
     return {
         "num_detections": num,
-        "detection_boxes": detections["boxes"] / tf.tile(height_width, [2]),
+        # Pixels are a window on the unit square, magnified (H, W) times.
+        "detection_boxes": from_window(detections["boxes"], scale_yx=height_width),
         "detection_scores": detections["scores"],
-        "detection_classes": tf.where(valid, tf.cast(detections["classes"], tf.int32) + 1, 0),
+        "detection_classes": tf.where(valid, classes, conventions.BACKGROUND_CLASS),
+    }
+
+
+def _serving_functions(detect, score_threshold: float) -> dict[str, tuple[Callable, list[tf.TensorSpec]]]:
+    """The three signatures' functions and input signatures, by signature name.
+
+    Args:
+        detect: a `Detector.detect_fn`, uint8 [B, H, W, 3] → detections in input pixels.
+        score_threshold: the detections `serving_default` and `serving_tensor` return score at least this.
+    """
+
+    def at_threshold(detections):
+        return keep_scores_at_least(detections, score_threshold)
+
+    @tf.function
+    def serve_bytes(image_bytes):
+        images = _decode_images(image_bytes)
+        return _serving_outputs(at_threshold(detect(images)), images)
+
+    @tf.function
+    def serve_tensor(images):
+        images = _checked_images(images)
+        return _serving_outputs(at_threshold(detect(images)), images)
+
+    @tf.function
+    def serve_all(images):
+        images = _checked_images(images)
+        return _serving_outputs(detect(images), images)
+
+    images_spec = [tf.TensorSpec(None, tf.uint8, name="images")]
+    return {
+        BYTES_SIGNATURE: (serve_bytes, [tf.TensorSpec([None], tf.string, name="image_bytes")]),
+        TENSOR_SIGNATURE: (serve_tensor, images_spec),
+        ALL_DETECTIONS_SIGNATURE: (serve_all, images_spec),
     }
 
 
@@ -176,11 +217,12 @@ def export_saved_model(
         model: a `FasterRCNN` (any model with `detector_config` and the same call outputs).
         export_dir: the version directory, `<base>/<version>` with an integer version.
         overwrite: replace an existing non-empty version directory.
-        operating_threshold: the score threshold chosen on the run's validation split, recorded in
-            the metadata so that catalogues made from the export keep the run's operating point
-            (`inference.load_detector`); None when the run has none.
+        operating_threshold: the score threshold chosen on the run's validation split: the
+            default of every consumer (module docstring), recorded in the metadata so that
+            catalogues made from the export keep the run's operating point
+            (`detector.load_detector`); None when the run has none.
         tta, tta_merge: build dihedral test-time augmentation into the graph (8x the compute
-            per request), as `inference.Detector.from_model`; the metadata's `tta` names the
+            per request), as `detector.Detector.from_model`; the metadata's `tta` names the
             merge, or is None without TTA.
 
     Returns:
@@ -189,42 +231,36 @@ def export_saved_model(
     Raises:
         ValueError, FileExistsError: see `check_export_dir`.
     """
-    # Imported here: gsfc_tf.inference imports this module lazily in turn.
-    from gsfc_tf.inference import Detector
-
     export_dir = check_export_dir(export_dir, overwrite=overwrite)
+    config = model.detector_config
+    score_threshold = config.score_threshold if operating_threshold is None else float(operating_threshold)
     detect = Detector.from_model(model, tta=tta, tta_merge=tta_merge).detect_fn
-
-    @tf.function
-    def serve_bytes(image_bytes):
-        images = _decode_images(image_bytes)
-        return _serving_outputs(detect(images), images)
-
-    @tf.function
-    def serve_tensor(images):
-        images = _checked_images(images)
-        return _serving_outputs(detect(images), images)
-
     archive = keras.export.ExportArchive()
     archive.track(model)
-    archive.add_endpoint(BYTES_SIGNATURE, serve_bytes, input_signature=[tf.TensorSpec([None], tf.string, name="image_bytes")])
-    archive.add_endpoint(
-        TENSOR_SIGNATURE, serve_tensor, input_signature=[tf.TensorSpec(None, tf.uint8, name="images")]
-    )
-
-    config = model.detector_config
+    for name, (function, input_signature) in _serving_functions(detect, score_threshold).items():
+        archive.add_endpoint(name, function, input_signature=input_signature)
     metadata = {
         "gsfc_tf_version": __version__,
-        "signatures": {BYTES_SIGNATURE: "image_bytes: string [B] PNG/JPEG", TENSOR_SIGNATURE: "images: uint8 [B, H, W, 3]"},
-        "detection_classes": {str(k + 1): name for k, name in enumerate(CLASS_NAMES)},
+        "signatures": {
+            BYTES_SIGNATURE: "image_bytes: string [B] PNG/JPEG; detections scoring >= score_threshold",
+            TENSOR_SIGNATURE: "images: uint8 [B, H, W, 3]; detections scoring >= score_threshold",
+            ALL_DETECTIONS_SIGNATURE: "images: uint8 [B, H, W, 3]; every detection (> detector.score_threshold)",
+        },
+        "detection_classes": {str(conventions.to_model_class(k)): name for k, name in enumerate(conventions.CLASS_NAMES)},
         "detection_boxes": "yxyx normalised by the input image height and width",
         "image_size": config.image_size,
-        "score_threshold": config.score_threshold,
+        "score_threshold": score_threshold,
         "operating_threshold": operating_threshold,
         "max_detections": config.max_detections,
         "tta": tta_merge if tta else None,
         "detector": dataclasses.asdict(config),
     }
+    _write_version_dir(archive, metadata, export_dir)
+    return export_dir
+
+
+def _write_version_dir(archive: keras.export.ExportArchive, metadata: dict, export_dir: Path) -> None:
+    """Writes the SavedModel and its metadata into `export_dir`, which appears in one rename."""
     export_dir.parent.mkdir(parents=True, exist_ok=True)
     # A dot-name is not an integer, so TF Serving ignores the directory while it is written.
     staging = export_dir.parent / f".{export_dir.name}.partial-{os.getpid()}"
@@ -238,54 +274,3 @@ def export_saved_model(
         os.replace(staging, export_dir)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
-    return export_dir
-
-
-def _version_dir(path: Path) -> Path:
-    """`path` if it holds `saved_model.pb`, else its highest integer version subdirectory."""
-    if (path / "saved_model.pb").is_file():
-        return path
-    versions = [p for p in path.iterdir() if p.name.isdigit() and (p / "saved_model.pb").is_file()] if path.is_dir() else []
-    if not versions:
-        raise FileNotFoundError(f"{path} holds no SavedModel (saved_model.pb) nor integer version directories with one.")
-    return max(versions, key=lambda p: int(p.name))
-
-
-def read_metadata(path: str | Path) -> dict:
-    """The export's `assets.extra/gsfc_tf.json` (a version or base directory, as `load_exported`)."""
-    return json.loads((_version_dir(Path(path)) / METADATA_PATH).read_text())
-
-
-def load_exported(path: str | Path) -> Callable[[tf.Tensor], dict[str, tf.Tensor]]:
-    """Loads an export for use like the in-memory detector (via `serving_tensor`).
-
-    Args:
-        path: a version directory, or the base directory (its highest version is used).
-
-    Returns:
-        A function of uint8 images [B, H, W, 3] (numpy or tensor, one size) returning tensors
-        `boxes` float32 [B, D, 4] (yxyx pixels of the input images), `scores` float32 [B, D],
-        `classes` int32 [B, D] (0 clump, 1 odd_clump) and `num_detections` int32 [B]; slots
-        past `num_detections` are 0, as in `FasterRCNN` outputs. Its `saved_model` attribute
-        is the loaded SavedModel (for its `signatures`).
-    """
-    loaded = tf.saved_model.load(str(_version_dir(Path(path))))
-    serve = loaded.signatures[TENSOR_SIGNATURE]
-
-    def detect(images) -> dict[str, tf.Tensor]:
-        images = tf.convert_to_tensor(images)
-        if images.dtype != tf.uint8 or images.shape.rank != 4 or images.shape[-1] != 3:
-            raise ValueError(f"Expected uint8 images [B, H, W, 3], got {images.dtype.name} {images.shape}.")
-        outputs = serve(images=images)
-        height_width = tf.cast(tf.shape(images)[1:3], tf.float32)
-        classes = outputs["detection_classes"]
-        return {
-            "boxes": outputs["detection_boxes"] * tf.tile(height_width, [2]),
-            "scores": outputs["detection_scores"],
-            "classes": tf.where(classes > 0, classes - 1, 0),
-            "num_detections": outputs["num_detections"],
-        }
-
-    # The signature's variables live as long as the loaded object.
-    detect.saved_model = loaded
-    return detect

@@ -17,7 +17,8 @@ from matplotlib.ticker import NullLocator
 from matplotlib.lines import Line2D
 from matplotlib.patches import Rectangle
 
-from gsfc_tf.evaluation import CLASS_NAMES, ImageBoxes
+from gsfc_tf import conventions
+from gsfc_tf.evaluation import ImageBoxes
 
 __all__ = [
     "CLASS_COLOURS",
@@ -160,7 +161,11 @@ def plot_completeness_by_snr(metrics: Mapping[str, Any]) -> Figure:
 
 
 def plot_training_size_curve(
-    sizes: Sequence[int], completeness: Sequence[float], purity: Sequence[float], *, target: float = 0.8
+    sizes: Sequence[int],
+    completeness: Sequence[float],
+    purity: Sequence[float],
+    *,
+    target: float = conventions.OPERATING_TARGET,
 ) -> Figure:
     """Completeness and purity against the number of training galaxies.
 
@@ -194,10 +199,10 @@ def plot_training_size_curve(
 
 
 def _draw_boxes(ax, boxes: ImageBoxes, colours: Sequence[str], *, dashed: bool) -> None:
-    for k, (y_min, x_min, y_max, x_max) in enumerate(boxes.boxes_yxyx):
+    for k, (x_min, y_min, width, height) in enumerate(conventions.yxyx_to_xywh(boxes.boxes_yxyx)):
         colour = colours[int(boxes.labels[k]) % len(colours)]
         ax.add_patch(
-            Rectangle((x_min, y_min), x_max - x_min, y_max - y_min, fill=False, edgecolor=colour,
+            Rectangle((x_min, y_min), width, height, fill=False, edgecolor=colour,
                       linewidth=1.0 if dashed else 1.4, linestyle="--" if dashed else "-")
         )
         if boxes.scores is not None:
@@ -207,12 +212,31 @@ def _draw_boxes(ax, boxes: ImageBoxes, colours: Sequence[str], *, dashed: bool) 
                     va="bottom" if above else "top", ha="left", clip_on=True)
 
 
+def _draw_panel(
+    ax, index: int, image, truth: ImageBoxes | None, prediction: ImageBoxes | None, *, title: str | None, min_score: float
+) -> None:
+    """One panel of `plot_detections_grid`: image `index` with its boxes and a title."""
+    image = np.asarray(image)
+    if image.ndim != 3 or image.shape[-1] != 3:
+        raise ValueError(f"images must be [H, W, 3], image {index} has shape {image.shape}")
+    ax.imshow(image, interpolation="nearest")
+    counts = []
+    if truth is not None:
+        _draw_boxes(ax, truth, CLASS_COLOURS, dashed=False)
+        counts.append(f"{len(truth)} true")
+    if prediction is not None:
+        shown = prediction.select(prediction.scores >= min_score)
+        _draw_boxes(ax, shown, CLASS_COLOURS, dashed=True)
+        counts.append(f"{len(shown)} predicted")
+    ax.set_title(title if title is not None else f"#{index}: " + ", ".join(counts), fontsize=8)
+
+
 def plot_detections_grid(
     images: Sequence[np.ndarray],
     truths: Sequence[ImageBoxes] | None,
     predictions: Sequence[ImageBoxes] | None = None,
     *,
-    class_names: Sequence[str] = CLASS_NAMES,
+    class_names: Sequence[str] = conventions.CLASS_NAMES,
     max_images: int = 16,
     titles: Sequence[str] | None = None,
     min_score: float = 0.0,
@@ -243,21 +267,11 @@ def plot_detections_grid(
     axes = fig.subplots(rows, columns, squeeze=False).ravel()
     for i, ax in enumerate(axes):
         ax.set_axis_off()
-        if i >= n:
-            continue
-        image = np.asarray(images[i])
-        if image.ndim != 3 or image.shape[-1] != 3:
-            raise ValueError(f"images must be [H, W, 3], image {i} has shape {image.shape}")
-        ax.imshow(image, interpolation="nearest")
-        counts = []
-        if truths is not None:
-            _draw_boxes(ax, truths[i], CLASS_COLOURS, dashed=False)
-            counts.append(f"{len(truths[i])} true")
-        if predictions is not None:
-            shown = predictions[i].select(predictions[i].scores >= min_score)
-            _draw_boxes(ax, shown, CLASS_COLOURS, dashed=True)
-            counts.append(f"{len(shown)} predicted")
-        ax.set_title(titles[i] if titles is not None else f"#{i}: " + ", ".join(counts), fontsize=8)
+        if i < n:
+            _draw_panel(
+                ax, i, images[i], None if truths is None else truths[i], None if predictions is None else predictions[i],
+                title=None if titles is None else titles[i], min_score=min_score,
+            )
     handles = [
         Line2D([], [], color=CLASS_COLOURS[c % len(CLASS_COLOURS)], ls=ls, label=f"{name.replace('_', ' ')} ({kind})")
         for c, name in enumerate(class_names)

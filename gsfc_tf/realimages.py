@@ -24,6 +24,7 @@ from collections.abc import Sequence
 import numpy as np
 from astropy.stats import sigma_clipped_stats
 
+from gsfc_tf import conventions
 from gsfc_tf.evaluation import ImageBoxes
 
 __all__ = [
@@ -34,9 +35,6 @@ __all__ = [
     "hubble_deep_field",
     "segment_sources",
 ]
-
-# Clump Scout crops are 200 px; the detector takes any crop at that scale.
-_CROP_SIZE = 200
 
 
 @dataclasses.dataclass(frozen=True)
@@ -91,7 +89,7 @@ def _check_size(image: np.ndarray, size: int) -> None:
         raise ValueError(f"crop size must be in [1, {min(image.shape[:2])}] for an image {image.shape}, got {size}")
 
 
-def galaxy_crops(image: np.ndarray, n: int, *, size: int = _CROP_SIZE, n_sigma: float = 5.0) -> list[Crop]:
+def galaxy_crops(image: np.ndarray, n: int, *, size: int = conventions.CROP_SIZE, n_sigma: float = 5.0) -> list[Crop]:
     """Crops centred on the `n` largest sources (by segmented area), as Clump Scout centres its galaxy.
 
     A source whose centre already lies in the central half of a chosen crop is skipped, so no
@@ -100,7 +98,8 @@ def galaxy_crops(image: np.ndarray, n: int, *, size: int = _CROP_SIZE, n_sigma: 
     Args:
         image: uint8 [H, W, 3].
         n: number of crops wanted.
-        size: S, the crop side in pixels.
+        size: S, the crop side in pixels; default the Clump Scout crop's, the scale the
+            detector was trained at.
         n_sigma: `segment_sources` threshold.
 
     Returns:
@@ -129,7 +128,7 @@ def background_crops(
     image: np.ndarray,
     n: int,
     *,
-    size: int = _CROP_SIZE,
+    size: int = conventions.CROP_SIZE,
     max_source_area: int = 200,
     n_sigma: float = 5.0,
     stride: int = 25,

@@ -47,8 +47,10 @@ from apache_beam.io.localfilesystem import LocalFileSystem
 from apache_beam.ml.inference.base import ModelHandler, RunInference
 from apache_beam.options.pipeline_options import PipelineOptions
 
-from gsfc_tf import __version__, catalogue, inference
-from gsfc_tf.catalogue import IMAGE_STATUSES, CatalogueRow, ImageStatusRow, UnreadableImageError
+from gsfc_tf import __version__, catalogue
+from gsfc_tf.catalogue import IMAGE_STATUSES, CatalogueRow, ImageStatusRow
+from gsfc_tf.detector import Detector, default_min_score, load_detector, validation_threshold
+from gsfc_tf.images import UnreadableImageError
 
 __all__ = [
     "CLUMP_SCHEMA",
@@ -67,7 +69,6 @@ __all__ = [
 
 # A merged CSV/FITS is built in memory on the launching machine; past this, read the shards.
 MERGE_MAX_ROWS = 5_000_000
-_GLOB_CHARACTERS = frozenset("*?[")
 _RUN_ID_PATTERN = r"\d{8}T\d{6}-[0-9a-f]{8}"
 _UNREADABLE = IMAGE_STATUSES[2]
 
@@ -143,9 +144,10 @@ def _is_local(path: str) -> bool:
 def _expand(pattern: str) -> list[str]:
     """Sorted matches of a glob; a plain path, or a glob matching nothing, stays as given.
 
-    Like `inference.expand_image_paths`: an unmatched name is then reported unreadable, not dropped.
+    Like `catalogue.expand_image_paths` (an unmatched name is then reported unreadable, not
+    dropped), but through Beam's filesystems, so `gs://` and `s3://` patterns expand too.
     """
-    if not _GLOB_CHARACTERS & set(pattern):
+    if not catalogue.is_glob_pattern(pattern):
         return [pattern]
     return sorted(metadata.path for metadata in FileSystems.match([pattern])[0].metadata_list) or [pattern]
 
@@ -274,9 +276,9 @@ class DetectorHandler(ModelHandler):
     """RunInference handler: batches of cutouts -> (SurveyInput, clump rows) per cutout.
 
     Beam's stock TensorFlow handler imports tensorflow_hub; this one loads any model
-    `inference.load_detector` loads (a run directory or an exported SavedModel). RunInference keeps
+    `detector.load_detector` loads (a run directory or an exported SavedModel). RunInference keeps
     one loaded model per worker process, shared by its threads. A detector call needs one image
-    size, so each batch is split by size; rows are made exactly as `inference.predict_catalogue`
+    size, so each batch is split by size; rows are made exactly as `catalogue.predict_catalogue`
     makes them.
 
     Args:
@@ -293,11 +295,11 @@ class DetectorHandler(ModelHandler):
         self._model = model
         self._min_score = min_score
 
-    def load_model(self) -> inference.Detector:
-        return inference.load_detector(_local_model(self._model))
+    def load_model(self) -> Detector:
+        return load_detector(_local_model(self._model))
 
     def run_inference(
-        self, batch: Sequence[_Cutout], model: inference.Detector, inference_args: dict | None = None
+        self, batch: Sequence[_Cutout], model: Detector, inference_args: dict | None = None
     ) -> list[tuple[SurveyInput, list[CatalogueRow]]]:
         by_size: dict[tuple[int, ...], list[int]] = {}
         for index, cutout in enumerate(batch):
@@ -380,12 +382,12 @@ class SurveyRun:
     merged: tuple[str, ...] = ()
 
 
-def operating_threshold(detector: inference.Detector, min_score: float | None = None) -> OperatingThreshold:
-    """`min_score` if given, else the model's validation operating threshold (`inference.default_min_score`)."""
+def operating_threshold(detector: Detector, min_score: float | None = None) -> OperatingThreshold:
+    """`min_score` if given, else the model's validation operating threshold (`detector.default_min_score`)."""
     if min_score is not None:
         return OperatingThreshold(float(min_score), "given (--min-score)")
-    value = inference.default_min_score(detector)
-    if inference.validation_threshold(detector) is None:
+    value = default_min_score(detector)
+    if validation_threshold(detector) is None:
         return OperatingThreshold(value, f"default: {detector.source} records no validation operating threshold")
     where = "validation.json of its run" if detector.run_dir is not None else "recorded in the export's metadata"
     return OperatingThreshold(value, f"validation operating threshold of {detector.source} ({where})")
@@ -480,7 +482,7 @@ def run_survey(
     if merge not in (None, "csv", "fits"):
         raise ValueError(f'merge must be "csv" or "fits", got {merge!r}')
     items = list_inputs(patterns, manifest=manifest)
-    threshold = operating_threshold(inference.load_detector(_local_model(model)), min_score)
+    threshold = operating_threshold(load_detector(_local_model(model)), min_score)
     runs = completed_runs(out_prefix)
     for run in runs:
         if run["model"] != _normalised(model) or run["min_score"] != threshold.value:

@@ -2,7 +2,10 @@
 
 Keras 3.15 `fit` breaks under `MultiWorkerMirroredStrategy` (keras-team/keras#20585), so the
 trainer owns the loop (`strategy.run`, losses reduced over the global batch) and uses it for
-one device, several GPUs, several machines and TPUs alike.
+one device, several GPUs, several machines and TPUs alike. `train` sets the run up (run
+directory, data, model, optimiser, checkpoint) and hands the steps to `TrainingLoop`, which
+calls the `gsfc_tf.hooks` after each: NaN stop, TensorBoard, `history.csv`, progress bar,
+validation with best weights, checkpoints.
 
 A run directory holds `config.json`, `checkpoints/` (every `checkpoint_every` steps and at the
 end), `best.weights.h5` (best validation score), `logs/` (TensorBoard), `history.csv` (one row
@@ -15,34 +18,44 @@ differ, and drops from `history.csv` the steps it is about to repeat.
 
 from __future__ import annotations
 
-import csv
+import contextlib
 import dataclasses
 import json
 import logging
-import math
 import os
 import shutil
 import tempfile
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
 import keras
 import numpy as np
 import tensorflow as tf
-from tqdm.auto import tqdm
 
-from gsfc_tf import data, evaluation, inference
+from gsfc_tf import data, evaluation
 from gsfc_tf.config import TrainConfig, config_from_dict
-from gsfc_tf.models import build_detector
-from gsfc_tf.models.faster_rcnn import LOSS_NAMES
+from gsfc_tf.detector import Detector
+from gsfc_tf.hooks import (
+    CsvHistory,
+    Hook,
+    NonFiniteLossStop,
+    PeriodicCheckpointer,
+    ProgressBar,
+    StepResult,
+    TensorBoardLosses,
+    Validation,
+)
+from gsfc_tf.models import FasterRCNN, build_detector
 
 __all__ = [
     "RESUMABLE_CHANGES",
     "RUN_FILES",
     "TrainResult",
+    "TrainingLoop",
+    "learning_rate_schedule",
     "load_split",
     "make_strategy",
-    "replica_losses_and_gradients",
     "resumable_run_config",
     "resumed_config",
     "train",
@@ -119,7 +132,7 @@ def load_split(
     return data.tfds_examples(dataset, max_clumps=config.detector.max_clumps), count
 
 
-def _learning_rate(config: TrainConfig, total_steps: int) -> keras.optimizers.schedules.LearningRateSchedule:
+def learning_rate_schedule(config: TrainConfig, total_steps: int) -> keras.optimizers.schedules.LearningRateSchedule:
     """Linear warm-up to `learning_rate`, then a cosine decay to `final_learning_rate_fraction` of it."""
     # alpha=1 never decays: the constant schedule of the authors' setup.
     warmup_steps = max(config.warmup_steps, 1)
@@ -139,70 +152,6 @@ def _is_chief(strategy: tf.distribute.Strategy) -> bool:
     return resolver.task_type in ("chief", None) or (
         resolver.task_type == "worker" and resolver.task_id == 0 and "chief" not in resolver.cluster_spec().jobs
     )
-
-
-class _History:
-    """Appends one CSV row per step; survives restarts by appending."""
-
-    def __init__(self, path: Path, enabled: bool):
-        self.path, self.enabled = path, enabled
-
-    def drop_after(self, step: int) -> None:
-        """Drops the rows of steps after `step`, which a run resumed from that step repeats.
-
-        A row cut short by a kill (fewer fields than the header) goes too.
-        """
-        if not self.enabled or not self.path.exists():
-            return
-        with self.path.open(newline="") as f:
-            header, *rows = list(csv.reader(f))
-        kept = [row for row in rows if len(row) == len(header) and int(row[0]) <= step]
-        if len(kept) == len(rows):
-            return
-        partial = self.path.with_name(self.path.name + ".partial")
-        with partial.open("w", newline="") as f:
-            csv.writer(f).writerows([header, *kept])
-        os.replace(partial, self.path)
-
-    def write(self, step: int, losses: dict[str, float], learning_rate: float) -> None:
-        if not self.enabled:
-            return
-        new = not self.path.exists()
-        with self.path.open("a", newline="") as f:
-            writer = csv.writer(f)
-            if new:
-                writer.writerow(["step", *losses, "learning_rate"])
-            writer.writerow([step, *(f"{v:.6g}" for v in losses.values()), f"{learning_rate:.6g}"])
-
-
-def replica_losses_and_gradients(
-    model: keras.Model,
-    images: tf.Tensor,
-    targets: dict[str, tf.Tensor],
-    *,
-    weight_decay: float,
-    num_replicas: int,
-    scale_loss=None,
-) -> tuple[dict[str, tf.Tensor], list[tf.Tensor]]:
-    """One replica's losses and its share of the global-batch gradient.
-
-    The model's losses are means over the replica's images; with equal per-replica batches,
-    dividing by the replica count makes the all-reduced (summed) gradient the gradient of the
-    global-batch mean. The coupled L2 term (`weight_decay * w` in the gradient) is what
-    torch.optim.Adam(weight_decay=...) does in the authors' setup.
-
-    Returns:
-        (losses: `LOSS_NAMES` plus `loss`, their sum, without L2; gradients in
-        `model.trainable_variables` order).
-    """
-    with tf.GradientTape() as tape:
-        losses = model.compute_losses(images, targets, training=True)
-        total = tf.add_n([losses[name] for name in LOSS_NAMES])
-        l2 = tf.add_n([tf.reduce_sum(tf.square(tf.cast(v, tf.float32))) for v in model.trainable_variables])
-        objective = (total + 0.5 * weight_decay * l2) / num_replicas
-        if scale_loss is not None:
-            objective = scale_loss(objective)
-    return {**losses, "loss": total}, tape.gradient(objective, model.trainable_variables)
 
 
 def resumable_run_config(run_dir: str | os.PathLike) -> TrainConfig:
@@ -274,6 +223,51 @@ def _prepare_new_run_dir(run_dir: Path, *, overwrite: bool) -> None:
             path.unlink()
 
 
+class TrainingLoop:
+    """Runs a run's remaining steps, epoch by epoch, and calls the hooks around them.
+
+    Args:
+        run_step: takes an iterator over the current epoch's batches, runs one step on its next
+            batch and returns the step's losses (scalars, `loss` among them).
+        epoch_batches: `(epoch, skip_batches)` -> epoch `epoch`'s batches (0-based) from batch
+            `skip_batches` on; the same batches each time it is called with the same epoch.
+        steps_per_epoch: batches in one epoch.
+        total_steps: the step the run ends at.
+        learning_rate: returns the optimiser's current learning rate.
+        hooks: called in this order after each step (see `gsfc_tf.hooks`).
+    """
+
+    def __init__(
+        self,
+        run_step: Callable[[Iterator], dict[str, Any]],
+        epoch_batches: Callable[[int, int], Any],
+        *,
+        steps_per_epoch: int,
+        total_steps: int,
+        learning_rate: Callable[[], float],
+        hooks: Sequence[Hook],
+    ):
+        self.run_step, self.epoch_batches, self.learning_rate = run_step, epoch_batches, learning_rate
+        self.steps_per_epoch, self.total_steps, self.hooks = steps_per_epoch, total_steps, list(hooks)
+
+    def run(self, step: int) -> int:
+        """Trains from `step` (the steps already done) to `total_steps`; returns the last step."""
+        for hook in self.hooks:
+            hook.before_train(step)
+        while step < self.total_steps:
+            epoch, offset = divmod(step, self.steps_per_epoch)
+            batches = iter(self.epoch_batches(epoch, offset))
+            for _ in range(min(self.steps_per_epoch - offset, self.total_steps - step)):
+                losses = {name: float(value) for name, value in self.run_step(batches).items()}
+                step += 1
+                result = StepResult(step=step, epoch=epoch + 1, losses=losses, learning_rate=self.learning_rate())
+                for hook in self.hooks:
+                    hook.after_step(result)
+        for hook in self.hooks:
+            hook.after_train(step)
+        return step
+
+
 def train(
     config: TrainConfig,
     run_dir: str | os.PathLike,
@@ -286,6 +280,11 @@ def train(
     progress: bool = True,
 ) -> TrainResult:
     """Trains the detector of `config` and writes the run directory.
+
+    Two settings are process-wide: Keras's global dtype policy is `config.precision` during the
+    run and restored afterwards (also when the run fails); the random seeds stay set
+    (`keras.utils.set_random_seed(config.seed)`: Python, NumPy and TensorFlow), since
+    TensorFlow's global seed and the op-seed counter behind it cannot be read back to restore.
 
     Args:
         config: the resolved training config; with `resume`, the run's saved config with any
@@ -307,7 +306,6 @@ def train(
         FloatingPointError: a loss became NaN or infinite; the last good checkpoint is kept.
     """
     run_dir = Path(run_dir)
-    checkpoint_dir = run_dir / "checkpoints"
     if resume and overwrite:
         raise ValueError("resume and overwrite exclude each other: continue the run, or replace it.")
     if resume:
@@ -317,89 +315,223 @@ def train(
     # Other workers of a multi-worker run write only to their own temporary folders.
     if chief and not resume:
         _prepare_new_run_dir(run_dir, overwrite=overwrite)
-    if config.precision != "float32":
-        keras.mixed_precision.set_global_policy(config.precision)
-    keras.utils.set_random_seed(config.seed)
-    if chief:
-        run_dir.mkdir(parents=True, exist_ok=True)
-        (run_dir / "config.json").write_text(json.dumps(dataclasses.asdict(config), indent=2) + "\n")
+    with _global_dtype_policy(config.precision):
+        keras.utils.set_random_seed(config.seed)
+        if chief:
+            run_dir.mkdir(parents=True, exist_ok=True)
+            (run_dir / "config.json").write_text(json.dumps(dataclasses.asdict(config), indent=2) + "\n")
+        inputs = _load_training_data(config, strategy, data_dir=data_dir, manual_dir=manual_dir)
+        state = _build_state(config, strategy, inputs.total_steps)
+        steps, metrics = _run_steps(config, inputs, state, run_dir, chief=chief, resume=resume, progress=progress)
+        model_path = run_dir / "model.keras"
+        if chief:
+            state.model.save(model_path)
+    return TrainResult(run_dir=run_dir, steps=steps, model_path=model_path, validation=metrics)
 
-    train_examples, num_train = load_split(config, config.train_split, data_dir=data_dir, manual_dir=manual_dir)
+
+def _run_steps(
+    config: TrainConfig,
+    inputs: _TrainingData,
+    state: _TrainingState,
+    run_dir: Path,
+    *,
+    chief: bool,
+    resume: bool,
+    progress: bool,
+) -> tuple[int, dict[str, Any] | None]:
+    """Restores the last checkpoint when resuming, then runs the remaining steps with the run's hooks.
+
+    Returns:
+        (the last step, the last validation's metrics or None).
+    """
+    with _checkpoint_manager(state.checkpoint, run_dir, chief=chief, keep=config.keep_checkpoints) as manager:
+        if resume:
+            latest = tf.train.latest_checkpoint(str(run_dir / "checkpoints"))
+            state.checkpoint.restore(latest).assert_existing_objects_matched()
+            log.info("Resumed from %s at step %d.", latest, int(state.step.numpy()))
+        start = int(state.step.numpy())
+        if start > inputs.total_steps:
+            raise ValueError(f"--resume: {run_dir} is at step {start}, past the {inputs.total_steps} steps asked for.")
+        hooks, validation = _hooks(config, inputs, state, manager, run_dir, chief=chief, progress=progress)
+        loop = TrainingLoop(
+            _distributed_step(config, state, inputs.strategy),
+            inputs.epoch_batches,
+            steps_per_epoch=inputs.steps_per_epoch,
+            total_steps=inputs.total_steps,
+            learning_rate=lambda: float(state.adam.learning_rate),
+            hooks=hooks,
+        )
+        steps = loop.run(start)
+    return steps, None if validation is None else validation.metrics
+
+
+@contextlib.contextmanager
+def _global_dtype_policy(precision: str) -> Iterator[None]:
+    """Makes `precision` Keras's global dtype policy inside the block, and the previous one after it."""
+    previous = keras.mixed_precision.global_policy()
+    keras.mixed_precision.set_global_policy(precision)
+    try:
+        yield
+    finally:
+        keras.mixed_precision.set_global_policy(previous)
+
+
+@dataclasses.dataclass(frozen=True)
+class _TrainingData:
+    """The run's examples and batches, and its length in steps.
+
+    Attributes:
+        config: the run's config.
+        strategy: the strategy the batches are distributed over.
+        examples: the cached uint8 training examples with padded targets (`train_size` of them).
+        count: how many `examples` there are.
+        validation: batches of `batch_size_per_replica` (uint8 crops, padded targets) to validate
+            on; None without a `validation_split`.
+    """
+
+    config: TrainConfig
+    strategy: tf.distribute.Strategy
+    examples: tf.data.Dataset
+    count: int
+    validation: tf.data.Dataset | None
+
+    @property
+    def global_batch(self) -> int:
+        return self.config.batch_size_per_replica * self.strategy.num_replicas_in_sync
+
+    @property
+    def steps_per_epoch(self) -> int:
+        return self.count // self.global_batch
+
+    @property
+    def total_steps(self) -> int:
+        return self.config.steps or self.config.epochs * self.steps_per_epoch
+
+    @property
+    def validate_every(self) -> int:
+        return self.config.validate_every or self.steps_per_epoch
+
+    def epoch_batches(self, epoch: int, skip_batches: int) -> tf.distribute.DistributedDataset:
+        """Epoch `epoch`'s batches (0-based) from batch `skip_batches` on, split over the replicas.
+
+        Each epoch is shuffled and augmented with its own seed, so a resumed run sees exactly the
+        batches the interrupted one would have seen, from the same position.
+        """
+        dataset = data.batch_examples(
+            self.examples,
+            batch_size=self.global_batch,
+            image_size=self.config.detector.image_size,
+            augment=self.config.augment,
+            shuffle_buffer=self.count,
+            seed=self.config.seed + epoch,
+            skip_batches=skip_batches,
+        )
+        # Shard by element: a small TFDS split is one file, too few to shard by file.
+        options = tf.data.Options()
+        options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.DATA
+        return self.strategy.experimental_distribute_dataset(dataset.with_options(options))
+
+
+def _load_training_data(
+    config: TrainConfig, strategy: tf.distribute.Strategy, *, data_dir: str | None, manual_dir: str | None
+) -> _TrainingData:
+    """Loads the training (and validation) split of `config.dataset`.
+
+    Raises:
+        ValueError: `train_size` exceeds the training split, or the split makes no global batch.
+    """
+    examples, count = load_split(config, config.train_split, data_dir=data_dir, manual_dir=manual_dir)
     if config.train_size is not None:
-        if config.train_size > num_train:
-            raise ValueError(f"train_size {config.train_size} exceeds the {num_train} training galaxies.")
-        train_examples, num_train = train_examples.take(config.train_size), config.train_size
-    global_batch = config.batch_size_per_replica * strategy.num_replicas_in_sync
-    steps_per_epoch = num_train // global_batch
-    if steps_per_epoch == 0:
-        raise ValueError(f"{num_train} training galaxies make no batch of {global_batch}.")
-    total_steps = config.steps or config.epochs * steps_per_epoch
-    validate_every = config.validate_every or steps_per_epoch
-    train_examples = train_examples.cache()
+        if config.train_size > count:
+            raise ValueError(f"train_size {config.train_size} exceeds the {count} training galaxies.")
+        examples, count = examples.take(config.train_size), config.train_size
     validation = None
     if config.validation_split:
-        validation_examples, _ = load_split(config, config.validation_split, data_dir=data_dir, manual_dir=manual_dir)
+        validation, _ = load_split(config, config.validation_split, data_dir=data_dir, manual_dir=manual_dir)
         if config.validation_size is not None:
-            validation_examples = validation_examples.take(config.validation_size)
-        validation = validation_examples.cache().batch(config.batch_size_per_replica)
+            validation = validation.take(config.validation_size)
+        validation = validation.cache().batch(config.batch_size_per_replica)
+    inputs = _TrainingData(config, strategy, examples.cache(), count, validation)
+    if inputs.steps_per_epoch == 0:
+        raise ValueError(f"{count} training galaxies make no batch of {inputs.global_batch}.")
+    return inputs
 
+
+@dataclasses.dataclass(frozen=True)
+class _TrainingState:
+    """The model and what a checkpoint saves with it.
+
+    Attributes:
+        model: the detector being trained.
+        adam: the Adam optimiser, which holds the learning-rate schedule.
+        optimizer: what applies the gradients: `adam`, or a `LossScaleOptimizer` around it
+            under mixed_float16.
+        step: the steps done, as saved in the checkpoint.
+        best_score: the best validation score so far (-inf before any).
+        checkpoint: all of the above, and the sampler's seed state.
+    """
+
+    model: FasterRCNN
+    adam: keras.optimizers.Adam
+    optimizer: keras.optimizers.Optimizer
+    step: tf.Variable
+    best_score: tf.Variable
+    checkpoint: tf.train.Checkpoint
+
+
+def _build_state(config: TrainConfig, strategy: tf.distribute.Strategy, total_steps: int) -> _TrainingState:
+    """A new model and optimiser under `strategy`, with their checkpoint (nothing restored yet)."""
     with strategy.scope():
         model = build_detector(config.detector)
-        inner = keras.optimizers.Adam(learning_rate=_learning_rate(config, total_steps), global_clipnorm=config.clip_norm)
-        optimizer = keras.optimizers.LossScaleOptimizer(inner) if config.precision == "mixed_float16" else inner
+        adam = keras.optimizers.Adam(learning_rate=learning_rate_schedule(config, total_steps), global_clipnorm=config.clip_norm)
+        optimizer = keras.optimizers.LossScaleOptimizer(adam) if config.precision == "mixed_float16" else adam
         optimizer.build(model.trainable_variables)
-        step_variable = tf.Variable(0, dtype=tf.int64, trainable=False, name="step")
+        step = tf.Variable(0, dtype=tf.int64, trainable=False, name="step")
         best_score = tf.Variable(-np.inf, dtype=tf.float64, trainable=False, name="best_score")
     # The sampler's seed state is a Keras SeedGenerator, which TF's checkpoint tracking does not
     # reach through the model; without it a resumed run would draw different RPN/ROI samples.
     checkpoint = tf.train.Checkpoint(
         model=model,
         optimizer=optimizer,
-        step=step_variable,
+        step=step,
         best_score=best_score,
         sampling_seed=model.seed_generator.state,
     )
-    write_dir = checkpoint_dir if chief else Path(tempfile.mkdtemp(prefix="gsfc-worker-"))
-    manager = tf.train.CheckpointManager(checkpoint, str(write_dir), max_to_keep=config.keep_checkpoints)
-    if resume:
-        latest = tf.train.latest_checkpoint(str(checkpoint_dir))
-        checkpoint.restore(latest).assert_existing_objects_matched()
-        log.info("Resumed from %s at step %d.", latest, int(step_variable.numpy()))
-    step = int(step_variable.numpy())
-    if step > total_steps:
-        raise ValueError(f"--resume: {run_dir} is at step {step}, past the {total_steps} steps asked for.")
+    return _TrainingState(model, adam, optimizer, step, best_score, checkpoint)
 
-    def save_checkpoint() -> None:
-        step_variable.assign(step)
-        manager.save(checkpoint_number=step)
 
-    def epoch_batches(epoch: int, skip_batches: int) -> tf.data.Dataset:
-        # Each epoch is shuffled with its own seed, so a resumed run sees exactly the batches
-        # the interrupted one would have seen, from the same position.
-        dataset = data.batch_examples(
-            train_examples,
-            batch_size=global_batch,
-            image_size=config.detector.image_size,
-            augment=config.augment,
-            shuffle_buffer=num_train,
-            seed=config.seed + epoch,
-            skip_batches=skip_batches,
-        )
-        # Shard by element: a small TFDS split is one file, too few to shard by file.
-        options = tf.data.Options()
-        options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.DATA
-        return strategy.experimental_distribute_dataset(dataset.with_options(options))
+@contextlib.contextmanager
+def _checkpoint_manager(
+    checkpoint: tf.train.Checkpoint, run_dir: Path, *, chief: bool, keep: int
+) -> Iterator[tf.train.CheckpointManager]:
+    """The manager of `run_dir/checkpoints`; on other workers, of a temporary folder removed after the block.
 
-    scale_loss = optimizer.scale_loss if config.precision == "mixed_float16" else None
+    Workers other than the chief save too (saving is collective under
+    `MultiWorkerMirroredStrategy`) but must not write into the run directory.
+    """
+    if chief:
+        yield tf.train.CheckpointManager(checkpoint, str(run_dir / "checkpoints"), max_to_keep=keep)
+        return
+    folder = tempfile.mkdtemp(prefix="gsfc-worker-")
+    try:
+        yield tf.train.CheckpointManager(checkpoint, folder, max_to_keep=keep)
+    finally:
+        tf.io.gfile.rmtree(folder)
+
+
+def _distributed_step(
+    config: TrainConfig, state: _TrainingState, strategy: tf.distribute.Strategy
+) -> Callable[[Iterator], dict[str, tf.Tensor]]:
+    """One optimiser step on the next global batch of an iterator; returns the losses averaged over replicas."""
+    model, optimizer = state.model, state.optimizer
 
     def replica_step(images, targets):
-        losses, gradients = replica_losses_and_gradients(
-            model,
+        losses, gradients = model.losses_and_gradients(
             images,
             targets,
             weight_decay=config.weight_decay,
             num_replicas=strategy.num_replicas_in_sync,
-            scale_loss=scale_loss,
+            scale_loss=optimizer.scale_loss,
         )
         optimizer.apply(gradients, model.trainable_variables)
         return losses
@@ -409,75 +541,54 @@ def train(
         per_replica = strategy.run(replica_step, args=next(iterator))
         return {k: strategy.reduce(tf.distribute.ReduceOp.MEAN, v, axis=None) for k, v in per_replica.items()}
 
-    detector = inference.Detector.from_model(model)
+    return distributed_step
+
+
+def _hooks(
+    config: TrainConfig,
+    inputs: _TrainingData,
+    state: _TrainingState,
+    manager: tf.train.CheckpointManager,
+    run_dir: Path,
+    *,
+    chief: bool,
+    progress: bool,
+) -> tuple[list[Hook], Validation | None]:
+    """The run's hooks in the order they act after a step, and the validation hook among them.
+
+    Only the chief logs and saves best weights. The checkpointer comes after validation, so a
+    checkpoint saved at a validation step holds that step's best score.
+
+    Returns:
+        (hooks, the `Validation` hook or None without a validation split).
+    """
     writer = tf.summary.create_file_writer(str(run_dir / "logs")) if chief else tf.summary.create_noop_writer()
-    history = _History(run_dir / "history.csv", enabled=chief)
-    history.drop_after(step)
-    validation_result = None
-    bar = tqdm(total=total_steps, initial=step, desc="train", unit="step", disable=not (progress and chief))
-    while step < total_steps:
-        epoch, offset = divmod(step, steps_per_epoch)
-        iterator = iter(epoch_batches(epoch, offset))
-        for _ in range(min(steps_per_epoch - offset, total_steps - step)):
-            losses = {k: float(v) for k, v in distributed_step(iterator).items()}
-            if not all(math.isfinite(v) for v in losses.values()):
-                raise FloatingPointError(
-                    f"Loss became {losses['loss']} at step {step + 1}; stopped. The last good checkpoint "
-                    f"is {manager.latest_checkpoint or 'none (no checkpoint was written yet)'}."
-                )
-            step += 1
-            learning_rate = float(inner.learning_rate)
-            with writer.as_default(step=step):
-                for name, value in losses.items():
-                    tf.summary.scalar(f"loss/{name}", value)
-                tf.summary.scalar("learning_rate", learning_rate)
-            history.write(step, losses, learning_rate)
-            bar.update(1)
-            bar.set_postfix(loss=f"{losses['loss']:.3f}", epoch=epoch + 1)
-            if step % config.checkpoint_every == 0:
-                save_checkpoint()
-            if validation is not None and (step % validate_every == 0 or step == total_steps):
-                validation_result = _validate(detector, validation, writer, step)
-                score = _validation_score(validation_result)
-                if chief and score > float(best_score.numpy()):
-                    best_score.assign(score)
-                    model.save_weights(str(run_dir / "best.weights.h5"))
-    bar.close()
-    if manager.latest_checkpoint is None or not manager.latest_checkpoint.endswith(f"-{step}"):
-        save_checkpoint()
-    model_path = run_dir / "model.keras"
+    hooks: list[Hook] = [NonFiniteLossStop(manager)]
     if chief:
-        model.save(model_path)
-        if validation_result is not None:
-            evaluation.write_metrics_json(validation_result, run_dir / "validation.json")
-    else:
-        tf.io.gfile.rmtree(str(write_dir))
-    return TrainResult(run_dir=run_dir, steps=step, model_path=model_path, validation=validation_result)
+        hooks += [TensorBoardLosses(writer), CsvHistory(run_dir / "history.csv")]
+    if chief and progress:
+        hooks.append(ProgressBar(inputs.total_steps))
+    validation = None
+    if inputs.validation is not None:
+        detector = Detector.from_model(state.model)
+        validation = Validation(
+            lambda: _validation_metrics(detector, inputs.validation),
+            every=inputs.validate_every,
+            last_step=inputs.total_steps,
+            writer=writer,
+            best_score=state.best_score,
+            save_best=(lambda: state.model.save_weights(str(run_dir / "best.weights.h5"))) if chief else None,
+            metrics_path=run_dir / "validation.json" if chief else None,
+        )
+        hooks.append(validation)
+    hooks.append(PeriodicCheckpointer(manager, state.step, every=config.checkpoint_every))
+    return hooks, validation
 
 
-def _validation_score(metrics: dict[str, Any]) -> float:
-    """min(completeness, purity) at the operating point; -inf when the split has no clumps."""
-    if metrics["completeness"] is None:
-        return float("-inf")
-    return min(metrics["completeness"], metrics["purity"])
-
-
-def _validate(detector, validation: tf.data.Dataset, writer, step: int) -> dict[str, Any]:
-    """Scores the detector on batches of (uint8 crops, padded targets) as `gsfc-tf evaluate` would."""
+def _validation_metrics(detector: Detector, batches: tf.data.Dataset) -> dict[str, Any]:
+    """Scores `detector` on batches of (uint8 crops, padded targets) as `gsfc-tf evaluate` would."""
     truths, predictions = [], []
-    for images, targets in validation:
+    for images, targets in batches:
         predictions += detector.detect_boxes(images)
         truths += evaluation.from_padded_batch(targets["boxes_yxyx"].numpy(), targets["labels"].numpy())
-    metrics = evaluation.evaluate_detections(truths, predictions)
-    if metrics["completeness"] is None:
-        log.warning("step %d: the validation split has no clumps; nothing to score.", step)
-        return metrics
-    with writer.as_default(step=step):
-        tf.summary.scalar("validation/completeness", metrics["completeness"])
-        tf.summary.scalar("validation/purity", metrics["purity"])
-        tf.summary.scalar("validation/operating_threshold", metrics["operating_point"]["threshold"])
-    log.info(
-        "step %d: validation completeness %.3f, purity %.3f (score >= %.2f)",
-        step, metrics["completeness"], metrics["purity"], metrics["operating_point"]["threshold"],
-    )
-    return metrics
+    return evaluation.evaluate_detections(truths, predictions)

@@ -7,7 +7,6 @@
 import json
 import sys
 
-import numpy as np
 import tensorflow as tf
 
 
@@ -47,9 +46,7 @@ def mirrored_equivalence(data_dir, out_json):
     batch = next(iter(four))
 
     single = build_detector(config.detector)
-    losses_1, gradients_1 = trainer.replica_losses_and_gradients(
-        single, *batch, weight_decay=config.weight_decay, num_replicas=1
-    )
+    losses_1, gradients_1 = single.losses_and_gradients(*batch, weight_decay=config.weight_decay, num_replicas=1)
     strategy = trainer.make_strategy("mirrored")
     with strategy.scope():
         mirrored = build_detector(config.detector)
@@ -59,8 +56,8 @@ def mirrored_equivalence(data_dir, out_json):
     @tf.function
     def step(inputs):
         losses, gradients = strategy.run(
-            lambda images, targets: trainer.replica_losses_and_gradients(
-                mirrored, images, targets, weight_decay=config.weight_decay, num_replicas=2
+            lambda images, targets: mirrored.losses_and_gradients(
+                images, targets, weight_decay=config.weight_decay, num_replicas=2
             ),
             args=inputs,
         )

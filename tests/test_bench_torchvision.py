@@ -12,9 +12,10 @@ import torch
 from torchvision.models.detection.image_list import ImageList
 
 from benchmarks import bench_accuracy_torchvision as parity
-from gsfc_tf import data, inference
+from gsfc_tf import data
 from gsfc_tf.backbones import build_backbone
 from gsfc_tf.config import smoke
+from gsfc_tf.detector import Detector
 from gsfc_tf.ops import anchor_boxes, box_iou
 
 
@@ -93,7 +94,7 @@ def test_torchvision_detections_get_our_post_processing():
         inputs = data.model_inputs(crop, image_size=config.image_size)[0].numpy()
         (raw,) = model([torch.from_numpy(inputs[0]).permute(2, 0, 1)])
 
-    plain = inference.Detector.from_model(parity._TorchvisionAsKeras(model, config)).detect(crop)
+    plain = Detector.from_model(parity._TorchvisionAsKeras(model, config)).detect(crop)
     count = int(plain["num_detections"][0])
     assert count == len(raw["scores"]) > 1
     scale = 200 / config.image_size
@@ -102,7 +103,7 @@ def test_torchvision_detections_get_our_post_processing():
     assert box_iou(plain["boxes"][0, :count], plain["boxes"][0, :count]).numpy()[np.triu_indices(count, 1)].max() > 0.2
 
     agnostic = dataclasses.replace(config, agnostic_nms_iou=0.2)
-    kept = inference.Detector.from_model(parity._TorchvisionAsKeras(model, agnostic)).detect(crop)
+    kept = Detector.from_model(parity._TorchvisionAsKeras(model, agnostic)).detect(crop)
     kept_count = int(kept["num_detections"][0])
     assert 0 < kept_count < count
     kept_boxes = kept["boxes"][0, :kept_count]

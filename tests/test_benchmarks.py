@@ -31,26 +31,49 @@ def _table_rows(section: str) -> list[list[str]]:
     return rows
 
 
-def test_quick_bench_fills_every_section(tmp_path, synthetic_small_data_dir):
+# The benchmarks that train (accuracy, torchvision parity, survey) take most of the quick run's
+# minutes: `make test` runs the others, `make test-slow` runs them all.
+_TRAINING_BENCHMARKS = ("accuracy", "accuracy_torchvision", "survey")
+
+
+def _quick_bench(tmp_path, data_dir: str, only: list[str] | None = None) -> dict[str, str]:
+    """Runs `run_all --quick` (only `only`, or all) into a temporary RESULTS.md; returns its sections."""
     results = tmp_path / "RESULTS.md"
     completed = subprocess.run(
-        [sys.executable, "-m", "benchmarks.run_all", "--quick", "--results", str(results),
-         "--data-dir", synthetic_small_data_dir],
+        [sys.executable, "-m", "benchmarks.run_all", "--quick", "--results", str(results), "--data-dir", data_dir,
+         *(["--only", *only] if only else [])],
         cwd=_ROOT, capture_output=True, text=True,
     )
     assert completed.returncode == 0, completed.stdout[-3000:] + completed.stderr[-3000:]
-
+    ran = [name for name in run_all.BENCHMARKS if only is None or name in only]
     sections = _sections(results.read_text())
-    assert list(sections) == ["run", *run_all.BENCHMARKS]
-    run_rows = _table_rows(sections["run"])
-    assert [row[0] for row in run_rows] == list(run_all.BENCHMARKS)
-    assert all(row[2] == "ok" for row in run_rows), run_rows
+    assert list(sections) == ["run", *ran]
+    run_rows = {row[0]: row for row in _table_rows(sections["run"])}
+    assert list(run_rows) == ran
+    assert all(run_rows[name][2] == "ok" for name in ran), run_rows
+    return sections
 
-    for name in ("backbone", "detector", "export", "data", "flops", "accuracy", "survey"):
+
+def _check_figures(sections: dict[str, str], names) -> None:
+    for name in names:
         rows = _table_rows(sections[name])
         assert rows, f"{name}: no table"
         numbers = [cell for row in rows for cell in row[1:] if re.fullmatch(r"[\d.]+x?%?", cell)]
         assert numbers, f"{name}: no figures in {rows}"
+
+
+def test_quick_bench_fills_the_timing_sections(tmp_path, synthetic_small_data_dir):
+    only = [name for name in run_all.BENCHMARKS if name not in _TRAINING_BENCHMARKS]
+    sections = _quick_bench(tmp_path, synthetic_small_data_dir, only)
+    _check_figures(sections, ("backbone", "detector", "export", "data", "flops"))
+    if not tf.config.list_physical_devices("GPU"):
+        assert "Not measured on this run" in sections["gpu"]
+
+
+@pytest.mark.slow
+def test_quick_bench_fills_every_section(tmp_path, synthetic_small_data_dir):
+    sections = _quick_bench(tmp_path, synthetic_small_data_dir)
+    _check_figures(sections, ("backbone", "detector", "export", "data", "flops", "accuracy", "survey"))
     # Every score is a fraction; the curve has one row per training-set size.
     accuracy_rows = _table_rows(sections["accuracy"])
     assert [row[0] for row in accuracy_rows] == ["`smoke`", "`bench`", "8", "16"]

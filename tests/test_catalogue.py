@@ -1,8 +1,9 @@
-"""Tests for gsfc_tf.catalogue: WCS pixel conventions, cutout reading, catalogue writers."""
+"""Tests for gsfc_tf.catalogue: WCS pixel conventions, cutout reading, path expansion, catalogue writers."""
 
 import logging
 import math
 import os
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -14,8 +15,9 @@ from PIL import Image
 from gsfc_tf.catalogue import (
     CatalogueRow,
     ImageStatusRow,
-    UnreadableImageError,
     check_output_file,
+    expand_image_paths,
+    galaxy_id,
     image_table_path,
     iter_cutouts,
     pixel_to_world,
@@ -26,6 +28,7 @@ from gsfc_tf.catalogue import (
     write_image_table,
 )
 from gsfc_tf.evaluation import ImageBoxes
+from gsfc_tf.images import UnreadableImageError
 
 ARCSEC = 1 / 3600
 
@@ -68,9 +71,9 @@ def test_fits_cutout_round_trip_orientation_and_wcs(tmp_path):
     assert image.dtype == np.uint8 and image.shape == (80, 100, 3)
     assert image[79, 7].min() > 0 and image[:79].max() == 0  # shown as the bottom image row
     assert wcs is not None and wcs.pixel_shape == (100, 80)
-    # A detection centred on that pixel, found in a 50x50 crop at (x=0, y=40) of the cutout.
-    box = ImageBoxes([[79.0 - 40, 7.0, 80.0 - 40, 8.0]], [1], [0.75])
-    (row,) = rows_from_detections("g1", box, wcs=wcs, offset_xy=(0.0, 40.0))
+    # A detection centred on that pixel.
+    box = ImageBoxes([[79.0, 7.0, 80.0, 8.0]], [1], [0.75])
+    (row,) = rows_from_detections("g1", box, wcs=wcs)
     assert (row.x_centre, row.y_centre, row.class_name, row.class_id) == (7.5, 79.5, "odd_clump", 1)
     expected = WCS(tan_header()).all_pix2world([[7.0, 0.0]], 0)[0]  # the pixel's centre in FITS terms
     np.testing.assert_allclose([row.ra, row.dec], expected, atol=1e-10)
@@ -126,8 +129,9 @@ def test_rows_from_detections_keep_scores_at_the_operating_threshold():
 
 @pytest.mark.parametrize("format", ["csv", "fits"])
 def test_write_catalogue_round_trip(tmp_path, format):
-    detections = ImageBoxes([[10, 20, 26, 36], [50, 60, 60, 70]], [0, 1], [0.9, 0.4])
-    rows = rows_from_detections("J0931+0203", detections, offset_xy=(100, 100))
+    # Boxes in the cutout: the central crop's (10, 20, 26, 36) and (50, 60, 60, 70), 100 px in.
+    detections = ImageBoxes([[110, 120, 126, 136], [150, 160, 160, 170]], [0, 1], [0.9, 0.4])
+    rows = rows_from_detections("J0931+0203", detections)
     assert math.isnan(rows[0].ra) and math.isnan(rows[0].dec)
     path = write_catalogue(rows, tmp_path / "sub" / f"cat.{format}", format=format)
     table = Table.read(path, format="ascii.csv" if format == "csv" else "fits")
@@ -202,3 +206,22 @@ def test_check_output_file_refuses_directories_and_unwritable_places(tmp_path):
         locked.mkdir(mode=0o555)
         with pytest.raises(ValueError, match="not writable"):
             check_output_file(locked / "clumps.csv")
+
+
+def test_galaxy_ids_and_globs(tmp_path):
+    assert galaxy_id("a/587722981.fits.gz") == "587722981"
+    assert galaxy_id("J1234.5+0101.png") == "J1234.5+0101"
+    for name in ("b.png", "a.png", "c.fits"):
+        (tmp_path / name).touch()
+    pattern, missing = str(tmp_path / "*.png"), str(tmp_path / "none*.png")
+    # Globs expand sorted; a plain path and a pattern matching nothing stay, for the reader to report.
+    assert expand_image_paths([pattern, "x.fits", missing]) == [
+        tmp_path / "a.png", tmp_path / "b.png", Path("x.fits"), Path(missing)
+    ]
+
+
+def test_expand_image_paths_keeps_a_file_named_twice_once(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    for name in ("a.png", "b.png"):
+        (tmp_path / name).touch()
+    assert expand_image_paths(["*.png", "a.png", "./b.png", "c.png"]) == [Path("a.png"), Path("b.png"), Path("c.png")]

@@ -6,7 +6,7 @@ import pytest
 import tensorflow as tf
 
 from gsfc_tf import cli
-from gsfc_tf.export import read_metadata
+from gsfc_tf.detector import read_metadata
 
 
 def test_demo_chain_writes_every_artefact(tmp_path, monkeypatch, capsys):

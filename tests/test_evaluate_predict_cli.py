@@ -10,7 +10,7 @@ from astropy.io import fits
 from astropy.table import Table
 
 from gsfc_tf import cli
-from test_inference import as_cutout, build_tiny_split, save_png, save_run_dir
+from test_detector import as_cutout, build_tiny_split, save_png, save_run_dir
 
 ARCSEC = 1 / 3600
 

@@ -8,6 +8,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from gsfc_tf import conventions
 from gsfc_tf.evaluation import (
     ImageBoxes,
     coco_average_precision,
@@ -154,7 +155,9 @@ def test_from_padded_batch_splits_images_and_offsets_labels():
     boxes[:, :, 2:] = 10
     classes = np.array([[1, 2, 0], [2, 0, 0]])
     scores = np.array([[0.9, 0.8, 0.0], [0.7, 0.0, 0.0]])
-    images = from_padded_batch(boxes=boxes, scores=scores, classes=classes, num_detections=[2, 1], label_offset=1)
+    images = from_padded_batch(
+        boxes=boxes, scores=scores, classes=conventions.from_model_class(classes), num_detections=[2, 1]
+    )
     assert [im.labels.tolist() for im in images] == [[0, 1], [1]]
     assert images[0].scores.tolist() == [0.9, 0.8]
     # Padded truths: rows with label -1 are dropped.

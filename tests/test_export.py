@@ -25,8 +25,17 @@ from gsfc_tf import cli
 from gsfc_tf.catalogue import read_cutout
 from gsfc_tf.config import TrainConfig, config_from_dict, smoke
 from gsfc_tf.data import model_inputs
-from gsfc_tf.export import _decode_images, BYTES_SIGNATURE, METADATA_PATH, TENSOR_SIGNATURE, check_export_dir, load_exported
-from gsfc_tf.inference import Detector, load_detector
+from gsfc_tf.detector import (
+    ALL_DETECTIONS_SIGNATURE,
+    BYTES_SIGNATURE,
+    METADATA_PATH,
+    TENSOR_SIGNATURE,
+    Detector,
+    default_min_score,
+    load_detector,
+    load_exported,
+)
+from gsfc_tf.export import _decode_images, check_export_dir
 from gsfc_tf.models import FasterRCNN, build_detector, with_postprocess
 from tfds_clumpscout.clump_scout.synthetic import generate_galaxy
 
@@ -206,6 +215,14 @@ def test_load_exported_gives_internal_form(exported, loaded):
         loaded(exported["crops"].astype(np.float32))
 
 
+def test_load_exported_refuses_an_export_without_all_detections(tmp_path):
+    module = tf.Module()
+    module.serve = tf.function(lambda images: {"num_detections": tf.zeros([1], tf.int32)}, input_signature=[tf.TensorSpec(None, tf.uint8)])
+    tf.saved_model.save(module, str(tmp_path / "1"), signatures={TENSOR_SIGNATURE: module.serve})
+    with pytest.raises(ValueError, match="no 'all_detections' signature.*export the run again"):
+        load_exported(tmp_path)
+
+
 def test_load_exported_picks_highest_version(exported, tmp_path):
     (tmp_path / "2").mkdir()
     (tmp_path / "2" / "saved_model.pb").write_bytes(b"not a SavedModel")
@@ -296,6 +313,49 @@ def test_every_path_returns_the_same_boxes_after_class_agnostic_suppression(expo
     per_class_only = _expected(with_postprocess(model, agnostic_nms_iou=None), crops, normalised=False)
     assert np.all(per_class_only["num_detections"] >= expected["num_detections"])
     assert np.any(per_class_only["num_detections"] > expected["num_detections"])
+
+
+def _at_least(outputs: dict[str, np.ndarray], threshold: float, *, normalised: bool) -> dict[str, np.ndarray]:
+    """`_expected` outputs cut to the detections scoring >= threshold (they lead each image)."""
+    scores_key = "detection_scores" if normalised else "scores"
+    slots = np.arange(outputs[scores_key].shape[1])[None]
+    kept = (slots < outputs["num_detections"][:, None]) & (outputs[scores_key] >= threshold)
+    return {
+        key: value if key == "num_detections" else np.where(kept[..., None] if value.ndim == 3 else kept, value, 0)
+        for key, value in {**outputs, "num_detections": kept.sum(axis=1).astype(outputs["num_detections"].dtype)}.items()
+    }
+
+
+def test_export_serves_at_the_runs_operating_threshold_by_default(exported, tmp_path):
+    model, crops = exported["model"], exported["crops"]
+    every = _expected(model, crops, normalised=False)
+    scores = np.unique(every["scores"][0, : every["num_detections"][0]])
+    assert len(scores) >= 2
+    # Between two detections' scores, and a float32 value so the graph and numpy compare alike.
+    threshold = float(np.float32((scores[len(scores) // 2 - 1] + scores[len(scores) // 2]) / 2))
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    (run_dir / "model.keras").write_bytes((exported["run_dir"] / "model.keras").read_bytes())
+    (run_dir / "config.json").write_text(json.dumps({"dataset": "clump_scout/synthetic"}))
+    (run_dir / "validation.json").write_text(json.dumps({"operating_point": {"threshold": threshold}}))
+    version = tmp_path / "serving" / "1"
+    assert cli.main(["export", "--model", str(run_dir), "--out", str(version)]) == 0
+    metadata = json.loads((version / METADATA_PATH).read_text())
+    assert metadata["score_threshold"] == metadata["operating_threshold"] == threshold
+    # A TF Serving client gets the catalogue's detections, the library every detection.
+    saved_model = load_exported(version).saved_model
+    served = saved_model.signatures[TENSOR_SIGNATURE](images=tf.constant(crops))
+    expected = _at_least(_expected(model, crops, normalised=True), threshold, normalised=True)
+    _assert_outputs_equal({key: served[key] for key in OUTPUT_KEYS}, expected)
+    assert 0 < served["num_detections"].numpy()[0] < every["num_detections"][0]
+    all_detections = saved_model.signatures[ALL_DETECTIONS_SIGNATURE](images=tf.constant(crops))
+    _assert_outputs_equal({key: all_detections[key] for key in OUTPUT_KEYS}, _expected(model, crops, normalised=True))
+    _assert_outputs_equal(load_exported(version)(crops), every)
+    # Keras path and export agree at the same threshold; both default to it in predict.
+    exported_detector, trained_detector = load_detector(version), load_detector(run_dir)
+    assert default_min_score(exported_detector) == default_min_score(trained_detector) == threshold
+    keras_at_threshold = _at_least(trained_detector.detect(crops), threshold, normalised=False)
+    _assert_outputs_equal(keras_at_threshold, _at_least(exported_detector.detect(crops), threshold, normalised=False))
 
 
 def test_tta_export_matches_the_keras_tta_path(exported, tmp_path):

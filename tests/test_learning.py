@@ -3,7 +3,9 @@
 import keras
 import numpy as np
 
-from gsfc_tf import config, data, evaluation, inference, trainer
+from gsfc_tf import config, data, evaluation, trainer
+from gsfc_tf.detector import Detector, validation_threshold
+from gsfc_tf.split_evaluation import evaluate_examples
 
 
 def _random_boxes(predictions, sides, size, rng):
@@ -22,10 +24,10 @@ def test_smoke_preset_finds_held_out_clumps(tmp_path, synthetic_small_data_dir):
     assert result.validation["completeness"] > 0.3
 
     # Held-out galaxies the run never saw, scored at the threshold chosen on validation.
-    detector = inference.Detector.from_model(keras.saving.load_model(result.model_path), run_dir=result.run_dir)
-    threshold = inference.validation_threshold(detector)
+    detector = Detector.from_model(keras.saving.load_model(result.model_path), run_dir=result.run_dir)
+    threshold = validation_threshold(detector)
     test_split = data.load_tfds_split(smoke.dataset, "test", data_dir=synthetic_small_data_dir)
-    scored = inference.evaluate_examples(detector, test_split, fixed_threshold=threshold, progress=False)
+    scored = evaluate_examples(detector, test_split, fixed_threshold=threshold, progress=False)
     completeness = scored.metrics["fixed_threshold"]["completeness"]
     purity = scored.metrics["fixed_threshold"]["purity"]
 

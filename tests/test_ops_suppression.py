@@ -8,7 +8,7 @@ import torchvision
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from gsfc_tf.ops.suppression import suppress_duplicates, weighted_box_fusion
+from gsfc_tf.ops.suppression import keep_scores_at_least, suppress_duplicates, weighted_box_fusion
 
 
 def _random_boxes_yxyx(rng, n, size=100.0, max_side=0.4):
@@ -182,3 +182,20 @@ def test_wbf_hand_made_cluster():
     np.testing.assert_allclose(out["scores"][0].numpy(), [0.1, 0.05, 0, 0], rtol=1e-6)
     np.testing.assert_allclose(out["boxes"][0, 0].numpy(), [10.5, 10, 20.5, 20], atol=1e-5)
     np.testing.assert_array_equal(out["classes"][0].numpy(), [1, 0, 0, 0])
+
+
+def test_keep_scores_at_least_cuts_each_image_and_pads_with_zeros():
+    detections = {
+        "boxes": tf.constant([[[1.0, 1, 5, 5], [2, 2, 6, 6], [3, 3, 7, 7]], [[4.0, 4, 8, 8], [0, 0, 0, 0], [0, 0, 0, 0]]]),
+        "scores": tf.constant([[0.9, 0.5, 0.4], [0.3, 0.0, 0.0]]),
+        "classes": tf.constant([[1, 0, 1], [0, 0, 0]]),
+        "num_detections": tf.constant([3, 1]),
+    }
+    kept = keep_scores_at_least(detections, 0.5)
+    assert kept["num_detections"].numpy().tolist() == [2, 0], "at or above: 0.5 stays"
+    np.testing.assert_array_equal(kept["boxes"][0].numpy(), [[1, 1, 5, 5], [2, 2, 6, 6], [0, 0, 0, 0]])
+    np.testing.assert_array_equal(kept["scores"].numpy(), np.float32([[0.9, 0.5, 0.0], [0.0, 0.0, 0.0]]))
+    np.testing.assert_array_equal(kept["classes"].numpy(), [[1, 0, 0], [0, 0, 0]])
+    unchanged = keep_scores_at_least(detections, 0.0)
+    for key in detections:
+        np.testing.assert_array_equal(unchanged[key].numpy(), detections[key].numpy())

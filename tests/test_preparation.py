@@ -1,4 +1,4 @@
-"""Every preparation rule of the `clump_scout/sdss` config, on hand-made inputs."""
+"""Every preparation rule of the `clump_scout/sdss` config, and its cutout reader (`gsfc_tf.images`), on hand-made inputs."""
 
 import gzip
 import io
@@ -9,6 +9,7 @@ import pytest
 from astropy.io import fits
 from PIL import Image
 
+from gsfc_tf.images import UnreadableImageError, read_image
 from tfds_clumpscout.clump_scout import preparation as prep
 
 RULES = prep.PreparationRules()
@@ -259,7 +260,7 @@ def test_16_bit_pngs_read_as_tensorflow_decodes_them(tmp_path, channels):
     values = np.arange(2**16, dtype=np.uint16).reshape(256, 256, 1)
     array = np.concatenate([values, values[::-1], values[:, ::-1], values.transpose(1, 0, 2)][:channels], axis=-1)
     path = _png16(tmp_path, "sixteen.png", array)
-    image, _ = prep.read_image(path, RULES)
+    image, _ = read_image(path)
     assert image.dtype == np.uint8
     np.testing.assert_array_equal(image, _tf_decode(path))
     np.testing.assert_array_equal(image[..., 0], (array[..., 0] >> 8).astype(np.uint8))
@@ -281,7 +282,7 @@ def test_8_bit_png_modes_read_as_tensorflow_decodes_them(tmp_path):
     palette.save(tmp_path / "palette_alpha.png", transparency=3)
     paths += [tmp_path / "palette.png", tmp_path / "palette_alpha.png"]
     for path in paths:
-        np.testing.assert_array_equal(prep.read_image(path, RULES)[0], _tf_decode(path), err_msg=path.name)
+        np.testing.assert_array_equal(read_image(path)[0], _tf_decode(path), err_msg=path.name)
 
 
 def test_jpeg_reads_as_tensorflows_accurate_integer_decoder(tmp_path):
@@ -291,13 +292,13 @@ def test_jpeg_reads_as_tensorflows_accurate_integer_decoder(tmp_path):
     array = np.stack([x * 4, y * 4, (x + y) * 2], axis=-1).astype(np.uint8)
     Image.fromarray(array).save(tmp_path / "a.jpg", quality=80)
     expected = tf.io.decode_jpeg((tmp_path / "a.jpg").read_bytes(), channels=3, dct_method="INTEGER_ACCURATE")
-    np.testing.assert_array_equal(prep.read_image(tmp_path / "a.jpg", RULES)[0], expected.numpy())
+    np.testing.assert_array_equal(read_image(tmp_path / "a.jpg")[0], expected.numpy())
 
 
 def test_32_bit_images_are_unreadable_not_clipped(tmp_path):
     Image.fromarray(np.full((8, 8), 70000, np.int32), "I").save(tmp_path / "deep.tiff")
-    with pytest.raises(prep.UnreadableImageError, match="deep.tiff: I mode"):
-        prep.read_image(tmp_path / "deep.tiff", RULES)
+    with pytest.raises(UnreadableImageError, match="deep.tiff: I mode"):
+        read_image(tmp_path / "deep.tiff")
 
 
 def test_load_png_crops_centre_and_drops_alpha(tmp_path):
@@ -312,13 +313,13 @@ def test_load_png_crops_centre_and_drops_alpha(tmp_path):
 
 
 def test_load_rejects_wrong_size_and_corrupt_files(tmp_path):
-    with pytest.raises(prep.UnreadableImageError, match="size 300x300"):
+    with pytest.raises(UnreadableImageError, match="size 300x300"):
         prep.load_cutout(_png(tmp_path, "c.png", np.zeros((300, 300, 3), np.uint8)), RULES)
     (tmp_path / "d.png").write_bytes(b"\x89PNG\r\n\x1a\nbroken")
-    with pytest.raises(prep.UnreadableImageError, match="d.png"):
+    with pytest.raises(UnreadableImageError, match="d.png"):
         prep.load_cutout(tmp_path / "d.png", RULES)
     (tmp_path / "e.fits").write_bytes(b"SIMPLE  = nonsense")
-    with pytest.raises(prep.UnreadableImageError, match="e.fits"):
+    with pytest.raises(UnreadableImageError, match="e.fits"):
         prep.load_cutout(tmp_path / "e.fits", RULES)
 
 
@@ -346,7 +347,7 @@ def test_fits_cube_and_three_hdus_give_the_same_lupton_rgb(tmp_path):
 def test_fits_with_wrong_layout_is_unreadable(tmp_path):
     path = tmp_path / "two.fits"
     fits.HDUList([fits.PrimaryHDU(np.zeros((400, 400), np.float32)), fits.ImageHDU(np.zeros((400, 400)))]).writeto(path)
-    with pytest.raises(prep.UnreadableImageError, match="g,r,i"):
+    with pytest.raises(UnreadableImageError, match="g,r,i"):
         prep.load_cutout(path, RULES)
 
 

@@ -19,11 +19,11 @@ from apache_beam.testing.util import BeamAssertException, assert_that, equal_to
 from astropy.table import Table
 
 import apache_beam as beam
-from gsfc_tf import cli, inference, survey
-from gsfc_tf.catalogue import image_table_path
-from gsfc_tf.export import METADATA_PATH
+from gsfc_tf import cli, survey
+from gsfc_tf.catalogue import image_table_path, predict_catalogue
+from gsfc_tf.detector import METADATA_PATH, default_min_score, load_detector
+from test_detector import as_cutout, save_png, save_run_dir
 from test_evaluate_predict_cli import fits_cutout
-from test_inference import as_cutout, save_png, save_run_dir
 
 PIXEL_COLUMNS = ("x_min", "y_min", "x_max", "y_max", "x_centre", "y_centre")
 VALIDATION_THRESHOLD = 0.3
@@ -62,7 +62,7 @@ def min_score(models, cutouts):
 
 
 def _predict(model, paths, min_score):
-    return inference.predict_catalogue(inference.load_detector(model), paths, min_score=min_score)
+    return predict_catalogue(load_detector(model), paths, min_score=min_score)
 
 
 def _assert_same_rows(actual, expected):
@@ -183,9 +183,9 @@ def test_manifest_gives_ids_positions_and_relative_paths(cutouts, tmp_path):
 
 
 def test_export_records_the_runs_operating_threshold(models):
-    exported, run = inference.load_detector(models["export"]), inference.load_detector(models["run"])
+    exported, run = load_detector(models["export"]), load_detector(models["run"])
     assert exported.run_dir is None and exported.operating_threshold == VALIDATION_THRESHOLD
-    assert inference.default_min_score(exported) == inference.default_min_score(run) == VALIDATION_THRESHOLD
+    assert default_min_score(exported) == default_min_score(run) == VALIDATION_THRESHOLD
     metadata = json.loads((Path(models["export"]) / "1" / METADATA_PATH).read_text())
     assert metadata["operating_threshold"] == VALIDATION_THRESHOLD
     assert "recorded in the export's metadata" in survey.operating_threshold(exported).source

@@ -1,4 +1,5 @@
-"""The distributed training loop: run directory, resume after SIGKILL, NaN stop, bad input, strategies."""
+"""The distributed training loop: run directory, resume after SIGKILL, NaN stop, bad input, strategies,
+the hook loop, process-wide settings and what importing the trainer loads."""
 
 import csv
 import dataclasses
@@ -16,7 +17,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from gsfc_tf import cli, config, trainer
+from gsfc_tf import cli, config, hooks, trainer
 
 REPO = Path(__file__).resolve().parents[1]
 FAST = ["train_size=48", "validation_size=16", "batch_size_per_replica=4", "warmup_steps=2"]
@@ -257,8 +258,96 @@ def test_multi_worker_mirrored_with_two_local_workers(tmp_path, synthetic_small_
 
 def test_learning_rate_warms_up_then_follows_a_cosine_to_its_final_fraction():
     run_config = config.smoke_training(learning_rate=1e-3, warmup_steps=10, final_learning_rate_fraction=0.05)
-    schedule = trainer._learning_rate(run_config, total_steps=110)
+    schedule = trainer.learning_rate_schedule(run_config, total_steps=110)
     rates = [float(schedule(step)) for step in (0, 10, 60, 110)]
     assert rates == pytest.approx([1e-6, 1e-3, 1e-3 * (0.05 + 0.95 * 0.5), 5e-5], rel=1e-4)
-    constant = trainer._learning_rate(dataclasses.replace(run_config, final_learning_rate_fraction=1.0), total_steps=110)
+    constant = trainer.learning_rate_schedule(dataclasses.replace(run_config, final_learning_rate_fraction=1.0), total_steps=110)
     assert [float(constant(step)) for step in (10, 60, 110)] == pytest.approx([1e-3] * 3)
+
+
+class _Recorder(hooks.Hook):
+    def __init__(self, name, calls):
+        self.name, self.calls = name, calls
+
+    def before_train(self, step):
+        self.calls.append((self.name, "before", step))
+
+    def after_step(self, result):
+        self.calls.append((self.name, result.step, result.epoch, result.losses["loss"], result.learning_rate))
+
+    def after_train(self, step):
+        self.calls.append((self.name, "after", step))
+
+
+def _fake_loop(total_steps, hook_list, epochs_asked):
+    def epoch_batches(epoch, skip_batches):
+        epochs_asked.append((epoch, skip_batches))
+        return range(10 * epoch + skip_batches, 10 * epoch + 3)  # batch ids; 3 batches per epoch
+
+    return trainer.TrainingLoop(
+        lambda batches: {"loss": tf.constant(float(next(batches)))},
+        epoch_batches,
+        steps_per_epoch=3,
+        total_steps=total_steps,
+        learning_rate=lambda: 0.1,
+        hooks=hook_list,
+    )
+
+
+def test_training_loop_resumes_mid_epoch_and_calls_each_hook_in_order():
+    calls, epochs_asked = [], []
+    loop = _fake_loop(7, [_Recorder("a", calls), _Recorder("b", calls)], epochs_asked)
+    assert loop.run(4) == 7
+    assert epochs_asked == [(1, 1), (2, 0)], "step 4 is the second batch of the second epoch"
+    assert calls == [
+        ("a", "before", 4), ("b", "before", 4),
+        ("a", 5, 2, 11.0, 0.1), ("b", 5, 2, 11.0, 0.1),
+        ("a", 6, 2, 12.0, 0.1), ("b", 6, 2, 12.0, 0.1),
+        ("a", 7, 3, 20.0, 0.1), ("b", 7, 3, 20.0, 0.1),
+        ("a", "after", 7), ("b", "after", 7),
+    ]
+    calls.clear()
+    assert _fake_loop(7, [_Recorder("a", calls)], []).run(7) == 7
+    assert calls == [("a", "before", 7), ("a", "after", 7)]
+
+
+def test_a_hook_that_raises_stops_the_loop_before_later_hooks_and_after_train():
+    class StopAtTwo(hooks.Hook):
+        def after_step(self, result):
+            if result.step == 2:
+                raise FloatingPointError("stop")
+
+    calls = []
+    with pytest.raises(FloatingPointError):
+        _fake_loop(7, [StopAtTwo(), _Recorder("a", calls)], []).run(0)
+    assert calls == [("a", "before", 0), ("a", 1, 1, 0.0, 0.1)]
+
+
+def test_train_restores_the_global_dtype_policy_also_when_it_fails(tmp_path, monkeypatch):
+    before = keras.mixed_precision.global_policy()
+    during = []
+
+    def failing_load_split(*args, **kwargs):
+        during.append(keras.mixed_precision.global_policy().name)
+        raise RuntimeError("no data")
+
+    monkeypatch.setattr(trainer, "load_split", failing_load_split)
+    run_config = config.override(config.smoke_training(), ["precision=mixed_bfloat16"])
+    with pytest.raises(RuntimeError, match="no data"):
+        trainer.train(run_config, tmp_path / "run", progress=False)
+    assert during == ["mixed_bfloat16"]
+    assert keras.mixed_precision.global_policy() is before
+
+
+def test_importing_the_trainer_loads_no_plotting_fits_or_tfds_modules():
+    # Keras itself imports matplotlib (keras.src.visualization), so count what the trainer adds to it.
+    code = (
+        "import json, sys, keras; before = set(sys.modules); import gsfc_tf.trainer; "
+        "print(json.dumps(sorted(set(sys.modules) - before)))"
+    )
+    done = subprocess.run([sys.executable, "-c", code], env=_env(), capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    added = json.loads(done.stdout.splitlines()[-1])
+    assert "gsfc_tf.trainer" in added
+    heavy = [name for name in added if name.split(".")[0] in ("matplotlib", "tensorflow_datasets", "astropy")]
+    assert not heavy and "gsfc_tf.plots" not in added, heavy[:5]

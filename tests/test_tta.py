@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from gsfc_tf import cli, commands, inference, tta
+from gsfc_tf import cli, commands, detector, tta
 from gsfc_tf.config import smoke
-from gsfc_tf.inference import Detector, load_detector
+from gsfc_tf.detector import Detector, default_min_score, validation_threshold
 from gsfc_tf.models import build_detector
 from gsfc_tf.ops import dihedral
 
@@ -134,7 +134,7 @@ def test_cli_tta_flags(tmp_path, monkeypatch):
         loaded.append(options)
         raise FileNotFoundError("stop here")
 
-    monkeypatch.setattr(inference, "load_detector", load_detector)
+    monkeypatch.setattr(detector, "load_detector", load_detector)
     for command in (["evaluate", "--out", str(tmp_path)], ["predict", "image.png", "--out", str(tmp_path / "c.csv")]):
         assert cli.main([*command, "--model", "m", "--tta", "--tta-merge", "nms"]) == 2
     assert loaded == [{"tta": True, "tta_merge": "nms"}] * 2
@@ -145,10 +145,10 @@ def test_tta_never_uses_a_threshold_chosen_without_tta(tmp_path):
     (tmp_path / "validation.json").write_text(json.dumps({"operating_point": {"threshold": 0.42}}))
     plain = Detector.from_model(FakeDetector(), run_dir=tmp_path)
     augmented = Detector.from_model(FakeDetector(), run_dir=tmp_path, tta=True)
-    assert inference.default_min_score(plain) == pytest.approx(0.42)
-    assert inference.validation_threshold(augmented) is None
+    assert default_min_score(plain) == pytest.approx(0.42)
+    assert validation_threshold(augmented) is None
     with pytest.raises(ValueError, match="no operating threshold chosen under TTA.*--min-score"):
-        inference.default_min_score(augmented)
+        default_min_score(augmented)
     # A TTA export records its own threshold (or none); one chosen under TTA is used.
     exported = Detector(detect_fn=augmented.detect_fn, source="export", operating_threshold=0.3, tta=True)
-    assert inference.default_min_score(exported) == pytest.approx(0.3)
+    assert default_min_score(exported) == pytest.approx(0.3)

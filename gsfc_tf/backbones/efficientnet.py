@@ -21,7 +21,7 @@ import keras
 
 from gsfc_tf.backbones import set_trainable_stages
 
-__all__ = ["EFFICIENTNET_B0_STAGES", "build_zoobot_efficientnet_b0", "conv_bn"]
+__all__ = ["build_zoobot_efficientnet_b0", "conv_bn"]
 
 _BN_EPSILON = 1e-5  # timm / PyTorch default
 _BN_MOMENTUM = 0.9  # PyTorch's momentum=0.1 in Keras' convention
@@ -40,7 +40,7 @@ _B0_BLOCKS = (
     (1, 3, 1, 6, 320),
 )
 # Layer-name prefixes of the stages C1..C5, in timm features_only's split (blocks 0, 1, 2, 4, 6).
-EFFICIENTNET_B0_STAGES = (
+_STAGES = (
     ("conv_stem", "bn1", "blocks_0_"),
     ("blocks_1_",),
     ("blocks_2_",),
@@ -131,7 +131,7 @@ def build_zoobot_efficientnet_b0(
         weights: a `.weights.h5` file written by `gsfc-tf zoobot-weights`, or None (random).
         input_shape: `(H, W, C)` with C in {1, 3}; images are floats in [0, 1], unnormalised.
         trainable_layers: None (all), 0 (frozen, BN in inference mode) or N in 1..5: train the
-            last N of the stages `EFFICIENTNET_B0_STAGES`.
+            last N stages (C1 = stem + blocks 0, C2, C3 = blocks 1, 2, C4 = blocks 3-4, C5 = blocks 5-6).
 
     Returns:
         A `keras.Model` mapping `[B, H, W, C]` to `{"C1": [B, H/2, W/2, 16], "C2": [.., 24],
@@ -152,5 +152,5 @@ def build_zoobot_efficientnet_b0(
     model = keras.Model(images, features, name="zoobot_efficientnet_b0")
     if weights is not None:
         model.load_weights(weights)
-    set_trainable_stages(model, EFFICIENTNET_B0_STAGES, trainable_layers)
+    set_trainable_stages(model, _STAGES, trainable_layers)
     return model

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import keras
 
+from gsfc_tf.backbones import set_trainable_stages
+
 __all__ = ["build_tiny"]
 
 _TINY_CHANNELS = (16, 24, 32, 48, 64)
@@ -25,10 +27,5 @@ def build_tiny(*, weights=None, input_shape=(None, None, 3), trainable_layers=No
     model = keras.Model(images, features, name="tiny_backbone")
     if weights is not None:
         model.load_weights(weights)
-    if trainable_layers is not None:
-        for level in range(1, 6):
-            trainable = level > 5 - trainable_layers
-            for layer in model.layers:
-                if layer.name.startswith(f"stage{level}_"):
-                    layer.trainable = trainable
+    set_trainable_stages(model, [(f"stage{level}_",) for level in range(1, len(_TINY_CHANNELS) + 1)], trainable_layers)
     return model

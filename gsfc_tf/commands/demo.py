@@ -26,7 +26,9 @@ def configure_parser(parser) -> None:
 def run(args) -> int:
     import keras
 
-    from gsfc_tf import config, data, evaluation, export, inference, plots, trainer
+    from gsfc_tf import config, data, evaluation, export, plots, trainer
+    from gsfc_tf.detector import Detector, validation_threshold
+    from gsfc_tf.split_evaluation import evaluate_examples, write_evaluation
 
     out = Path(args.out)
     smoke = config.override(config.smoke_training(), args.overrides)
@@ -53,11 +55,11 @@ def run(args) -> int:
 
     print("[3/4] Evaluating on the test split at the validation threshold")
     model = keras.saving.load_model(run_dir / "model.keras")
-    detector = inference.Detector.from_model(model, run_dir=run_dir)
+    detector = Detector.from_model(model, run_dir=run_dir)
     examples = data.load_tfds_split(smoke.dataset, "test", data_dir=data_dir)
-    threshold = inference.validation_threshold(detector)
-    result = inference.evaluate_examples(detector, examples, fixed_threshold=threshold)
-    written = inference.write_evaluation(result, out / "evaluation")
+    threshold = validation_threshold(detector)
+    result = evaluate_examples(detector, examples, fixed_threshold=threshold)
+    written = write_evaluation(result, out / "evaluation")
     fixed = result.metrics["fixed_threshold"]
     print(f"      test completeness {fixed['completeness']:.3f}, purity {fixed['purity']:.3f} "
           f"at score >= {threshold:.2f} (IoU >= 0.5); AP50 {result.metrics['coco']['AP50']:.3f}")

@@ -22,16 +22,18 @@ def configure_parser(parser) -> None:
 
 
 def run(args) -> int:
-    from gsfc_tf import data, inference
+    from gsfc_tf import data
+    from gsfc_tf.detector import load_detector, run_dataset, validation_threshold
+    from gsfc_tf.split_evaluation import evaluate_examples, headline, write_evaluation
 
-    detector = inference.load_detector(args.model, tta=args.tta, tta_merge=args.tta_merge)
-    dataset = args.dataset or inference.run_dataset(detector)
+    detector = load_detector(args.model, tta=args.tta, tta_merge=args.tta_merge)
+    dataset = args.dataset or run_dataset(detector)
     examples = data.load_tfds_split(dataset, args.split, data_dir=args.data_dir, manual_dir=args.manual_dir)
-    result = inference.evaluate_examples(
+    result = evaluate_examples(
         detector, examples, batch_size=args.batch_size, limit=args.limit,
-        fixed_threshold=inference.validation_threshold(detector),
+        fixed_threshold=validation_threshold(detector),
     )
-    written = inference.write_evaluation(result, args.out)
-    print(f"{dataset} {args.split}, {len(result.truths)} galaxies: {inference.headline(result.metrics)}")
+    written = write_evaluation(result, args.out)
+    print(f"{dataset} {args.split}, {len(result.truths)} galaxies: {headline(result.metrics)}")
     print("Wrote " + ", ".join(str(path) for path in written.values()))
     return 0

@@ -15,15 +15,15 @@ def configure_parser(parser) -> None:
 
 
 def run(args) -> int:
-    from gsfc_tf import inference
-    from gsfc_tf.export import BYTES_SIGNATURE, TENSOR_SIGNATURE, check_export_dir, export_saved_model
+    from gsfc_tf.detector import BYTES_SIGNATURE, TENSOR_SIGNATURE, Detector, load_keras_model, validation_threshold
+    from gsfc_tf.export import check_export_dir, export_saved_model
 
     # User errors raise ValueError/FileNotFoundError/FileExistsError: cli.main prints them, exit 2.
     check_export_dir(args.out, overwrite=args.overwrite)
-    model, model_path = inference.load_keras_model(args.model)
+    model, model_path = load_keras_model(args.model)
     # The run's validation.json beside model.keras, so catalogues from the export use the same
     # threshold; none under TTA, whose scores differ from those the threshold was chosen on.
-    threshold = inference.validation_threshold(inference.Detector.from_model(model, run_dir=model_path.parent, tta=args.tta))
+    threshold = validation_threshold(Detector.from_model(model, run_dir=model_path.parent, tta=args.tta))
     export_dir = export_saved_model(
         model, args.out, overwrite=args.overwrite, operating_threshold=threshold, tta=args.tta, tta_merge=args.tta_merge
     )

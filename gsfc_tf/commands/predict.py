@@ -10,10 +10,14 @@ inputs are reported and skipped; the command fails only if none could be read.
 from __future__ import annotations
 
 import sys
+from typing import TYPE_CHECKING
 
 from gsfc_tf.commands import add_tta_arguments
 
-__all__ = ["configure_parser", "run"]
+if TYPE_CHECKING:
+    from gsfc_tf.catalogue import PredictionResult
+
+__all__ = ["configure_parser", "format_summary", "run"]
 
 
 def configure_parser(parser) -> None:
@@ -33,20 +37,30 @@ def configure_parser(parser) -> None:
     add_tta_arguments(parser)
 
 
+def format_summary(result: PredictionResult) -> str:
+    """One line: galaxies processed, clumps found, inputs skipped."""
+    galaxies = sum(image.status == "detected" for image in result.images)
+    return (
+        f"{len(result.rows)} clumps in {galaxies} of {len(result.processed)} galaxies; "
+        f"{len(result.skipped)} unreadable input{'s' if len(result.skipped) != 1 else ''} skipped"
+    )
+
+
 def run(args) -> int:
-    from gsfc_tf import catalogue, inference
+    from gsfc_tf import catalogue
+    from gsfc_tf.detector import default_min_score, load_detector
 
     # Both outputs are checked before the model is loaded, so a bad --out never costs a run.
     catalogue_path = catalogue.check_output_file(args.out)
     table_path = catalogue.check_output_file(catalogue.image_table_path(catalogue_path))
-    detector = inference.load_detector(args.model, tta=args.tta, tta_merge=args.tta_merge)
-    min_score = inference.default_min_score(detector) if args.min_score is None else args.min_score
+    detector = load_detector(args.model, tta=args.tta, tta_merge=args.tta_merge)
+    min_score = default_min_score(detector) if args.min_score is None else args.min_score
 
     def report(path, error) -> None:
         print(f"warning: skipping {path}: {error}", file=sys.stderr)
 
-    result = inference.predict_catalogue(
-        detector, inference.expand_image_paths(args.images), min_score=min_score, batch_size=args.batch_size,
+    result = catalogue.predict_catalogue(
+        detector, catalogue.expand_image_paths(args.images), min_score=min_score, batch_size=args.batch_size,
         on_error=report, progress=True,
     )
     table_path = catalogue.write_image_table(result.images, table_path, format=args.format)
@@ -58,5 +72,5 @@ def run(args) -> int:
         )
         return 1
     catalogue_path = catalogue.write_catalogue(result.rows, catalogue_path, format=args.format)
-    print(f"{inference.format_summary(result)} (score >= {min_score:.2f}). Wrote {catalogue_path} and {table_path}")
+    print(f"{format_summary(result)} (score >= {min_score:.2f}). Wrote {catalogue_path} and {table_path}")
     return 0

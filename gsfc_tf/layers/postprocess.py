@@ -2,7 +2,7 @@
 class-agnostic duplicate suppression.
 
 The one post-processing of every path that returns detections: `predict_step`/`call`,
-`inference.Detector` (which calls the model) and the SavedModel export (built from a
+`detector.Detector` (which calls the model) and the SavedModel export (built from a
 `Detector`). Shape shorthand: B images, R proposals, K foreground classes, D = max detections.
 """
 
@@ -72,6 +72,7 @@ class DetectionPostprocess(keras.layers.Layer):
         if deltas.shape.rank != 4 or class_logits.shape[-1] != deltas.shape[2] + 1:
             raise ValueError(f"Expected logits [B, R, K+1] and deltas [B, R, K, 4], got {class_logits.shape} and {deltas.shape}.")
         boxes_yxyx = clip_boxes(decode_boxes(proposals_yxyx[:, :, tf.newaxis], deltas, weights=self.box_weights), self.image_size)
+        # Without the background column, column k is dataset label k (`conventions.from_model_class`).
         scores = tf.nn.softmax(class_logits, axis=-1)[..., 1:]
         real = tf.reduce_max(proposals_yxyx, axis=-1, keepdims=True) >= 0.0
         scores = tf.where(real, scores, 0.0)

@@ -7,7 +7,6 @@ anchors at level l, N = sum Nl, P proposals per image.
 from __future__ import annotations
 
 import keras
-import keras_cv
 import tensorflow as tf
 
 from gsfc_tf.ops.boxes import clip_boxes, decode_boxes
@@ -89,6 +88,10 @@ class ProposalGenerator(keras.layers.Layer):
         self.post_nms_top_k_train = post_nms_top_k_train
         self.pre_nms_top_k_test = pre_nms_top_k_test
         self.post_nms_top_k_test = post_nms_top_k_test
+        # Imported here: keras_cv imports tensorflow_datasets, which importing gsfc_tf.trainer
+        # must not load.
+        import keras_cv
+
         self.generator = keras_cv.layers.ROIGenerator(
             bounding_box_format="yxyx",
             pre_nms_topk_train=pre_nms_top_k_train,

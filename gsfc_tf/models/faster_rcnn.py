@@ -2,7 +2,8 @@
 
 Shape shorthand: B images, S image side, L pyramid levels, N anchors (all levels), M padded
 ground-truth boxes (`max_clumps`), P proposals, R sampled ROIs per image, K foreground classes,
-D detections. Inside the model class 0 is background and dataset label k is class k + 1.
+D detections. Inside the model class 0 is background and dataset label k is class k + 1
+(`conventions.to_model_class`).
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from gsfc_tf import conventions
 from gsfc_tf.backbones import build_backbone
 from gsfc_tf.config import DetectorConfig
 from gsfc_tf.layers import DetectionPostprocess, FeaturePyramid, MultiLevelRoiAlign, ProposalGenerator, RoiBoxHead, RpnHead
@@ -189,7 +191,9 @@ class FasterRCNN(keras.Model):
         rois_yxyx = tf.gather(candidates, indices, batch_dims=1)
         roi_gt = tf.gather(matched_gt, indices, batch_dims=1)
         positive = tf.equal(tf.gather(labels, indices, batch_dims=1), 1)
-        gt_classes = tf.where(positive, tf.gather(gt_labels, roi_gt, batch_dims=1) + 1, 0)
+        gt_classes = tf.where(
+            positive, conventions.to_model_class(tf.gather(gt_labels, roi_gt, batch_dims=1)), conventions.BACKGROUND_CLASS
+        )
         gt_deltas = encode_boxes(rois_yxyx, tf.gather(gt_boxes_yxyx, roi_gt, batch_dims=1), weights=cfg.roi_box_weights)
         gt_deltas = tf.where(positive[..., tf.newaxis], gt_deltas, 0.0)
         class_logits, box_deltas = self.box_head(self.roi_align(pyramid, rois_yxyx))
@@ -222,14 +226,50 @@ class FasterRCNN(keras.Model):
             tracker.update_state(value)
         return total
 
-    def train_step(self, data):
-        images, targets = data[0], data[1]
+    def losses_and_gradients(
+        self, images, targets, *, weight_decay: float = 0.0, num_replicas: int = 1, scale_loss=None
+    ) -> tuple[dict, list]:
+        """One replica's losses and its share of the global-batch gradient: the one training step.
+
+        `train_step` (Keras `fit`) and `trainer.train`'s loop both take their gradients here.
+        The losses are means over the replica's images; with equal per-replica batches, dividing
+        by the replica count makes the all-reduced (summed) gradient the gradient of the
+        global-batch mean. The coupled L2 term (`weight_decay * w` in the gradient) is what
+        torch.optim.Adam(weight_decay=...) does in the authors' setup.
+
+        Args:
+            images: float32 [B, S, S, 3] in [0, 1].
+            targets: dict with `boxes_yxyx` float32 [B, M, 4] and `labels` int32 [B, M], -1 padded.
+            weight_decay: the coupled L2 coefficient (a Python float); 0 adds no term.
+            num_replicas: how many replicas' gradients are summed into one update.
+            scale_loss: applied to the objective before differentiating (an optimizer's
+                `scale_loss`, which scales under `LossScaleOptimizer`); None: not scaled.
+
+        Returns:
+            (losses: `LOSS_NAMES` plus `loss`, their sum, without L2; gradients in
+            `trainable_variables` order).
+        """
         with tf.GradientTape() as tape:
             losses = self.compute_losses(images, targets, training=True)
             total = tf.add_n([losses[name] for name in LOSS_NAMES])
-            # Gradients are summed across replicas: scale so the update is the global mean.
-            scaled = total / tf.distribute.get_strategy().num_replicas_in_sync
-        gradients = tape.gradient(scaled, self.trainable_variables)
+            objective = total
+            if weight_decay:
+                l2 = tf.add_n([tf.reduce_sum(tf.square(tf.cast(v, tf.float32))) for v in self.trainable_variables])
+                objective = total + 0.5 * weight_decay * l2
+            objective = objective / num_replicas
+            if scale_loss is not None:
+                objective = scale_loss(objective)
+        return {**losses, "loss": total}, tape.gradient(objective, self.trainable_variables)
+
+    def train_step(self, data):
+        """`fit`'s step: the losses alone, without the trainer's coupled L2 (`weight_decay`)."""
+        images, targets = data[0], data[1]
+        losses, gradients = self.losses_and_gradients(
+            images,
+            targets,
+            num_replicas=tf.distribute.get_strategy().num_replicas_in_sync,
+            scale_loss=self.optimizer.scale_loss,
+        )
         self.optimizer.apply(gradients, self.trainable_variables)
         self._record(losses)
         return {tracker.name: tracker.result() for tracker in self.loss_trackers}

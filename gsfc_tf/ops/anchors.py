@@ -5,7 +5,6 @@ Shape shorthand: L pyramid levels, Hl x Wl cells at level l, A anchors per cell.
 
 from __future__ import annotations
 
-import keras_cv
 import numpy as np
 
 __all__ = ["anchor_boxes"]
@@ -34,6 +33,10 @@ def anchor_boxes(
     Returns:
         L float32 arrays `[Hl * Wl * A, 4]` in `yxyx` pixels.
     """
+    # Imported here: keras_cv imports tensorflow_datasets, which importing gsfc_tf.trainer or
+    # gsfc_tf.data must not load.
+    import keras_cv
+
     if len(sizes) != len(strides):
         raise ValueError(f"Need one anchor size per stride, got sizes={sizes} and strides={strides}.")
     generator = keras_cv.layers.AnchorGenerator(

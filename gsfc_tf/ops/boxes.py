@@ -1,7 +1,8 @@
-"""Box geometry: IoU, containment, delta coding and clipping.
+"""Box geometry: IoU, containment, delta coding, clipping and changes of frame.
 
 Shape shorthand: B images, N and K box counts. Boxes are absolute-pixel `[y1, x1, y2, x2]`
 float32; padded boxes are all -1. Deltas are `[dy, dx, dh, dw]` (keras `center_yxhw` order).
+The IoU rule and the window frames are `gsfc_tf.conventions`'; these are their graph versions.
 """
 
 from __future__ import annotations
@@ -11,7 +12,9 @@ import math
 import keras
 import tensorflow as tf
 
-__all__ = ["box_containment", "box_iou", "clip_boxes", "decode_boxes", "encode_boxes"]
+from gsfc_tf import conventions
+
+__all__ = ["box_containment", "box_iou", "clip_boxes", "decode_boxes", "encode_boxes", "from_window", "to_window"]
 
 # torchvision's `bbox_xform_clip`: caps exp(dh), exp(dw) at 1000/16 so early, untrained
 # deltas cannot overflow to inf.
@@ -33,12 +36,12 @@ def _pairwise_overlap(boxes1_yxyx, boxes2_yxyx):
     inter_w = tf.maximum(tf.minimum(a[..., 3], b[..., 3]) - tf.maximum(a[..., 1], b[..., 1]), 0.0)
     area_a = (a[..., 2] - a[..., 0]) * (a[..., 3] - a[..., 1])
     area_b = (b[..., 2] - b[..., 0]) * (b[..., 3] - b[..., 1])
-    padded = tf.logical_or(tf.reduce_max(a, axis=-1) < 0.0, tf.reduce_max(b, axis=-1) < 0.0)
+    padded = tf.logical_or(tf.reduce_max(a, axis=-1) < 0.0, tf.reduce_max(b, axis=-1) < 0.0)  # all negative
     return inter_h * inter_w, area_a, area_b, padded
 
 
 def box_iou(boxes1_yxyx, boxes2_yxyx) -> tf.Tensor:
-    """Pairwise IoU; pairs involving a padded (all negative) box get -1.
+    """Pairwise IoU, `conventions.pairwise_iou`'s rule: 0 for an empty union, -1 for a padded pair.
 
     Written here because keras' `compute_iou(use_masking=True)` fails on mixed ranks
     (unbatched anchors against batched ground truth).
@@ -52,7 +55,7 @@ def box_iou(boxes1_yxyx, boxes2_yxyx) -> tf.Tensor:
     """
     intersection, area_a, area_b, padded = _pairwise_overlap(boxes1_yxyx, boxes2_yxyx)
     iou = tf.math.divide_no_nan(intersection, area_a + area_b - intersection)
-    return tf.where(padded, -1.0, iou)
+    return tf.where(padded, conventions.PADDED_IOU, iou)
 
 
 def box_containment(boxes1_yxyx, boxes2_yxyx) -> tf.Tensor:
@@ -68,7 +71,7 @@ def box_containment(boxes1_yxyx, boxes2_yxyx) -> tf.Tensor:
         float32 [N, K], or [B, N, K] if either input is batched; 0 for a pair with an empty box.
     """
     intersection, area_a, area_b, padded = _pairwise_overlap(boxes1_yxyx, boxes2_yxyx)
-    return tf.where(padded, -1.0, tf.math.divide_no_nan(intersection, tf.minimum(area_a, area_b)))
+    return tf.where(padded, conventions.PADDED_IOU, tf.math.divide_no_nan(intersection, tf.minimum(area_a, area_b)))
 
 
 def encode_boxes(anchors_yxyx, boxes_yxyx, *, weights=(1.0, 1.0, 1.0, 1.0)) -> tf.Tensor:
@@ -119,3 +122,43 @@ def clip_boxes(boxes_yxyx, image_size: int) -> tf.Tensor:
     """Clips `[..., 4]` boxes to a square image of side `image_size` pixels."""
     _check_last_dim("boxes_yxyx", boxes_yxyx)
     return tf.clip_by_value(boxes_yxyx, 0.0, float(image_size))
+
+
+def _with_known_or_four_coordinates(boxes_yxyx) -> tf.Tensor:
+    """`boxes_yxyx` as a tensor; a static last dimension must be 4 (an unknown one passes)."""
+    boxes_yxyx = tf.convert_to_tensor(boxes_yxyx)
+    if boxes_yxyx.shape.rank is not None and boxes_yxyx.shape[-1] is not None:
+        _check_last_dim("boxes_yxyx", boxes_yxyx)
+    return boxes_yxyx
+
+
+def _per_coordinate(pair, dtype) -> tf.Tensor:
+    """A (y, x) pair [2] (or one number for both) as the [4] factors of a yxyx box."""
+    pair = tf.broadcast_to(tf.cast(pair, dtype), [2])
+    return tf.tile(pair, [2])
+
+
+def to_window(boxes_yxyx, *, scale_yx=1.0, offset_yx=None) -> tf.Tensor:
+    """Boxes of an outer frame in a window of it: (boxes - offset) * scale (`conventions.to_window`).
+
+    Args:
+        boxes_yxyx: float [..., 4] boxes in the outer frame.
+        scale_yx: window pixels per outer unit, [2] (y, x) or a scalar.
+        offset_yx: the window's top-left corner in the outer frame, [2] (y, x) or a scalar; None for 0.
+
+    Returns:
+        [..., 4] boxes in the window frame, of `boxes_yxyx`'s dtype.
+    """
+    boxes_yxyx = _with_known_or_four_coordinates(boxes_yxyx)
+    if offset_yx is not None:
+        boxes_yxyx = boxes_yxyx - _per_coordinate(offset_yx, boxes_yxyx.dtype)
+    return boxes_yxyx * _per_coordinate(scale_yx, boxes_yxyx.dtype)
+
+
+def from_window(boxes_yxyx, *, scale_yx=1.0, offset_yx=None) -> tf.Tensor:
+    """Inverse of `to_window`: boxes / scale + offset, in the outer frame (`conventions.from_window`)."""
+    boxes_yxyx = _with_known_or_four_coordinates(boxes_yxyx)
+    boxes_yxyx = boxes_yxyx / _per_coordinate(scale_yx, boxes_yxyx.dtype)
+    if offset_yx is not None:
+        boxes_yxyx = boxes_yxyx + _per_coordinate(offset_yx, boxes_yxyx.dtype)
+    return boxes_yxyx

@@ -11,12 +11,12 @@ from __future__ import annotations
 import numpy as np
 import tensorflow as tf
 
-__all__ = ["NUM_DIHEDRAL", "dihedral_maps", "transform_boxes", "transform_images"]
+__all__ = ["NUM_DIHEDRAL", "transform_boxes", "transform_images"]
 
 NUM_DIHEDRAL = 8
 
 
-def dihedral_maps(size: int) -> tuple[np.ndarray, np.ndarray]:
+def _dihedral_maps(size: int) -> tuple[np.ndarray, np.ndarray]:
     """The 8 maps p -> A p + b of pixel points (y, x) in an S x S image.
 
     Matches `tf.image.rot90` (counter-clockwise: (y, x) -> (S - x, y)) and `flip_left_right`.
@@ -64,7 +64,7 @@ def transform_boxes(boxes_yxyx: tf.Tensor, draw, *, size: int, inverse: bool = F
     Returns:
         float32 [..., 4] yxyx pixels in the other frame.
     """
-    matrices, offsets = dihedral_maps(size)
+    matrices, offsets = _dihedral_maps(size)
     matrix, offset = tf.gather(matrices, draw), tf.gather(offsets, draw)
     corners = tf.reshape(tf.cast(boxes_yxyx, tf.float32), tf.concat([tf.shape(boxes_yxyx)[:-1], [2, 2]], 0))
     if inverse:

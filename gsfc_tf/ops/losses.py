@@ -10,10 +10,12 @@ from __future__ import annotations
 
 import tensorflow as tf
 
-__all__ = ["roi_losses", "rpn_losses", "smooth_l1"]
+from gsfc_tf import conventions
+
+__all__ = ["roi_losses", "rpn_losses"]
 
 
-def smooth_l1(x, *, beta: float) -> tf.Tensor:
+def _smooth_l1(x, *, beta: float) -> tf.Tensor:
     """Elementwise smooth-L1 (Huber / beta), quadratic below `beta`."""
     abs_x = tf.abs(x)
     return tf.where(abs_x < beta, 0.5 * tf.square(x) / beta, abs_x - 0.5 * beta)
@@ -40,7 +42,7 @@ def rpn_losses(pred_objectness_logits, pred_deltas, gt_objectness, gt_deltas, sa
         raise ValueError(f"Expected logits [B, N] and deltas [B, N, 4], got {pred_objectness_logits.shape} and {pred_deltas.shape}.")
     num_sampled = tf.reduce_sum(sample_weights)
     bce = tf.nn.sigmoid_cross_entropy_with_logits(labels=gt_objectness, logits=pred_objectness_logits)
-    box = tf.reduce_sum(smooth_l1(pred_deltas - gt_deltas, beta=beta), axis=-1)
+    box = tf.reduce_sum(_smooth_l1(pred_deltas - gt_deltas, beta=beta), axis=-1)
     positive = sample_weights * gt_objectness
     return {
         "rpn_objectness": _safe_mean(tf.reduce_sum(bce * sample_weights), num_sampled),
@@ -53,8 +55,8 @@ def roi_losses(pred_class_logits, pred_deltas, gt_classes, gt_deltas, sample_val
 
     Args:
         pred_class_logits: float32 [B, R, K + 1], class 0 is background.
-        pred_deltas: float32 [B, R, K, 4], one box per foreground class.
-        gt_classes: int32 [B, R] in [0, K].
+        pred_deltas: float32 [B, R, K, 4], one box per foreground class, by dataset label.
+        gt_classes: int32 [B, R] model classes in [0, K] (`conventions.to_model_class`).
         gt_deltas: float32 [B, R, 4].
         sample_valid: bool [B, R], slots holding a real sample.
 
@@ -68,9 +70,9 @@ def roi_losses(pred_class_logits, pred_deltas, gt_classes, gt_deltas, sample_val
     ce = tf.nn.sparse_softmax_cross_entropy_with_logits(labels=gt_classes, logits=pred_class_logits)
     # Only the delta of the ground-truth class is trained; background rows pick class 0's slot
     # and are masked out.
-    class_deltas = tf.gather(pred_deltas, tf.maximum(gt_classes - 1, 0), batch_dims=2)
-    box = tf.reduce_sum(smooth_l1(class_deltas - gt_deltas, beta=beta), axis=-1)
-    positive = weights * tf.cast(gt_classes > 0, tf.float32)
+    class_deltas = tf.gather(pred_deltas, tf.maximum(conventions.from_model_class(gt_classes), 0), batch_dims=2)
+    box = tf.reduce_sum(_smooth_l1(class_deltas - gt_deltas, beta=beta), axis=-1)
+    positive = weights * tf.cast(gt_classes > conventions.BACKGROUND_CLASS, tf.float32)
     return {
         "roi_class": _safe_mean(tf.reduce_sum(ce * weights), num_sampled),
         "roi_box": _safe_mean(tf.reduce_sum(box * positive), num_sampled),

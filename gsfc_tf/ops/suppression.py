@@ -1,4 +1,4 @@
-"""Removing and fusing duplicate detections: greedy suppression and weighted box fusion.
+"""Removing and fusing duplicate detections (greedy suppression, weighted box fusion), and a score cut.
 
 Shape shorthand: B images, N detection slots. Both ops take and return padded detections, a
 dict of `boxes` float32 [B, N, 4] (yxyx pixels), `scores` float32 [B, N], `classes` int32
@@ -11,9 +11,10 @@ from __future__ import annotations
 
 import tensorflow as tf
 
+from gsfc_tf import conventions
 from gsfc_tf.ops.boxes import box_containment, box_iou
 
-__all__ = ["suppress_duplicates", "weighted_box_fusion"]
+__all__ = ["keep_scores_at_least", "suppress_duplicates", "weighted_box_fusion"]
 
 
 def _check_detections(detections) -> None:
@@ -44,6 +45,24 @@ def _gather_padded(detections, indices, count):
         "classes": tf.where(valid, tf.gather(tf.cast(detections["classes"], tf.int32), indices, batch_dims=1), 0),
         "num_detections": tf.cast(count, tf.int32),
     }
+
+
+def keep_scores_at_least(detections, score_threshold) -> dict[str, tf.Tensor]:
+    """Keeps the detections scoring at least `score_threshold` (as catalogues keep `min_score`).
+
+    Args:
+        detections: padded detections (module docstring), N slots.
+        score_threshold: float32 scalar.
+
+    Returns:
+        The same layout and N slots: the kept detections lead each image (scores descend), so
+        `num_detections` shrinks and the slots after them become zero.
+    """
+    _check_detections(detections)
+    scores = tf.cast(detections["scores"], tf.float32)
+    kept = tf.logical_and(_valid_slots(scores, detections["num_detections"]), scores >= score_threshold)
+    slots = tf.broadcast_to(tf.range(tf.shape(scores)[1])[tf.newaxis], tf.shape(scores))
+    return _gather_padded(detections, slots, tf.reduce_sum(tf.cast(kept, tf.int32), axis=1))
 
 
 def suppress_duplicates(
@@ -139,24 +158,10 @@ def weighted_box_fusion(detections, *, iou_threshold: float = 0.55, num_sources:
     num_detections = tf.cast(detections["num_detections"], tf.int32)
     batch, num_slots = tf.shape(scores)[0], tf.shape(scores)[1]
 
-    def add_detection(i, weighted_boxes, score_sums, member_counts, cluster_classes, num_clusters):
-        box, score = boxes_yxyx[:, i], scores[:, i]
-        fused = tf.math.divide_no_nan(weighted_boxes, score_sums[..., tf.newaxis])
-        iou = box_iou(box[:, tf.newaxis], fused)[:, 0]
-        iou = tf.where(tf.range(num_slots)[tf.newaxis] < num_clusters[:, tf.newaxis], iou, -1.0)
-        matched = tf.reduce_max(iou, axis=1) > iou_threshold
-        target = tf.where(matched, tf.argmax(iou, axis=1, output_type=tf.int32), num_clusters)
+    def add_detection(i, *clusters):
         real = i < num_detections
-        member = tf.one_hot(target, num_slots) * tf.cast(real, tf.float32)[:, tf.newaxis]
-        started = tf.logical_and(member > 0.0, tf.logical_not(matched)[:, tf.newaxis])
-        return (
-            i + 1,
-            weighted_boxes + member[..., tf.newaxis] * (score[:, tf.newaxis] * box)[:, tf.newaxis],
-            score_sums + member * score[:, tf.newaxis],
-            member_counts + member,
-            tf.where(started, classes[:, i : i + 1], cluster_classes),
-            num_clusters + tf.cast(tf.logical_and(real, tf.logical_not(matched)), tf.int32),
-        )
+        detection = (boxes_yxyx[:, i], scores[:, i], classes[:, i : i + 1], real)
+        return (i + 1, *_join_cluster(detection, *clusters, iou_threshold=iou_threshold))
 
     zeros = tf.zeros([batch, num_slots])
     # Padding slots come last: the loop stops after the longest image's real detections.
@@ -174,3 +179,37 @@ def weighted_box_fusion(detections, *, iou_threshold: float = 0.55, num_sources:
     ranked = tf.where(_valid_slots(scores, num_clusters), fused["scores"], float("-inf"))
     order = tf.argsort(ranked, axis=1, direction="DESCENDING", stable=True)
     return _gather_padded(fused, order, num_clusters)
+
+
+def _join_cluster(detection, weighted_boxes, score_sums, member_counts, cluster_classes, num_clusters, *, iou_threshold):
+    """One step of `weighted_box_fusion`: every image's next detection joins or starts a cluster.
+
+    Args:
+        detection: `(box [B, 4], score [B], class [B, 1], real [B])` of slot i of each image;
+            a detection that is not `real` (padding) changes nothing.
+        weighted_boxes, score_sums, member_counts: float32 [B, N, 4], [B, N], [B, N]: each
+            cluster's sum of score x box, of scores and its member count.
+        cluster_classes: int32 [B, N], the class of each cluster's first (best) member.
+        num_clusters: int32 [B].
+        iou_threshold: the IoU with a fused box a detection must exceed to join its cluster.
+
+    Returns:
+        The updated `(weighted_boxes, score_sums, member_counts, cluster_classes, num_clusters)`.
+    """
+    box, score, detection_class, real = detection
+    num_slots = tf.shape(score_sums)[1]
+    fused = tf.math.divide_no_nan(weighted_boxes, score_sums[..., tf.newaxis])
+    iou = box_iou(box[:, tf.newaxis], fused)[:, 0]
+    # Slots with no cluster yet are padding, which never matches.
+    iou = tf.where(tf.range(num_slots)[tf.newaxis] < num_clusters[:, tf.newaxis], iou, conventions.PADDED_IOU)
+    matched = tf.reduce_max(iou, axis=1) > iou_threshold
+    target = tf.where(matched, tf.argmax(iou, axis=1, output_type=tf.int32), num_clusters)
+    member = tf.one_hot(target, num_slots) * tf.cast(real, tf.float32)[:, tf.newaxis]
+    started = tf.logical_and(member > 0.0, tf.logical_not(matched)[:, tf.newaxis])
+    return (
+        weighted_boxes + member[..., tf.newaxis] * (score[:, tf.newaxis] * box)[:, tf.newaxis],
+        score_sums + member * score[:, tf.newaxis],
+        member_counts + member,
+        tf.where(started, detection_class, cluster_classes),
+        num_clusters + tf.cast(tf.logical_and(real, tf.logical_not(matched)), tf.int32),
+    )

@@ -19,6 +19,8 @@ import tensorflow_datasets as tfds
 from absl import logging
 from etils import epath
 
+from gsfc_tf import conventions
+from gsfc_tf.images import UnreadableImageError
 from tfds_clumpscout.clump_scout import preparation, synthetic
 
 __all__ = ["Builder", "ClumpScoutConfig"]
@@ -169,7 +171,7 @@ class Builder(tfds.core.GeneratorBasedBuilder):
                 "image/id": tfds.features.Text(),
                 "objects": tfds.features.Sequence({
                     "bbox": tfds.features.BBoxFeature(),
-                    "label": tfds.features.ClassLabel(names=preparation.CLASS_NAMES),
+                    "label": tfds.features.ClassLabel(names=conventions.CLASS_NAMES),
                     "snr": tfds.features.Scalar(
                         dtype=np.float32, doc="Clump r-band signal-to-noise ratio in its box; NaN if unknown."
                     ),
@@ -282,7 +284,7 @@ class Builder(tfds.core.GeneratorBasedBuilder):
             else:
                 try:
                     preparation.load_cutout(path, self.builder_config.rules)
-                except preparation.UnreadableImageError as err:
+                except UnreadableImageError as err:
                     reasons[local_id], detail = "unreadable_image", str(err)
                 else:
                     cutouts[local_id] = path
@@ -353,9 +355,9 @@ def _example(
 
     `snr` and `contrast` are [N] per clump, NaN where not given (real galaxies).
     """
-    height, width = image.shape[:2]
-    scale = np.array([height, width, height, width], np.float32)
-    bbox = np.clip(np.asarray(boxes_yxyx, np.float32).reshape(-1, 4) / scale, 0.0, 1.0)
+    # Pixels are a window on the unit square, magnified (H, W) times.
+    boxes_yxyx = np.asarray(boxes_yxyx, np.float32).reshape(-1, 4)
+    bbox = np.clip(conventions.from_window(boxes_yxyx, scale_yx=image.shape[:2]), 0.0, 1.0)
     unknown = np.full(len(bbox), np.nan, np.float32)
     return {
         "image": image,

@@ -1,7 +1,7 @@
 """Catalogue preparation for the `clump_scout/sdss` config: parse, filter, split.
 
-Pure Python/numpy (plus Pillow/astropy for reading cutouts); no TensorFlow, so every
-rule is unit-testable on its own.
+Pure Python/numpy (cutouts are read by `gsfc_tf.images`, with Pillow/astropy); no TensorFlow,
+so every rule is unit-testable on its own.
 
 The rules follow the authors' `Faster-RCNN-Comparison/Data_preparation.ipynb`
 (ou-astrophysics/Faster-R-CNN-for-Galaxy-Zoo-Clump-Scout), restated in crop pixels:
@@ -41,18 +41,18 @@ from pathlib import Path
 
 import numpy as np
 
+from gsfc_tf import conventions
+from gsfc_tf.images import FITS_SUFFIXES, LUPTON_Q, LUPTON_STRETCH, UnreadableImageError, read_image
+
 __all__ = [
-    "CLASS_NAMES",
     "CATALOGUE_FORMS",
     "CUTOUT_SUFFIXES",
     "DROP_REASONS",
-    "FITS_SUFFIXES",
     "KEPT",
     "BoxRow",
     "Galaxy",
     "PreparationReport",
     "PreparationRules",
-    "UnreadableImageError",
     "box_status",
     "center_crop",
     "detect_form",
@@ -65,12 +65,9 @@ __all__ = [
     "kept_galaxies",
     "load_cutout",
     "read_catalogue",
-    "read_image",
     "stratified_split",
     "stratum",
 ]
-
-CLASS_NAMES = ("clump", "odd_clump")
 
 # Accepted catalogue forms and the columns each needs.
 CATALOGUE_FORMS: Mapping[str, tuple[str, ...]] = {
@@ -93,7 +90,6 @@ DROP_REASONS = (
     "missing_image",
     "unreadable_image",  # corrupt file, unsupported layout or size
 )
-FITS_SUFFIXES = (".fits", ".fit", ".fts", ".fits.gz", ".fit.gz", ".fts.gz")
 # Cutout file suffixes of the manual dir, matched case-insensitively.
 CUTOUT_SUFFIXES = (".png", ".jpg", ".jpeg", *FITS_SUFFIXES)
 
@@ -118,16 +114,16 @@ class PreparationRules:
         lupton_stretch: ``stretch`` of `make_lupton_rgb` (in the FITS data units).
     """
 
-    crop_size: int = 200
-    cutout_size: int = 400
+    crop_size: int = conventions.CROP_SIZE
+    cutout_size: int = conventions.CUTOUT_SIZE
     bulge_radius_px: float = 8.0
     edge_margin_px: float = 20.0
     odd_mean_tool: float = 0.5
     improbable_false_pos_prob: float = 0.7
     split_fractions: tuple[float, float, float] = (0.7, 0.2, 0.1)
     split_seed: int = 75
-    lupton_q: float = 8.0
-    lupton_stretch: float = 0.5
+    lupton_q: float = LUPTON_Q
+    lupton_stretch: float = LUPTON_STRETCH
 
     def __post_init__(self):
         if not 0 < self.crop_size <= self.cutout_size:
@@ -147,7 +143,7 @@ class PreparationRules:
     @property
     def crop_offset(self) -> int:
         """Pixel offset of the crop inside the cutout (100 for 200 of 400)."""
-        return (self.cutout_size - self.crop_size) // 2
+        return conventions.crop_offset(self.cutout_size, self.crop_size)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -190,10 +186,6 @@ class Galaxy:
     ra: float
     dec: float
     redshift: float
-
-
-class UnreadableImageError(ValueError):
-    """A cutout exists but cannot be turned into an RGB crop."""
 
 
 def detect_form(columns: Iterable[str], requested: str = "auto") -> str:
@@ -272,8 +264,9 @@ def box_status(
 
 def _class_id(form: str, record: Mapping[str, str], rules: PreparationRules) -> int:
     if form == "crop":
-        label = _to_float(record["label"])
-        return {1.0: 0, 2.0: 1}.get(label, -1)
+        # The crop catalogue's labels 1|2 are the model's 1-based class ids.
+        class_id = conventions.from_model_class(_to_float(record["label"]))
+        return int(class_id) if class_id in range(len(conventions.CLASS_NAMES)) else -1
     mean_tool = _to_float(record["mean_tool"])
     false_pos_prob = _to_float(record["false_pos_prob"])
     if not (math.isfinite(mean_tool) and math.isfinite(false_pos_prob)):
@@ -306,12 +299,14 @@ def read_catalogue(
             form = detect_form(reader.fieldnames or (), form)
         except ValueError as err:
             raise ValueError(f"{path.name}: {err}") from None
-        # Consensus boxes are in cutout pixels; crop boxes already in crop pixels.
-        shift = rules.crop_offset if form == "consensus" else 0
+        # Consensus boxes are in cutout pixels, crop boxes already in crop pixels: the crop is
+        # a window on the cutout at `crop_offset`.
+        offset = rules.crop_offset if form == "consensus" else None
         rows = []
         for line, record in enumerate(reader, start=2):
             local_id = (record["local_ids"] or "").strip()
-            x1, x2, y1, y2 = (_to_float(record[k]) - shift for k in ("x1", "x2", "y1", "y2"))
+            box_yxyx = [_to_float(record[k]) for k in ("y1", "x1", "y2", "x2")]
+            y1, x1, y2, x2 = map(float, conventions.to_window(box_yxyx, offset_yx=offset))
             status, box = box_status(x1, x2, y1, y2, rules)
             class_id = _class_id(form, record, rules)
             if not local_id:
@@ -628,82 +623,8 @@ def center_crop(image: np.ndarray, size: int) -> np.ndarray:
     return image[top : top + size, left : left + size]
 
 
-def _read_fits(path: Path, rules: PreparationRules) -> tuple[np.ndarray, object]:
-    # Deferred: astropy is slow to import and only FITS cutouts need it.
-    from astropy.io import fits
-    from astropy.visualization import make_lupton_rgb
-
-    with fits.open(path, memmap=False) as hdul:
-        hdus = [h for h in hdul if h.is_image and h.data is not None]
-        planes = [np.asarray(h.data, np.float32) for h in hdus]
-        header = hdus[0].header.copy() if hdus else None
-    if len(planes) == 1 and planes[0].ndim == 3 and planes[0].shape[0] == 3:
-        g, r, i = planes[0]
-    elif len(planes) == 1 and planes[0].ndim == 2:
-        g = r = i = planes[0]
-    elif len(planes) >= 3 and all(p.ndim == 2 and p.shape == planes[0].shape for p in planes[:3]):
-        g, r, i = planes[:3]
-    else:
-        raise UnreadableImageError(
-            f"{path.name}: expected a (3, H, W) g,r,i cube, three 2-D g,r,i HDUs or one 2-D plane, got "
-            f"{[p.shape for p in planes]}."
-        )
-    g, r, i = (np.nan_to_num(p, nan=0.0, posinf=0.0, neginf=0.0) for p in (g, r, i))
-    with np.errstate(invalid="ignore", divide="ignore"):  # astropy divides by 0 where I == 0
-        rgb = make_lupton_rgb(i, r, g, minimum=0.0, stretch=rules.lupton_stretch, Q=rules.lupton_q)
-    # FITS row 0 is the bottom of the sky image; PNG row 0 (and the boxes) is the top.
-    return np.ascontiguousarray(rgb[::-1]), header
-
-
-def _pillow_rgb(img, path: Path) -> np.ndarray:
-    """uint8 [H, W, 3] as ``tf.io.decode_image(channels=3, dtype=tf.uint8)`` decodes a PNG."""
-    if img.mode.startswith("I;16"):
-        # 16-bit greyscale PNG. libpng, and so TensorFlow, keeps the high byte (v >> 8);
-        # Pillow's convert("RGB") would clip every value above 255 to white.
-        grey = (np.asarray(img).astype(np.uint16) >> 8).astype(np.uint8)
-        return np.repeat(grey[..., None], 3, axis=-1)
-    if img.mode in ("I", "F"):
-        raise UnreadableImageError(
-            f"{path.name}: {img.mode} mode (32-bit) images have no uint8 scaling; "
-            "use an 8- or 16-bit PNG, a JPEG or FITS."
-        )
-    # 16-bit RGB(A) and grey+alpha PNGs reach here as 8-bit: Pillow keeps the high byte too.
-    return np.asarray(img.convert("RGB"))
-
-
-def read_image(path: str | Path, rules: PreparationRules) -> tuple[np.ndarray, object]:
-    """Reads a whole cutout as RGB, with its FITS header when it is a FITS file.
-
-    PNG/JPEG (any Pillow format): RGB, RGBA (alpha dropped), greyscale or palette, 8 or
-    16 bits, exactly as ``tf.io.decode_image(channels=3, dtype=tf.uint8)`` (and so the
-    SavedModel) decodes a PNG: 16-bit values keep their high byte (``v >> 8``). FITS
-    (``.fits``, ``.fit``, ``.fts``, optionally gzipped): g, r, i planes as a (3, H, W) cube in
-    one HDU or as the first three image HDUs, combined with `make_lupton_rgb` (i -> R, r -> G,
-    g -> B), or a single 2-D plane shown grey; flipped to top row first.
-
-    Returns:
-        (uint8 [H, W, 3], the first image HDU's `astropy.io.fits.Header` or None).
-
-    Raises:
-        UnreadableImageError: missing or corrupt file, unsupported layout.
-    """
-    path = Path(path)
-    try:
-        if path.name.lower().endswith(FITS_SUFFIXES):
-            return _read_fits(path, rules)
-        # Deferred: only the reader needs Pillow.
-        from PIL import Image
-
-        with Image.open(path) as img:
-            return _pillow_rgb(img, path), None
-    except UnreadableImageError:
-        raise
-    except Exception as err:  # Pillow/astropy raise many types for corrupt files.
-        raise UnreadableImageError(f"{path.name}: {type(err).__name__}: {err}") from err
-
-
 def load_cutout(path: str | Path, rules: PreparationRules) -> np.ndarray:
-    """Reads a cutout (see `read_image`) and returns the model's crop.
+    """Reads a cutout (`gsfc_tf.images.read_image`) and returns the model's crop.
 
     A `cutout_size` square image is centre-cropped; a `crop_size` square image is taken as
     already cropped; any other size is rejected.
@@ -719,7 +640,7 @@ def load_cutout(path: str | Path, rules: PreparationRules) -> np.ndarray:
         UnreadableImageError: corrupt file, unsupported layout or size.
     """
     path = Path(path)
-    image, _ = read_image(path, rules)
+    image, _ = read_image(path, lupton_q=rules.lupton_q, lupton_stretch=rules.lupton_stretch)
     h, w = image.shape[:2]
     if (h, w) == (rules.cutout_size, rules.cutout_size):
         return center_crop(image, rules.crop_size)

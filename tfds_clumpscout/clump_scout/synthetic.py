@@ -299,6 +299,43 @@ class _Disc:
         return 1 + amplitude * (1 - np.exp(-radius)) * np.cos(winding)
 
 
+def _draw_disc(rng: np.random.Generator, image_size: int, scale: float, redshift: float) -> _Disc:
+    """The galaxy's disc and bulge geometry and brightness (draws in `_draw`'s fixed order)."""
+    # Crops are centred on the galaxy, so its offset is small.
+    cy, cx = image_size / 2 + rng.normal(0.0, 3.0 * scale, size=2)
+    cos_inclination = rng.uniform(0.3, 1.0)
+    dimming = (1.05 / (1 + redshift)) ** 4  # Tolman surface-brightness dimming
+    return _Disc(
+        cy=float(cy),
+        cx=float(cx),
+        axis_ratio=math.sqrt(cos_inclination**2 * (1 - 0.15**2) + 0.15**2),  # thickness 0.15
+        angle=rng.uniform(0.0, math.pi),
+        scale_length=rng.uniform(26.0, 46.0) * scale,
+        peak=10 ** rng.uniform(math.log10(15.0), math.log10(80.0)) * dimming,
+        bulge_re=rng.uniform(2.5, 7.0) * scale,
+    )
+
+
+def _galaxy_light(rng: np.random.Generator, disc: _Disc, arms: _Arms, y, x, psf_vars):
+    """The disc (with its arms) and bulge in g, r, i, blurred by the PSF, before any compact source.
+
+    Returns:
+        (bands float32 [3, H, W], the unblurred disc light [H, W] that places HII regions).
+    """
+    disc_light = disc.surface_brightness(y, x) * disc.spiral_arms(y, x, arms.amplitude, arms.pitch, arms.phase)
+    # The bulge is rounder than the disc; 0.5 px of softening keeps its n=4 cusp off one pixel.
+    bulge_q = math.sqrt(disc.axis_ratio)
+    bulge_radius = _elliptical_radius(disc.cy, disc.cx, bulge_q, disc.angle, y, x)
+    bulge = np.exp(-_BULGE_B4 * (np.sqrt(np.sqrt(np.hypot(bulge_radius, 0.5) / disc.bulge_re)) - 1))
+    disc_flux = 2 * math.pi * disc.scale_length**2 * disc.axis_ratio * disc.peak
+    bulge *= rng.uniform(0.05, 0.6) * disc_flux / bulge.sum()
+    blurred_disc, bulge = _blur([disc_light, bulge], psf_vars)
+    disc_gri = _colour_to_gri(rng.normal(0.35, 0.06), rng.normal(0.15, 0.04))
+    bulge_gri = _colour_to_gri(rng.normal(0.85, 0.05), rng.normal(0.38, 0.03))
+    bands = blurred_disc[None] * disc_gri[:, None, None] + bulge[None] * bulge_gri[:, None, None]
+    return bands.astype(np.float32), disc_light
+
+
 def _draw(rng: np.random.Generator, image_size: int) -> SyntheticGalaxy:
     """Draws the layout, renders the gri light, adds noise and maps it to an 8-bit composite."""
     scale = image_size / REFERENCE_IMAGE_SIZE
@@ -310,20 +347,7 @@ def _draw(rng: np.random.Generator, image_size: int) -> SyntheticGalaxy:
     # Uniform over the sky area of the SDSS declination band.
     sin_dec = rng.uniform(math.sin(math.radians(-10.0)), math.sin(math.radians(70.0)))
     dec = float(np.degrees(np.arcsin(sin_dec)))
-
-    # Crops are centred on the galaxy, so its offset is small.
-    cy, cx = image_size / 2 + rng.normal(0.0, 3.0 * scale, size=2)
-    cos_inclination = rng.uniform(0.3, 1.0)
-    dimming = (1.05 / (1 + redshift)) ** 4  # Tolman surface-brightness dimming
-    disc = _Disc(
-        cy=float(cy),
-        cx=float(cx),
-        axis_ratio=math.sqrt(cos_inclination**2 * (1 - 0.15**2) + 0.15**2),  # thickness 0.15
-        angle=rng.uniform(0.0, math.pi),
-        scale_length=rng.uniform(26.0, 46.0) * scale,
-        peak=10 ** rng.uniform(math.log10(15.0), math.log10(80.0)) * dimming,
-        bulge_re=rng.uniform(2.5, 7.0) * scale,
-    )
+    disc = _draw_disc(rng, image_size, scale, redshift)
     psf_sigma = rng.uniform(2.6, 4.0) * scale / 2.3548  # FWHM of SDSS seeing, 1.0-1.6 arcsec
     psf_vars = (psf_sigma**2, (2 * psf_sigma) ** 2)
 
@@ -339,18 +363,7 @@ def _draw(rng: np.random.Generator, image_size: int) -> SyntheticGalaxy:
         pitch=math.radians(rng.uniform(12.0, 30.0)),
         phase=rng.uniform(0.0, 2 * math.pi),
     )
-    disc_light = disc.surface_brightness(y, x) * disc.spiral_arms(y, x, arms.amplitude, arms.pitch, arms.phase)
-    # The bulge is rounder than the disc; 0.5 px of softening keeps its n=4 cusp off one pixel.
-    bulge_q = math.sqrt(disc.axis_ratio)
-    bulge_radius = _elliptical_radius(disc.cy, disc.cx, bulge_q, disc.angle, y, x)
-    bulge = np.exp(-_BULGE_B4 * (np.sqrt(np.sqrt(np.hypot(bulge_radius, 0.5) / disc.bulge_re)) - 1))
-    disc_flux = 2 * math.pi * disc.scale_length**2 * disc.axis_ratio * disc.peak
-    bulge *= rng.uniform(0.05, 0.6) * disc_flux / bulge.sum()
-    blurred_disc, bulge = _blur([disc_light, bulge], psf_vars)
-    disc_gri = _colour_to_gri(rng.normal(0.35, 0.06), rng.normal(0.15, 0.04))
-    bulge_gri = _colour_to_gri(rng.normal(0.85, 0.05), rng.normal(0.38, 0.03))
-    bands = blurred_disc[None] * disc_gri[:, None, None] + bulge[None] * bulge_gri[:, None, None]
-    bands = bands.astype(np.float32)
+    bands, disc_light = _galaxy_light(rng, disc, arms, y, x, psf_vars)
     galaxy_r = bands[1].copy()  # the disc and bulge alone, for the clumps' contrast
 
     hii_regions_yx = _add_hii_regions(rng, bands, disc, arms, disc_light, boxes_yxyx, psf_vars)

@@ -1,9 +1,8 @@
-"""Tests for gsfc_tf.inference: loading, the input-pixel box mapping, evaluation and catalogues."""
+"""Tests for gsfc_tf.detector: loading, the input-pixel box mapping, and a detector through evaluation and catalogues."""
 
 import dataclasses
 import json
 import types
-from pathlib import Path
 
 import keras
 import numpy as np
@@ -12,23 +11,13 @@ import tensorflow as tf
 import tensorflow_datasets as tfds
 from PIL import Image
 
-from gsfc_tf import data, evaluation
+from gsfc_tf import conventions, data, evaluation
 from gsfc_tf.config import TrainConfig, smoke
-from gsfc_tf.inference import (
-    DEFAULT_MIN_SCORE,
-    Detector,
-    default_min_score,
-    evaluate_examples,
-    expand_image_paths,
-    format_summary,
-    galaxy_id,
-    load_detector,
-    point_at_threshold,
-    predict_catalogue,
-    run_dataset,
-    write_evaluation,
-)
+from gsfc_tf.catalogue import predict_catalogue
+from gsfc_tf.commands.predict import format_summary
+from gsfc_tf.detector import DEFAULT_MIN_SCORE, Detector, default_min_score, load_detector, run_dataset
 from gsfc_tf.models import build_detector
+from gsfc_tf.split_evaluation import evaluate_examples, write_evaluation
 from tfds_clumpscout.clump_scout import clump_scout_dataset_builder as builder_module
 
 TINY_DATASET = "clump_scout/synthetic_tiny"
@@ -123,9 +112,9 @@ def save_png(path, image):
 
 def as_cutout(crop):
     """A 400x400 cutout whose central 200x200 is `crop` (the frame the builder crops)."""
-    cutout = np.zeros((data.CUTOUT_SIZE, data.CUTOUT_SIZE, 3), np.uint8)
-    margin = (data.CUTOUT_SIZE - data.CROP_SIZE) // 2
-    cutout[margin : margin + data.CROP_SIZE, margin : margin + data.CROP_SIZE] = crop
+    cutout = np.zeros((conventions.CUTOUT_SIZE, conventions.CUTOUT_SIZE, 3), np.uint8)
+    margin = conventions.crop_offset()
+    cutout[margin : margin + conventions.CROP_SIZE, margin : margin + conventions.CROP_SIZE] = crop
     return cutout
 
 
@@ -160,7 +149,7 @@ def test_detector_maps_cutout_and_crop_to_the_same_clumps(run_dir, detector, tes
     model_inputs, _, scale = data.model_inputs(np.stack(crops[:2]), image_size=DETECTOR_CONFIG.image_size)
     raw = keras.saving.load_model(run_dir / "model.keras")(model_inputs, training=False)
     np.testing.assert_allclose(crop_outputs["boxes"][0, : n[0]], raw["boxes"][0, : n[0]] / scale[0], atol=1e-3)
-    assert crop_outputs["boxes"].max() <= data.CROP_SIZE
+    assert crop_outputs["boxes"].max() <= conventions.CROP_SIZE
 
 
 def test_detect_checks_its_input(detector):
@@ -237,18 +226,6 @@ def test_evaluate_examples_with_a_model_writes_metrics_and_plots(detector, test_
         assert written[name].read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
-def test_galaxy_ids_and_globs(tmp_path):
-    assert galaxy_id("a/587722981.fits.gz") == "587722981"
-    assert galaxy_id("J1234.5+0101.png") == "J1234.5+0101"
-    for name in ("b.png", "a.png", "c.fits"):
-        (tmp_path / name).touch()
-    pattern, missing = str(tmp_path / "*.png"), str(tmp_path / "none*.png")
-    # Globs expand sorted; a plain path and a pattern matching nothing stay, for the reader to report.
-    assert expand_image_paths([pattern, "x.fits", missing]) == [
-        tmp_path / "a.png", tmp_path / "b.png", Path("x.fits"), Path(missing)
-    ]
-
-
 def test_exported_saved_model_detects_like_the_keras_model(run_dir, detector, test_split, tmp_path):
     export = pytest.importorskip("gsfc_tf.export")
     export.export_saved_model(keras.saving.load_model(run_dir / "model.keras"), tmp_path / "gsfc" / "1")
@@ -297,16 +274,9 @@ def test_predict_catalogue_keeps_files_sharing_a_stem_apart_and_accounts_for_eve
     assert strict.rows == [] and [image.status for image in strict.images] == ["no_clumps", "no_clumps"]
 
 
-def test_expand_image_paths_keeps_a_file_named_twice_once(tmp_path, monkeypatch):
-    monkeypatch.chdir(tmp_path)
-    for name in ("a.png", "b.png"):
-        (tmp_path / name).touch()
-    assert expand_image_paths(["*.png", "a.png", "./b.png", "c.png"]) == [Path("a.png"), Path("b.png"), Path("c.png")]
-
-
 def test_detector_warns_once_per_size_about_images_far_larger_than_a_cutout(caplog):
     detector = Detector(detect_fn=one_clump_each, source="fake")
-    with caplog.at_level("WARNING", logger="gsfc_tf.inference"):
+    with caplog.at_level("WARNING", logger="gsfc_tf.detector"):
         for height, width in ((4000, 4000), (200, 200), (400, 400), (4000, 4000), (1000, 800)):
             detector.detect(np.zeros((1, height, width, 3), np.uint8))
     messages = [record.getMessage() for record in caplog.records]
@@ -322,19 +292,3 @@ def test_load_detector_names_a_corrupt_model_file(run_dir, tmp_path):
     (truncated / "model.keras").write_bytes((run_dir / "model.keras").read_bytes()[:5000])
     with pytest.raises(ValueError, match=r"run/model\.keras is not a Keras model: not a zip archive"):
         load_detector(truncated)
-
-
-def test_point_at_threshold_reads_the_curves():
-    truths = [evaluation.ImageBoxes([[0, 0, 10, 10], [50, 50, 60, 60]], [0, 0])]
-    predictions = [
-        evaluation.ImageBoxes([[0, 0, 10, 10], [50, 50, 60, 60], [80, 80, 90, 90]], [0, 0, 0], [0.9, 0.3, 0.6])
-    ]
-    metrics = evaluation.evaluate_detections(truths, predictions)
-    assert point_at_threshold(metrics, 0.5) == {
-        "threshold": 0.5, "completeness": 0.5, "purity": 0.5, "n_predicted": 2, "n_matched": 1
-    }
-    # Between grid points: the next one up, 0.31, which drops the 0.3 detection.
-    assert point_at_threshold(metrics, 0.305)["completeness"] == 0.5
-    assert point_at_threshold(metrics, 0.3)["purity"] == pytest.approx(2 / 3)
-    with pytest.raises(ValueError, match="above the last"):
-        point_at_threshold(metrics, 1.5)

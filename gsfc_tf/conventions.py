@@ -1,0 +1,225 @@
+"""The project's conventions, each defined once: numpy only, no TensorFlow.
+
+Everything that must agree between the TFDS builder, the input pipeline, the model, evaluation,
+catalogues and the export reads it here; the graph versions of the box functions are in
+`gsfc_tf.ops.boxes` and follow the same definitions.
+
+Shape shorthand: K boxes, M and N box counts of a pair of sets, T score thresholds.
+
+Classes:
+    Dataset labels are 0 `clump` and 1 `odd_clump` (`CLASS_NAMES`); padding rows are
+    `PADDING` (-1). The model's classifier puts background first, so its class ids are
+    1-based: dataset label k is model class k + 1 (`to_model_class`, `from_model_class`).
+    The same 1-based ids are the SavedModel's `detection_classes` (the TF Object Detection
+    API's convention, 0 in padding slots), COCO's category ids and the `label` column (1|2)
+    of the authors' crop catalogue.
+
+Crop geometry:
+    Clump Scout cutouts are `CUTOUT_SIZE` (400) px square; the model sees their central
+    `CROP_SIZE` (200) px (Popp et al. 2024), at `crop_offset()` (100) px from the cutout's
+    top-left corner. `PreparationRules` (the builder) and `data.model_inputs` (every detector
+    path) take their defaults from here.
+
+Box frames:
+    Boxes are `yxyx` (`y_min, x_min, y_max, x_max`) in a frame named by the variable:
+    absolute pixels of the image they travel with (inside the model and evaluation),
+    normalised by that image's height and width (TFDS `BBoxFeature`, the SavedModel's
+    outputs), or pixels of another image. Every change of frame is one window mapping: a
+    window frame is a part of an outer image starting at `offset_yx` (outer pixels), magnified
+    `scale_yx` times, so window p = (outer p - offset) * scale. `to_window` and `from_window`
+    map boxes one way and back; for example
+      - cutout -> crop: offset `crop_offset()`, scale 1;
+      - input image -> model input: the offset and scale `data.model_inputs` returns;
+      - normalised -> pixels: offset 0, scale (H, W) (pixels are a window on the unit square).
+    `yxyx_to_xywh` and `box_centres_xy` give the forms the catalogue, COCO and matplotlib use.
+
+IoU:
+    IoU of two boxes is their intersection over their union, and 0 when the union is empty
+    (two zero-area boxes). A pair with a padded box (every coordinate negative: `PADDING`
+    rows) has IoU `PADDED_IOU` (-1), below any threshold, so padding never matches. Evaluation
+    drops padding before matching, where the rule never applies; `pairwise_iou` is the numpy
+    reference and `ops.box_iou` the graph op (tests compare them).
+
+Operating point:
+    The score threshold a detector is run at is the one on the validation curve that
+    maximises min(completeness, purity) (ties: larger completeness + purity, then the lower
+    threshold). Where both curves reach `OPERATING_TARGET` (the paper's 0.8) at some
+    threshold, that point is among them; otherwise it is the balanced point where the curves
+    cross. Training keeps the weights with the best `operating_score`, and an export records
+    the threshold as the default of every consumer.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import numpy as np
+
+__all__ = [
+    "BACKGROUND_CLASS",
+    "CLASS_NAMES",
+    "CROP_SIZE",
+    "CUTOUT_SIZE",
+    "OPERATING_TARGET",
+    "PADDED_IOU",
+    "PADDING",
+    "box_centres_xy",
+    "crop_offset",
+    "from_model_class",
+    "from_window",
+    "operating_index",
+    "operating_score",
+    "pairwise_iou",
+    "to_model_class",
+    "to_window",
+    "yxyx_to_xywh",
+]
+
+# --------------------------------------------------------------------------------------------
+# Classes.
+
+CLASS_NAMES = ("clump", "odd_clump")
+# The model's class 0; also the SavedModel's `detection_classes` in padding slots.
+BACKGROUND_CLASS = 0
+# Padding rows of ground truth (boxes and labels) and of padded proposals.
+PADDING = -1
+
+
+def to_model_class(labels):
+    """Model class ids (1-based, 0 background) of dataset labels (0-based); any array or number."""
+    return labels + 1
+
+
+def from_model_class(classes):
+    """Dataset labels (0-based) of model class ids (1-based, 0 background); any array or number."""
+    return classes - 1
+
+
+# --------------------------------------------------------------------------------------------
+# Crop geometry.
+
+CUTOUT_SIZE = 400
+CROP_SIZE = 200
+
+
+def crop_offset(cutout_size: int = CUTOUT_SIZE, crop_size: int = CROP_SIZE) -> int:
+    """Pixel offset (on both axes) of the central `crop_size` square in a `cutout_size` cutout."""
+    return (cutout_size - crop_size) // 2
+
+
+# --------------------------------------------------------------------------------------------
+# Box frames.
+
+
+def _per_coordinate(pair, dtype) -> np.ndarray:
+    """A (y, x) pair (or one number for both) as the [4] factors of a yxyx box."""
+    return np.tile(np.broadcast_to(np.asarray(pair, dtype), (2,)), 2)
+
+
+def to_window(boxes_yxyx, *, scale_yx=1.0, offset_yx=None) -> np.ndarray:
+    """Boxes of an outer frame in a window of it: (boxes - offset) * scale.
+
+    Args:
+        boxes_yxyx: [..., 4] boxes in the outer frame.
+        scale_yx: window pixels per outer unit, (y, x) or one number.
+        offset_yx: the window's top-left corner in the outer frame, (y, x) or one number;
+            None for 0.
+
+    Returns:
+        [..., 4] boxes in the window frame, of the input's float dtype (float64 for integers).
+    """
+    boxes = np.asarray(boxes_yxyx)
+    boxes = boxes if np.issubdtype(boxes.dtype, np.floating) else boxes.astype(np.float64)
+    if offset_yx is not None:
+        boxes = boxes - _per_coordinate(offset_yx, boxes.dtype)
+    return boxes * _per_coordinate(scale_yx, boxes.dtype)
+
+
+def from_window(boxes_yxyx, *, scale_yx=1.0, offset_yx=None) -> np.ndarray:
+    """Inverse of `to_window`: boxes / scale + offset, in the outer frame."""
+    boxes = np.asarray(boxes_yxyx)
+    boxes = boxes if np.issubdtype(boxes.dtype, np.floating) else boxes.astype(np.float64)
+    boxes = boxes / _per_coordinate(scale_yx, boxes.dtype)
+    if offset_yx is not None:
+        boxes = boxes + _per_coordinate(offset_yx, boxes.dtype)
+    return boxes
+
+
+def yxyx_to_xywh(boxes_yxyx) -> np.ndarray:
+    """[..., 4] `(x_min, y_min, width, height)` boxes (COCO's `bbox`, matplotlib's Rectangle)."""
+    boxes = np.asarray(boxes_yxyx)
+    y_min, x_min, y_max, x_max = np.moveaxis(boxes, -1, 0)
+    return np.stack([x_min, y_min, x_max - x_min, y_max - y_min], axis=-1)
+
+
+def box_centres_xy(boxes_yxyx) -> np.ndarray:
+    """[..., 2] `(x, y)` centres of [..., 4] yxyx boxes."""
+    boxes = np.asarray(boxes_yxyx)
+    return (boxes[..., [1, 0]] + boxes[..., [3, 2]]) / 2
+
+
+# --------------------------------------------------------------------------------------------
+# IoU.
+
+PADDED_IOU = -1.0
+
+
+def pairwise_iou(boxes1_yxyx, boxes2_yxyx) -> np.ndarray:
+    """IoU [M, N] of boxes [M, 4] with boxes [N, 4] (the rule in the module docstring).
+
+    Returns:
+        float64 [M, N]: intersection over union; 0 where the union is empty; `PADDED_IOU`
+        where either box is padding (all coordinates negative).
+    """
+    a = np.asarray(boxes1_yxyx, np.float64).reshape(-1, 4)
+    b = np.asarray(boxes2_yxyx, np.float64).reshape(-1, 4)
+    top_left = np.maximum(a[:, None, :2], b[None, :, :2])
+    bottom_right = np.minimum(a[:, None, 2:], b[None, :, 2:])
+    intersection = np.prod(np.clip(bottom_right - top_left, 0.0, None), axis=-1)
+    area_a = np.prod(a[:, 2:] - a[:, :2], axis=-1)
+    area_b = np.prod(b[:, 2:] - b[:, :2], axis=-1)
+    union = area_a[:, None] + area_b[None, :] - intersection
+    iou = np.divide(intersection, union, out=np.zeros_like(union), where=union > 0)
+    padded = (a.max(axis=-1) < 0)[:, None] | (b.max(axis=-1) < 0)[None, :]
+    return np.where(padded, PADDED_IOU, iou)
+
+
+# --------------------------------------------------------------------------------------------
+# Operating point.
+
+# Completeness and purity the operating point aims for (Popp et al. 2024).
+OPERATING_TARGET = 0.8
+
+
+def operating_index(completeness, purity) -> int | None:
+    """Index of the operating point on curves sampled at increasing score thresholds.
+
+    Args:
+        completeness: [T] completeness at each threshold; NaN throughout when there are no truths.
+        purity: [T] purity at each threshold.
+
+    Returns:
+        The first index maximising min(completeness, purity), ties broken by the larger
+        completeness + purity; None when every completeness is NaN.
+    """
+    completeness = np.asarray(completeness, np.float64)
+    purity = np.asarray(purity, np.float64)
+    balanced = np.minimum(completeness, purity)
+    valid = np.flatnonzero(~np.isnan(balanced))
+    if not len(valid):
+        return None
+    total = completeness + purity
+    order = np.lexsort((valid, -total[valid], -balanced[valid]))
+    return int(valid[order[0]])
+
+
+def operating_score(metrics: Mapping[str, Any]) -> float:
+    """min(completeness, purity) at the operating point; -inf when the split has no clumps.
+
+    Args:
+        metrics: an `evaluation.evaluate_detections` result (or its JSON form).
+    """
+    if metrics["completeness"] is None:
+        return float("-inf")
+    return min(metrics["completeness"], metrics["purity"])

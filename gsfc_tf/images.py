@@ -1,0 +1,113 @@
+"""Reading galaxy cutouts (PNG/JPEG/FITS) as uint8 RGB: the one reader of the builder and gsfc_tf.
+
+Shape shorthand: H x W image size.
+
+The TFDS builder (`tfds_clumpscout.clump_scout.preparation.load_cutout`) and the catalogue
+(`gsfc_tf.catalogue.read_cutout`) both read through `read_image`, so a cutout becomes the same
+pixels for training and for `gsfc-tf predict`, and the same pixels the SavedModel's decoder
+makes of a PNG or JPEG. numpy only at import (Pillow and astropy are imported when a file of
+their kind is read); no TensorFlow, no tensorflow_datasets.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+__all__ = [
+    "FITS_SUFFIXES",
+    "LUPTON_Q",
+    "LUPTON_STRETCH",
+    "UnreadableImageError",
+    "read_image",
+]
+
+FITS_SUFFIXES = (".fits", ".fit", ".fts", ".fits.gz", ".fit.gz", ".fts.gz")
+# `make_lupton_rgb` parameters of FITS cutouts (stretch in the FITS data units).
+LUPTON_Q = 8.0
+LUPTON_STRETCH = 0.5
+
+
+class UnreadableImageError(ValueError):
+    """A cutout exists but cannot be turned into an RGB crop."""
+
+
+def _read_fits(path: Path, lupton_q: float, lupton_stretch: float) -> tuple[np.ndarray, object]:
+    # Deferred: astropy is slow to import and only FITS cutouts need it.
+    from astropy.io import fits
+    from astropy.visualization import make_lupton_rgb
+
+    with fits.open(path, memmap=False) as hdul:
+        hdus = [h for h in hdul if h.is_image and h.data is not None]
+        planes = [np.asarray(h.data, np.float32) for h in hdus]
+        header = hdus[0].header.copy() if hdus else None
+    if len(planes) == 1 and planes[0].ndim == 3 and planes[0].shape[0] == 3:
+        g, r, i = planes[0]
+    elif len(planes) == 1 and planes[0].ndim == 2:
+        g = r = i = planes[0]
+    elif len(planes) >= 3 and all(p.ndim == 2 and p.shape == planes[0].shape for p in planes[:3]):
+        g, r, i = planes[:3]
+    else:
+        raise UnreadableImageError(
+            f"{path.name}: expected a (3, H, W) g,r,i cube, three 2-D g,r,i HDUs or one 2-D plane, got "
+            f"{[p.shape for p in planes]}."
+        )
+    g, r, i = (np.nan_to_num(p, nan=0.0, posinf=0.0, neginf=0.0) for p in (g, r, i))
+    with np.errstate(invalid="ignore", divide="ignore"):  # astropy divides by 0 where I == 0
+        rgb = make_lupton_rgb(i, r, g, minimum=0.0, stretch=lupton_stretch, Q=lupton_q)
+    # FITS row 0 is the bottom of the sky image; PNG row 0 (and the boxes) is the top.
+    return np.ascontiguousarray(rgb[::-1]), header
+
+
+def _pillow_rgb(img, path: Path) -> np.ndarray:
+    """uint8 [H, W, 3] as ``tf.io.decode_image(channels=3, dtype=tf.uint8)`` decodes a PNG."""
+    if img.mode.startswith("I;16"):
+        # 16-bit greyscale PNG. libpng, and so TensorFlow, keeps the high byte (v >> 8);
+        # Pillow's convert("RGB") would clip every value above 255 to white.
+        grey = (np.asarray(img).astype(np.uint16) >> 8).astype(np.uint8)
+        return np.repeat(grey[..., None], 3, axis=-1)
+    if img.mode in ("I", "F"):
+        raise UnreadableImageError(
+            f"{path.name}: {img.mode} mode (32-bit) images have no uint8 scaling; "
+            "use an 8- or 16-bit PNG, a JPEG or FITS."
+        )
+    # 16-bit RGB(A) and grey+alpha PNGs reach here as 8-bit: Pillow keeps the high byte too.
+    return np.asarray(img.convert("RGB"))
+
+
+def read_image(
+    path: str | Path, *, lupton_q: float = LUPTON_Q, lupton_stretch: float = LUPTON_STRETCH
+) -> tuple[np.ndarray, object]:
+    """Reads a whole cutout as RGB, with its FITS header when it is a FITS file.
+
+    PNG/JPEG (any Pillow format): RGB, RGBA (alpha dropped), greyscale or palette, 8 or
+    16 bits, exactly as ``tf.io.decode_image(channels=3, dtype=tf.uint8)`` (and so the
+    SavedModel) decodes a PNG: 16-bit values keep their high byte (``v >> 8``). FITS
+    (`FITS_SUFFIXES`, optionally gzipped): g, r, i planes as a (3, H, W) cube in one HDU or as
+    the first three image HDUs, combined with `make_lupton_rgb` (i -> R, r -> G, g -> B), or a
+    single 2-D plane shown grey; flipped to top row first.
+
+    Args:
+        path: the cutout file; its suffix (any case) tells FITS from the rest.
+        lupton_q, lupton_stretch: ``Q`` and ``stretch`` of `make_lupton_rgb`, FITS only.
+
+    Returns:
+        (uint8 [H, W, 3], the first image HDU's `astropy.io.fits.Header` or None).
+
+    Raises:
+        UnreadableImageError: missing or corrupt file, unsupported layout.
+    """
+    path = Path(path)
+    try:
+        if path.name.lower().endswith(FITS_SUFFIXES):
+            return _read_fits(path, lupton_q, lupton_stretch)
+        # Deferred: only the reader needs Pillow.
+        from PIL import Image
+
+        with Image.open(path) as img:
+            return _pillow_rgb(img, path), None
+    except UnreadableImageError:
+        raise
+    except Exception as err:  # Pillow/astropy raise many types for corrupt files.
+        raise UnreadableImageError(f"{path.name}: {type(err).__name__}: {err}") from err

@@ -1,0 +1,201 @@
+"""Scoring a detector on a TFDS `clump_scout` split: metrics, plots and a one-line summary.
+
+Shape shorthand: B images in a batch, H x W their size, N clumps of one galaxy, I galaxies.
+
+The detector runs on the split's images as stored (the 200-px crops), so boxes, and the
+completeness-by-size bins, are crop pixels like the Clump Scout statistics. The scoring itself
+is `gsfc_tf.evaluation` (numpy, model-free); this module feeds it a detector's output.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import tensorflow as tf
+from matplotlib.figure import Figure
+from tqdm.auto import tqdm
+
+from gsfc_tf import conventions, data, evaluation, plots
+from gsfc_tf.detector import Detector
+
+__all__ = [
+    "Evaluation",
+    "evaluate_examples",
+    "evaluation_figures",
+    "headline",
+    "point_at_threshold",
+    "write_evaluation",
+]
+
+
+@dataclasses.dataclass(frozen=True)
+class Evaluation:
+    """A detector scored on a split; boxes in pixels of the split's images (the 200-px crop).
+
+    Attributes:
+        metrics: `evaluation.metrics_report` result.
+        ids: I galaxy ids.
+        truths: I `ImageBoxes`.
+        predictions: I `ImageBoxes` with scores.
+        images: the first few uint8 images [H, W, 3], for `plot_detections_grid`.
+    """
+
+    metrics: dict[str, Any]
+    ids: list[str]
+    truths: list[evaluation.ImageBoxes]
+    predictions: list[evaluation.ImageBoxes]
+    images: list[np.ndarray]
+
+
+def _unpack_example(example: Mapping[str, Any]) -> tuple[tf.Tensor, ...]:
+    """(image uint8 [H, W, 3], id, boxes_yxyx [N, 4], labels [N], snr [N]) of one TFDS example."""
+    _, boxes_yxyx, labels = data.from_tfds_example(example)
+    objects = example["objects"]
+    # Real galaxies have NaN; datasets before clump_scout 1.2.0 have no SNR at all.
+    snr = objects["snr"] if "snr" in objects else tf.fill(tf.shape(labels), float("nan"))
+    return example["image"], example["image/id"], boxes_yxyx, labels, snr
+
+
+def _example_batches(examples: tf.data.Dataset, batch_size: int) -> tf.data.Dataset:
+    """`_unpack_example` tuples padded into batches of B: boxes and labels padded with `conventions.PADDING`."""
+    return examples.map(_unpack_example, num_parallel_calls=tf.data.AUTOTUNE).padded_batch(
+        batch_size,
+        padding_values=(
+            tf.constant(0, tf.uint8), "", tf.constant(conventions.PADDING, tf.float32), conventions.PADDING, float("nan")
+        ),
+    )
+
+
+def evaluate_examples(
+    detector: Detector,
+    examples: tf.data.Dataset,
+    *,
+    batch_size: int = 8,
+    limit: int | None = None,
+    keep_images: int = 16,
+    fixed_threshold: float | None = None,
+    progress: bool = True,
+    **metrics_options,
+) -> Evaluation:
+    """Runs `detector` over TFDS `clump_scout` examples and scores it.
+
+    The top-level completeness and purity are at the operating point chosen on these examples
+    (`evaluation.evaluate_detections`); an operating threshold chosen beforehand on another
+    split (the run's validation split) gives an unbiased figure: pass it as `fixed_threshold`.
+    Where the examples carry clump SNRs (`objects/snr`, synthetic data), the metrics break
+    completeness down by SNR too (`by_snr`).
+
+    Args:
+        examples: unbatched TFDS examples (`image` uint8 [H, W, 3], `image/id`, `objects`).
+        batch_size: images per detector call.
+        limit: score only the first `limit` galaxies.
+        keep_images: how many images to keep for the detections grid.
+        fixed_threshold: also report `point_at_threshold` of it under `metrics["fixed_threshold"]`.
+        progress: show a tqdm bar over batches.
+        **metrics_options: passed to `evaluation.metrics_report`.
+    """
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    if limit is not None:
+        examples = examples.take(limit)
+    batches = _example_batches(examples, batch_size)
+    count = int(batches.cardinality())
+    ids, truths, predictions, images, truth_snr = [], [], [], [], []
+    for batch_images, batch_ids, boxes_yxyx, labels, snr in tqdm(
+        batches.prefetch(1), total=count if count >= 0 else None, desc="evaluate", unit="batch", disable=not progress
+    ):
+        predictions += detector.detect_boxes(batch_images)
+        truths += evaluation.from_padded_batch(boxes_yxyx.numpy(), labels.numpy())
+        # The same rows `from_padded_batch` keeps: padding has label -1.
+        truth_snr += [image_snr[image_labels >= 0] for image_snr, image_labels in zip(snr.numpy(), labels.numpy())]
+        ids += [i.decode() for i in batch_ids.numpy()]
+        images += list(batch_images.numpy()[: max(keep_images - len(images), 0)])
+    if not truths:
+        raise ValueError("the split holds no galaxies to evaluate")
+    if any(np.isfinite(image_snr).any() for image_snr in truth_snr):
+        metrics_options = {"truth_snr": truth_snr, **metrics_options}
+    metrics = evaluation.metrics_report(truths, predictions, **metrics_options)
+    if fixed_threshold is not None:
+        metrics["fixed_threshold"] = point_at_threshold(metrics, fixed_threshold)
+    return Evaluation(metrics=metrics, ids=ids, truths=truths, predictions=predictions, images=images)
+
+
+def point_at_threshold(metrics: Mapping[str, Any], threshold: float) -> dict[str, float | None]:
+    """Class-agnostic completeness and purity at the first curve threshold >= `threshold`.
+
+    Args:
+        metrics: an `evaluation.evaluate_detections` / `metrics_report` result.
+        threshold: a score threshold; the default curve grid steps by 0.01.
+    """
+    thresholds = np.asarray(metrics["curves"]["score_threshold"], float)
+    index = int(np.searchsorted(thresholds, threshold - 1e-9))
+    if index == len(thresholds):
+        raise ValueError(f"threshold {threshold} is above the last curve threshold {thresholds[-1]}")
+    return {
+        "threshold": float(thresholds[index]),
+        **{key: metrics["curves"][key][index] for key in ("completeness", "purity", "n_predicted", "n_matched")},
+    }
+
+
+def evaluation_figures(result: Evaluation) -> dict[str, Figure]:
+    """The evaluation plots, keyed by file stem; `completeness_by_snr` where the truths had SNRs.
+
+    The detections grid draws predictions scoring at least the fixed threshold when one was
+    given (what `gsfc-tf predict` would catalogue), else the operating threshold.
+    """
+    chosen = result.metrics.get("fixed_threshold") or result.metrics["operating_point"]
+    threshold = chosen["threshold"]
+    n = len(result.images)
+    return {
+        "completeness_purity": plots.plot_completeness_purity(result.metrics),
+        "detections": plots.plot_detections_grid(
+            result.images,
+            result.truths[:n],
+            result.predictions[:n],
+            titles=result.ids[:n],
+            min_score=1.0 if threshold is None else threshold,
+        ),
+        "completeness_by_size": plots.plot_completeness_by_size(result.metrics),
+        **(
+            {"completeness_by_snr": plots.plot_completeness_by_snr(result.metrics)}
+            if "by_snr" in result.metrics
+            else {}
+        ),
+    }
+
+
+def write_evaluation(result: Evaluation, out_dir: str | Path, *, dpi: int = 120) -> dict[str, Path]:
+    """Writes `metrics.json` and the `evaluation_figures` as PNGs into `out_dir`; returns the paths."""
+    out_dir = Path(out_dir)
+    written = {"metrics": evaluation.write_metrics_json(result.metrics, out_dir / "metrics.json")}
+    for name, figure in evaluation_figures(result).items():
+        written[name] = out_dir / f"{name}.png"
+        figure.savefig(written[name], dpi=dpi)
+    return written
+
+
+def headline(metrics: Mapping[str, Any]) -> str:
+    """One line: completeness and purity at the operating threshold, and COCO AP50."""
+
+    def number(value: float | None) -> str:
+        return "n/a" if value is None or math.isnan(value) else f"{value:.3f}"
+
+    threshold = metrics["operating_point"]["threshold"]
+    line = (
+        f"completeness {number(metrics['completeness'])}, purity {number(metrics['purity'])} "
+        + ("(no operating point)" if threshold is None else f"at score >= {threshold:.2f}")
+    )
+    if "coco" in metrics:
+        line += f"; AP50 {number(metrics['coco']['AP50'])}"
+    if "fixed_threshold" in metrics:
+        fixed = metrics["fixed_threshold"]
+        line += (
+            f"; at the validation threshold {fixed['threshold']:.2f}: completeness {number(fixed['completeness'])}, "
+            f"purity {number(fixed['purity'])}"
+        )
+    return line
