@@ -9,13 +9,16 @@ from gsfc_tf import config
 
 
 def test_presets_are_named_and_valid():
-    assert set(config.PRESETS) == {"smoke", "paper", "bench"}
+    assert set(config.PRESETS) == {"smoke", "paper", "bench", "cpu"}
     paper = config.PRESETS["paper"]()
     assert (paper.learning_rate, paper.weight_decay, paper.batch_size_per_replica, paper.epochs) == (1e-4, 5e-5, 4, 120)
     assert paper.detector.backbone == "zoobot_efficientnet_b0" and paper.augment
     smoke = config.PRESETS["smoke"]()
     assert smoke.detector.backbone == "tiny" and smoke.steps is not None
     assert config.PRESETS["bench"]().steps > smoke.steps
+    cpu = config.PRESETS["cpu"]()
+    assert cpu.dataset == "clump_scout/synthetic" and cpu.detector.backbone == "tiny"
+    assert cpu.detector.image_size > smoke.detector.image_size and cpu.steps > config.PRESETS["bench"]().steps
 
 
 def test_override_parses_types_and_nested_keys():
