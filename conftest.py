@@ -43,6 +43,16 @@ def _shared_tfds_dir(tmp_path_factory, *, with_sdss: bool = False) -> Path:
     return shared
 
 
+@pytest.fixture
+def global_dtype_policy():
+    """Keras's `set_global_policy`; the policy the test started with comes back after it."""
+    import keras
+
+    previous = keras.mixed_precision.global_policy()
+    yield keras.mixed_precision.set_global_policy
+    keras.mixed_precision.set_global_policy(previous)
+
+
 @pytest.fixture(scope="session")
 def synthetic_small_data_dir(tmp_path_factory):
     """A TFDS data dir holding `clump_scout/synthetic_small`, built once for all test workers."""

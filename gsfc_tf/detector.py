@@ -47,11 +47,12 @@ __all__ = [
     "load_keras_model",
     "read_metadata",
     "run_dataset",
+    "threshold_or_default",
     "validation_threshold",
 ]
 
 OUTPUT_KEYS = ("boxes", "scores", "classes", "num_detections")
-# Used by `predict` when the run has no validation operating point to offer.
+# The minimum score of a model without an operating threshold (`threshold_or_default`).
 DEFAULT_MIN_SCORE = 0.5
 DEFAULT_DATASET = "clump_scout/synthetic"
 # The exported SavedModel's signatures and metadata file (see `gsfc_tf.export`).
@@ -276,20 +277,42 @@ def validation_threshold(detector: Detector) -> float | None:
     return None if threshold is None else float(threshold)
 
 
-def default_min_score(detector: Detector) -> float:
-    """`validation_threshold`, else `DEFAULT_MIN_SCORE`.
+def threshold_or_default(operating_threshold: float | None, *, tta: bool, source: str) -> float:
+    """The minimum score a trained detector's detections are kept at unless a caller chooses one.
+
+    One rule for every consumer: `predict` and `survey` (through `default_min_score`) and the
+    thresholded signatures of an export (`gsfc_tf.export`), so a run and its export keep the same clumps.
+
+    Args:
+        operating_threshold: the score threshold chosen on the run's validation split
+            (`conventions.operating_index`), on scores under TTA when `tta`; None if there is none.
+        tta: whether the detector merges the 8 dihedral views, which changes its scores.
+        source: the model, for the message.
+
+    Returns:
+        `operating_threshold`, else `DEFAULT_MIN_SCORE`.
 
     Raises:
-        ValueError: a TTA detector without a threshold chosen under TTA; `DEFAULT_MIN_SCORE`
-            would be a guess on a score scale that TTA changes.
+        ValueError: no operating threshold under TTA; `DEFAULT_MIN_SCORE` would be a guess on a
+            score scale that TTA changes.
     """
-    threshold = validation_threshold(detector)
-    if threshold is None and detector.tta:
+    if operating_threshold is not None:
+        return float(operating_threshold)
+    if tta:
         raise ValueError(
-            f"{detector.source} with TTA has no operating threshold chosen under TTA; choose one with "
-            "`gsfc-tf evaluate --tta --split validation` and pass it as --min-score."
+            f"{source} with TTA has no operating threshold chosen under TTA; choose one with "
+            "`gsfc-tf evaluate --tta --split validation` and pass it with --min-score."
         )
-    return DEFAULT_MIN_SCORE if threshold is None else threshold
+    return DEFAULT_MIN_SCORE
+
+
+def default_min_score(detector: Detector) -> float:
+    """`threshold_or_default` of the detector's `validation_threshold`.
+
+    Raises:
+        ValueError: a TTA detector without a threshold chosen under TTA.
+    """
+    return threshold_or_default(validation_threshold(detector), tta=detector.tta, source=detector.source)
 
 
 def run_dataset(detector: Detector) -> str:

@@ -8,15 +8,17 @@ Layout: TF Serving's `<name>/<version>/`, e.g. `EXPORT_DIR/1/` holds `saved_mode
 detector config, for humans). The version directory appears in one rename, so a server
 watching `EXPORT_DIR` never loads a half-written model.
 
-Score threshold: the export carries the run's operating threshold (chosen on validation,
-`conventions.operating_index`) as the default of every consumer. `serving_default` and
-`serving_tensor` return only the detections scoring at least it, the rows `gsfc-tf predict`
-would write, so a TF Serving client needs no threshold of its own; the metadata's
-`score_threshold` is that threshold (the detector's own `score_threshold` when the run has no
-operating point) and `operating_threshold` the run's, or null. `all_detections` returns every
-detection the model keeps (above the detector's `score_threshold`, 0.05 by default), for
-completeness/purity curves and clients that choose their own threshold; `detector.load_exported`
-reads it, and `detector.load_detector` applies the recorded threshold where `predict` would.
+Score threshold: `serving_default` and `serving_tensor` return only the detections scoring at
+least the minimum score `gsfc-tf predict` would apply to the same model
+(`detector.threshold_or_default`): the operating threshold (chosen on validation,
+`conventions.operating_index`), else `detector.DEFAULT_MIN_SCORE`; under TTA an operating
+threshold is required, as one chosen without TTA does not fit TTA's scores. So a TF Serving
+client gets the rows of `predict`'s catalogue and needs no threshold of its own. The metadata's
+`score_threshold` is that minimum score and `operating_threshold` the operating threshold, or
+null. `all_detections` returns every detection the model keeps (above the detector's own
+`score_threshold`, 0.05 by default), for completeness/purity curves and clients that choose their
+own threshold; `detector.load_exported` reads it, and `detector.load_detector` applies the
+recorded operating threshold where `predict` would.
 
 Signatures (tag `serve`):
     `serving_default`: input `image_bytes` tf.string [B], PNG or JPEG files (TF Serving's REST
@@ -61,7 +63,14 @@ import keras
 import tensorflow as tf
 
 from gsfc_tf import __version__, conventions
-from gsfc_tf.detector import ALL_DETECTIONS_SIGNATURE, BYTES_SIGNATURE, METADATA_PATH, TENSOR_SIGNATURE, Detector
+from gsfc_tf.detector import (
+    ALL_DETECTIONS_SIGNATURE,
+    BYTES_SIGNATURE,
+    METADATA_PATH,
+    TENSOR_SIGNATURE,
+    Detector,
+    threshold_or_default,
+)
 from gsfc_tf.ops.boxes import from_window
 from gsfc_tf.ops.suppression import keep_scores_at_least
 from gsfc_tf.tta import DEFAULT_TTA_MERGE
@@ -217,10 +226,11 @@ def export_saved_model(
         model: a `FasterRCNN` (any model with `detector_config` and the same call outputs).
         export_dir: the version directory, `<base>/<version>` with an integer version.
         overwrite: replace an existing non-empty version directory.
-        operating_threshold: the score threshold chosen on the run's validation split: the
-            default of every consumer (module docstring), recorded in the metadata so that
-            catalogues made from the export keep the run's operating point
-            (`detector.load_detector`); None when the run has none.
+        operating_threshold: the score threshold chosen on the run's validation split (under
+            TTA when `tta`), recorded in the metadata so that catalogues made from the export
+            keep the run's operating point (`detector.load_detector`); None when the run has
+            none. `serving_default` and `serving_tensor` serve detections scoring at least
+            `detector.threshold_or_default` of it (module docstring).
         tta, tta_merge: build dihedral test-time augmentation into the graph (8x the compute
             per request), as `detector.Detector.from_model`; the metadata's `tta` names the
             merge, or is None without TTA.
@@ -230,10 +240,11 @@ def export_saved_model(
 
     Raises:
         ValueError, FileExistsError: see `check_export_dir`.
+        ValueError: `tta` without `operating_threshold`; nothing is written.
     """
     export_dir = check_export_dir(export_dir, overwrite=overwrite)
+    score_threshold = threshold_or_default(operating_threshold, tta=tta, source=f"the model exported to {export_dir}")
     config = model.detector_config
-    score_threshold = config.score_threshold if operating_threshold is None else float(operating_threshold)
     detect = Detector.from_model(model, tta=tta, tta_merge=tta_merge).detect_fn
     archive = keras.export.ExportArchive()
     archive.track(model)

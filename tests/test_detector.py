@@ -15,7 +15,14 @@ from gsfc_tf import conventions, data, evaluation
 from gsfc_tf.config import TrainConfig, smoke
 from gsfc_tf.catalogue import predict_catalogue
 from gsfc_tf.commands.predict import format_summary
-from gsfc_tf.detector import DEFAULT_MIN_SCORE, Detector, default_min_score, load_detector, run_dataset
+from gsfc_tf.detector import (
+    DEFAULT_MIN_SCORE,
+    Detector,
+    default_min_score,
+    load_detector,
+    run_dataset,
+    threshold_or_default,
+)
 from gsfc_tf.models import build_detector
 from gsfc_tf.split_evaluation import evaluate_examples, write_evaluation
 from tfds_clumpscout.clump_scout import clump_scout_dataset_builder as builder_module
@@ -116,6 +123,20 @@ def as_cutout(crop):
     margin = conventions.crop_offset()
     cutout[margin : margin + conventions.CROP_SIZE, margin : margin + conventions.CROP_SIZE] = crop
     return cutout
+
+
+def test_threshold_or_default_takes_the_operating_threshold_else_the_default_but_never_guesses_under_tta():
+    for tta in (False, True):
+        assert threshold_or_default(0.3, tta=tta, source="m") == 0.3
+        assert threshold_or_default(0.0, tta=tta, source="m") == 0.0
+    assert threshold_or_default(None, tta=False, source="m") == DEFAULT_MIN_SCORE
+    message = (
+        "m with TTA has no operating threshold chosen under TTA; choose one with "
+        "`gsfc-tf evaluate --tta --split validation` and pass it with --min-score."
+    )
+    with pytest.raises(ValueError) as error:
+        threshold_or_default(None, tta=True, source="m")
+    assert str(error.value) == message
 
 
 def test_load_detector_from_run_dir_and_keras_file(run_dir, detector, tmp_path):

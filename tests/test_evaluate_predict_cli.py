@@ -9,7 +9,7 @@ from astropy import units as u
 from astropy.io import fits
 from astropy.table import Table
 
-from gsfc_tf import cli
+from gsfc_tf import cli, commands, detector
 from test_detector import as_cutout, build_tiny_split, save_png, save_run_dir
 
 ARCSEC = 1 / 3600
@@ -115,6 +115,20 @@ def test_predict_default_min_score_is_the_runs_operating_threshold(run_dir, inpu
     assert cli.main(["predict", "--model", str(run_dir), *inputs, "--out", str(out)]) == 0
     assert "score >= 0.99" in capsys.readouterr().out
     assert len(Table.read(out, format="ascii.csv")) == 0
+
+
+@pytest.mark.parametrize("command", [["predict", "image.png"], ["export", "--out", "x/1"], ["survey", "--out", "x"]])
+def test_min_score_must_be_a_score(command, capsys):
+    assert commands._DEFAULT_MIN_SCORE == detector.DEFAULT_MIN_SCORE, "the help's default is the library's"
+    parser = cli._build_parser(command)
+    for given in ("0", "0.3", "1"):
+        assert parser.parse_args([*command, "--model", "m", "--min-score", given]).min_score == float(given)
+    assert parser.parse_args([*command, "--model", "m"]).min_score is None
+    for bad in ("1.5", "-0.1", "nan", "high"):
+        with pytest.raises(SystemExit) as exit_:
+            cli.main([*command, "--model", "m", "--min-score", bad])
+        assert exit_.value.code == 2
+        assert f"error: argument --min-score: must be a score in [0, 1], got '{bad}'" in capsys.readouterr().err
 
 
 def test_predict_fails_when_nothing_is_readable(run_dir, inputs, tmp_path, capsys):

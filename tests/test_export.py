@@ -1,8 +1,10 @@
 """SavedModel export: fresh-process round trip of both signatures, saved_model_cli, errors.
 
 One export (module fixture) of a smoke detector whose score threshold is the median score of
-the first galaxy, so outputs hold both detections and padding. Every check compares with the
-in-memory `model.predict` mapped to the export's conventions here, in numpy.
+the first galaxy, so outputs hold both detections and padding; it is exported with that threshold
+as its operating threshold, so every signature serves what the model keeps (an untrained model's
+scores, near 1/3, sit below `DEFAULT_MIN_SCORE`). Every check compares with the in-memory
+`model.predict` mapped to the export's conventions here, in numpy.
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ from gsfc_tf.data import model_inputs
 from gsfc_tf.detector import (
     ALL_DETECTIONS_SIGNATURE,
     BYTES_SIGNATURE,
+    DEFAULT_MIN_SCORE,
     METADATA_PATH,
     TENSOR_SIGNATURE,
     Detector,
@@ -123,7 +126,8 @@ def exported(tmp_path_factory):
     base = root / "serving"
     (base / "1").mkdir(parents=True)
     (base / "1" / "stale.txt").write_text("an older export")
-    assert cli.main(["export", "--model", str(run_dir), "--out", str(base / "1"), "--overwrite"]) == 0
+    export = ["export", "--model", str(run_dir), "--out", str(base / "1"), "--overwrite"]
+    assert cli.main([*export, "--min-score", repr(config.score_threshold)]) == 0
     return dict(
         model=model,
         config=config,
@@ -150,7 +154,7 @@ def test_layout_and_metadata(exported):
     config = exported["config"]
     assert metadata["detection_classes"] == {"1": "clump", "2": "odd_clump"}
     assert metadata["image_size"] == config.image_size
-    assert metadata["score_threshold"] == config.score_threshold
+    assert metadata["score_threshold"] == metadata["operating_threshold"] == config.score_threshold
     assert metadata["detector"] == json.loads(json.dumps(dataclasses.asdict(config)))
 
 
@@ -358,19 +362,61 @@ def test_export_serves_at_the_runs_operating_threshold_by_default(exported, tmp_
     _assert_outputs_equal(keras_at_threshold, _at_least(exported_detector.detect(crops), threshold, normalised=False))
 
 
+def test_export_without_operating_threshold_serves_the_default_min_score_as_predict_uses(exported, tmp_path):
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    (run_dir / "model.keras").write_bytes((exported["run_dir"] / "model.keras").read_bytes())
+    (run_dir / "config.json").write_text(json.dumps({"dataset": "clump_scout/synthetic"}))
+    version = tmp_path / "serving" / "1"
+    assert cli.main(["export", "--model", str(run_dir), "--out", str(version)]) == 0
+    metadata = json.loads((version / METADATA_PATH).read_text())
+    assert metadata["operating_threshold"] is None and metadata["score_threshold"] == DEFAULT_MIN_SCORE
+    # The same minimum score from the run, from its export and in the export's thresholded signature.
+    trained_detector, exported_detector = load_detector(run_dir), load_detector(version)
+    assert trained_detector.run_dir == run_dir
+    assert default_min_score(trained_detector) == default_min_score(exported_detector) == DEFAULT_MIN_SCORE
+    signatures = load_exported(version).saved_model.signatures
+    crops = tf.constant(exported["crops"])
+    every = _expected(exported["model"], exported["crops"], normalised=True)
+    all_detections = signatures[ALL_DETECTIONS_SIGNATURE](images=crops)
+    _assert_outputs_equal({key: all_detections[key] for key in OUTPUT_KEYS}, every)
+    valid = np.arange(every["detection_scores"].shape[1])[None] < every["num_detections"][:, None]
+    assert np.any(valid & (every["detection_scores"] < DEFAULT_MIN_SCORE)), "all_detections returns some below it"
+    served = signatures[TENSOR_SIGNATURE](images=crops)
+    expected = _at_least(every, DEFAULT_MIN_SCORE, normalised=True)
+    _assert_outputs_equal({key: served[key] for key in OUTPUT_KEYS}, expected)
+
+
+def test_tta_export_needs_a_threshold_chosen_under_tta(exported, tmp_path, capsys):
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    (run_dir / "model.keras").write_bytes((exported["run_dir"] / "model.keras").read_bytes())
+    # Chosen without TTA: it does not count.
+    (run_dir / "validation.json").write_text(json.dumps({"operating_point": {"threshold": 0.42}}))
+    assert cli.main(["export", "--model", str(run_dir), "--out", str(tmp_path / "serving" / "1"), "--tta"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1, err
+    assert re.search(
+        r"no operating threshold chosen under TTA; choose one with `gsfc-tf evaluate --tta --split validation` "
+        r"and pass it with --min-score\.$", err.strip()
+    ), err
+    assert not (tmp_path / "serving").exists()
+
+
 def test_tta_export_matches_the_keras_tta_path(exported, tmp_path):
     # Containment on as well, set on the trained model without retraining.
     model = with_postprocess(exported["model"], containment_threshold=0.8)
     run_dir = tmp_path / "run"
     run_dir.mkdir()
     model.save(run_dir / "model.keras")
-    # Chosen without TTA, so the TTA export must not carry it.
+    # Chosen without TTA, so the TTA export must not carry it; --min-score gives one chosen under TTA.
     (run_dir / "validation.json").write_text(json.dumps({"operating_point": {"threshold": 0.42}}))
     version = tmp_path / "serving" / "1"
-    assert cli.main(["export", "--model", str(run_dir), "--out", str(version), "--tta", "--tta-merge", "nms"]) == 0
+    export = ["export", "--model", str(run_dir), "--out", str(version), "--tta", "--tta-merge", "nms"]
+    assert cli.main([*export, "--min-score", "0.3"]) == 0
     metadata = json.loads((version / METADATA_PATH).read_text())
-    assert metadata["tta"] == "nms" and metadata["operating_threshold"] is None
-    assert load_detector(version).tta
+    assert metadata["tta"] == "nms" and metadata["operating_threshold"] == metadata["score_threshold"] == 0.3
+    assert load_detector(version).tta and default_min_score(load_detector(version)) == 0.3
     keras_tta = load_detector(run_dir, tta=True, tta_merge="nms")
     assert keras_tta.detect(exported["crops"])["num_detections"].min() > 0
     _assert_outputs_equal(load_exported(version)(exported["crops"]), keras_tta.detect(exported["crops"]))

@@ -70,6 +70,25 @@ def test_fit_predict_and_keras_round_trip(model, tmp_path):
         np.testing.assert_allclose(again[key], predictions[key], atol=1e-5)
 
 
+def test_mixed_bfloat16_builds_trains_and_predicts_in_float32(model, global_dtype_policy):
+    images, targets = _batch()
+    float32_outputs = model(images)
+    global_dtype_policy("mixed_bfloat16")
+    keras.utils.set_random_seed(0)
+    mixed = build_detector(CONFIG)
+    assert mixed.fpn.compute_dtype == mixed.box_head.compute_dtype == "bfloat16"
+    assert {layer.compute_dtype for layer in (mixed.proposal_generator, mixed.roi_align, mixed.postprocess)} == {"float32"}
+    losses, gradients = mixed.losses_and_gradients(images, targets, weight_decay=1e-4)
+    assert set(losses) == {"rpn_objectness", "rpn_box", "roi_class", "roi_box", "loss"}
+    assert all(v.dtype == tf.float32 and np.isfinite(v.numpy()) for v in losses.values())
+    assert {v.dtype for v in mixed.trainable_variables} == {"float32"}
+    assert [g.dtype for g in gradients] == [tf.float32] * len(mixed.trainable_variables)
+    assert all(np.isfinite(g.numpy()).all() for g in gradients)
+    outputs = mixed(images)
+    assert {k: (v.dtype, v.shape) for k, v in outputs.items()} == {k: (v.dtype, v.shape) for k, v in float32_outputs.items()}
+    assert outputs["boxes"].dtype == outputs["scores"].dtype == tf.float32
+
+
 def test_config_round_trip_and_validation():
     model_config = {"name": "x", "config": {**CONFIG.__dict__, "anchor_sizes": list(CONFIG.anchor_sizes)}}
     assert FasterRCNN.from_config(model_config).detector_config == CONFIG

@@ -6,7 +6,7 @@ import pytest
 import tensorflow as tf
 
 from gsfc_tf.layers import DetectionPostprocess, FeaturePyramid, MultiLevelRoiAlign, ProposalGenerator, RoiBoxHead, RpnHead
-from gsfc_tf.ops import anchor_boxes
+from gsfc_tf.ops import anchor_boxes, decode_boxes
 
 RNG = np.random.default_rng(0)
 
@@ -118,7 +118,77 @@ def test_layers_run_in_tf_data_map():
     assert int(next(iter(ds))["num_detections"][0]) == 1
 
 
+def _box_layer_outputs(feature_dtype):
+    """Anchors, proposals, pooled features and detections from fixed inputs, the features in `feature_dtype`."""
+    rng = np.random.default_rng(1)
+    # Non-square anchors have corners that bfloat16 rounds.
+    anchors = anchor_boxes(64, sizes=(8, 16), strides=(4, 8), aspect_ratios=(0.5, 2.0))
+    logits = [tf.constant(rng.normal(size=(2, len(a))), tf.float32) for a in anchors]
+    deltas = [tf.constant(rng.normal(0, 0.1, size=(2, len(a), 4)), tf.float32) for a in anchors]
+    proposals, scores = ProposalGenerator(image_size=64, pre_nms_top_k_test=50, post_nms_top_k_test=20)(anchors, logits, deltas)
+    # Values that bfloat16 holds exactly: cast to either dtype, the pooled numbers must agree.
+    pyramid = [tf.cast(tf.cast(rng.normal(size=(2, s, s, 8)), tf.bfloat16), feature_dtype) for s in (16, 8)]
+    pooled = MultiLevelRoiAlign(output_size=3, canonical_size=16.0, canonical_level=3)(pyramid, proposals)
+    class_logits = tf.constant(rng.normal(0, 3, size=(2, 20, 3)), tf.float32)
+    box_deltas = tf.constant(rng.normal(0, 0.1, size=(2, 20, 2, 4)), tf.float32)
+    detections = DetectionPostprocess(image_size=64, max_detections=8, score_threshold=0.0)(proposals, class_logits, box_deltas)
+    return {"anchors": np.concatenate(anchors), "proposals": proposals, "scores": scores, "pooled": pooled, **detections}
+
+
+def test_box_layers_give_their_float32_results_under_mixed_bfloat16(global_dtype_policy):
+    expected = _box_layer_outputs(tf.float32)
+    global_dtype_policy("mixed_bfloat16")
+    mixed = _box_layer_outputs(tf.bfloat16)
+    for key, value in expected.items():
+        assert np.asarray(mixed[key]).dtype == np.asarray(value).dtype, key
+        np.testing.assert_array_equal(np.asarray(mixed[key]), np.asarray(value), err_msg=key)
+    assert expected["proposals"].dtype == expected["pooled"].dtype == expected["boxes"].dtype == tf.float32
+    assert int(tf.reduce_sum(expected["num_detections"])) > 0
+
+
+def test_heads_compute_in_the_mixed_dtype_and_return_float32(global_dtype_policy):
+    global_dtype_policy("mixed_bfloat16")
+    rpn, box_head = RpnHead(2, 8), RoiBoxHead(2, 16)
+    logits, deltas = rpn(_pyramid())
+    class_logits, box_deltas = box_head(tf.constant(RNG.normal(size=(2, 5, 3, 3, 8)), tf.float32))
+    assert rpn.conv.compute_dtype == box_head.fc2.compute_dtype == "bfloat16"
+    assert {t.dtype for t in logits + deltas + [class_logits, box_deltas]} == {tf.float32}
+    assert {v.dtype for v in rpn.weights + box_head.weights} == {"float32"}
+
+
 @pytest.mark.parametrize("bad", [tf.zeros([2, 5, 4]), tf.zeros([2, 5, 3, 3])])
 def test_roi_box_head_rejects_bad_shapes(bad):
     with pytest.raises(ValueError, match="RoiBoxHead expects"):
         RoiBoxHead(2, 16)(bad)
+
+
+@pytest.mark.parametrize("training", [True, False])
+def test_proposal_generator_matches_torchvision_filter_proposals(training):
+    import torch
+    from torchvision.models.detection.rpn import RegionProposalNetwork
+
+    rng = np.random.default_rng(3)
+    anchors = anchor_boxes(64, sizes=(8, 16, 32), strides=(4, 8, 16))
+    logits = [tf.constant(rng.normal(0, 2, size=(2, len(a))), tf.float32) for a in anchors]
+    # Wide deltas push some boxes off the image: clipping and dropping near-empty boxes count too.
+    deltas = [tf.constant(rng.normal(0, 1.5, size=(2, len(a), 4)), tf.float32) for a in anchors]
+    layer = ProposalGenerator(
+        image_size=64, nms_iou=0.6, pre_nms_top_k_train=120, post_nms_top_k_train=90, pre_nms_top_k_test=60, post_nms_top_k_test=40
+    )
+    proposals, scores = (x.numpy() for x in layer(anchors, logits, deltas, training=training))
+
+    reference = RegionProposalNetwork(
+        None, None, 0.7, 0.3, 256, 0.5,
+        pre_nms_top_n={"training": 120, "testing": 60}, post_nms_top_n={"training": 90, "testing": 40}, nms_thresh=0.6,
+    ).train(training)
+    decoded = tf.concat([decode_boxes(tf.constant(a)[tf.newaxis], d) for a, d in zip(anchors, deltas)], axis=1).numpy()
+    expected_boxes, expected_scores = reference.filter_proposals(
+        torch.from_numpy(decoded[..., [1, 0, 3, 2]]), torch.from_numpy(tf.concat(logits, 1).numpy()),
+        [(64, 64)] * 2, [len(a) for a in anchors],
+    )
+    for image in range(2):
+        count = len(expected_scores[image])
+        assert count > 0 and (scores[image] >= 0).sum() == count
+        np.testing.assert_allclose(scores[image, :count], expected_scores[image].numpy(), rtol=1e-6)
+        np.testing.assert_allclose(proposals[image, :count], expected_boxes[image].numpy()[:, [1, 0, 3, 2]], atol=1e-4)
+        assert np.all(proposals[image, count:] == -1) and np.all(scores[image, count:] == -1)

@@ -197,6 +197,16 @@ def test_resume_applies_allowed_changes_and_logs_each_step_once(tmp_path, synthe
         trainer.train(config.override(trainer.resumable_run_config(run), ["steps=3"]), run, data_dir=synthetic_small_data_dir, resume=True, progress=False)
 
 
+def test_mixed_bfloat16_training_gives_finite_losses(tmp_path, synthetic_small_data_dir):
+    before = keras.mixed_precision.global_policy()
+    run_config = config.override(config.smoke_training(), [*QUICK, "steps=2", "precision=mixed_bfloat16"])
+    result = trainer.train(run_config, tmp_path / "run", data_dir=synthetic_small_data_dir, progress=False)
+    assert result.steps == 2 and result.model_path.exists()
+    assert [step for step, _ in _history(tmp_path / "run")] == [1, 2]
+    assert all(np.isfinite(loss) for _, loss in _history(tmp_path / "run"))
+    assert keras.mixed_precision.global_policy() is before
+
+
 def test_cli_bad_input_gives_one_clear_line(tmp_path, capsys):
     assert cli.main(["train", "--set", "lerning_rate=1", "--out", str(tmp_path / "a")]) == 2
     assert "Valid keys: dataset," in capsys.readouterr().err

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from gsfc_tf.commands import add_tta_arguments
+from gsfc_tf.commands import add_min_score_argument, add_tta_arguments
 
 __all__ = ["configure_parser", "run"]
 
@@ -11,6 +11,10 @@ def configure_parser(parser) -> None:
     parser.add_argument("--model", required=True, help="training run directory (holding model.keras) or a .keras file")
     parser.add_argument("--out", required=True, help="version directory to write, e.g. exports/gsfc/1")
     parser.add_argument("--overwrite", action="store_true", help="replace an existing version directory")
+    add_min_score_argument(
+        parser, use="serve detections scoring at least this (serving_default, serving_tensor) and record it as "
+        "the operating threshold",
+    )
     add_tta_arguments(parser)
 
 
@@ -21,9 +25,12 @@ def run(args) -> int:
     # User errors raise ValueError/FileNotFoundError/FileExistsError: cli.main prints them, exit 2.
     check_export_dir(args.out, overwrite=args.overwrite)
     model, model_path = load_keras_model(args.model)
-    # The run's validation.json beside model.keras, so catalogues from the export use the same
-    # threshold; none under TTA, whose scores differ from those the threshold was chosen on.
-    threshold = validation_threshold(Detector.from_model(model, run_dir=model_path.parent, tta=args.tta))
+    # By default the run's validation.json beside model.keras, so catalogues from the export use the
+    # same threshold; none under TTA, whose scores differ from those the threshold was chosen on.
+    threshold = (
+        validation_threshold(Detector.from_model(model, run_dir=model_path.parent, tta=args.tta))
+        if args.min_score is None else args.min_score
+    )
     export_dir = export_saved_model(
         model, args.out, overwrite=args.overwrite, operating_threshold=threshold, tta=args.tta, tta_merge=args.tta_merge
     )

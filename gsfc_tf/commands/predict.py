@@ -12,7 +12,7 @@ from __future__ import annotations
 import sys
 from typing import TYPE_CHECKING
 
-from gsfc_tf.commands import add_tta_arguments
+from gsfc_tf.commands import add_min_score_argument, add_tta_arguments
 
 if TYPE_CHECKING:
     from gsfc_tf.catalogue import PredictionResult
@@ -28,11 +28,7 @@ def configure_parser(parser) -> None:
         help="catalogue file (default clumps.csv); the image table goes beside it (clumps.images.csv)",
     )
     parser.add_argument("--format", choices=("csv", "fits"), default="csv", help="catalogue format (default csv)")
-    parser.add_argument(
-        "--min-score", type=float,
-        help="keep clumps scoring at least this (default: the run's validation operating threshold from "
-        "validation.json, else 0.5)",
-    )
+    add_min_score_argument(parser, use="keep clumps scoring at least this")
     parser.add_argument("--batch-size", type=int, default=8, help="images per detector call (default 8)")
     add_tta_arguments(parser)
 

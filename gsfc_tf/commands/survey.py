@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import argparse
 
+from gsfc_tf.commands import add_min_score_argument
+
 __all__ = ["configure_parser", "run"]
 
 
@@ -19,8 +21,7 @@ def configure_parser(parser) -> None:
     parser.add_argument("--out", required=True, metavar="PREFIX",
                         help="output prefix: PREFIX-<run id>-{clumps,images}-*.parquet and PREFIX-<run id>-done.json")
     parser.add_argument("--runner", default="DirectRunner", help="Beam runner (default DirectRunner)")
-    parser.add_argument("--min-score", type=float,
-                        help="keep clumps scoring at least this (default: the model's validation operating threshold)")
+    add_min_score_argument(parser, use="keep clumps scoring at least this")
     parser.add_argument("--batch-size", type=int, default=8, help="cutouts per detector call (default 8)")
     parser.add_argument("--num-shards", type=int, default=0, help="Parquet shards per table (default: the runner's choice)")
     parser.add_argument("--merge", choices=("csv", "fits"),

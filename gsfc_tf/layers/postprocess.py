@@ -24,6 +24,8 @@ class DetectionPostprocess(keras.layers.Layer):
     Uses `tf.image.combined_non_max_suppression` (one fused, batched, per-class NMS op), then
     `suppress_duplicates` across classes: per-class NMS keeps a `clump` and an `odd_clump` box
     on one clump, and a small box nested in a large one passes NMS at any IoU threshold.
+    Decoding, scores and NMS are float32 whatever the global dtype policy (the layer's policy
+    defaults to float32).
 
     Args:
         image_size: S, the side of the (square) input image; boxes are clipped to it.
@@ -59,6 +61,7 @@ class DetectionPostprocess(keras.layers.Layer):
         containment_threshold: float | None = None,
         **kwargs,
     ):
+        kwargs.setdefault("dtype", "float32")
         super().__init__(**kwargs)
         self.image_size = image_size
         self.box_weights = tuple(box_weights)

@@ -16,8 +16,11 @@ __all__ = ["MultiLevelRoiAlign"]
 class MultiLevelRoiAlign(keras.layers.Layer):
     """Pools each box from the pyramid level matching its size (`aligned=True` semantics).
 
+    Box coordinates and sampling grids are float32 whatever the global dtype policy (the
+    layer's policy defaults to float32), so mixed-precision features are cast to float32 here.
+
     Call args:
-        features: list of float32 [B, Hl, Wl, F], level `min_level` first.
+        features: list of [B, Hl, Wl, F], level `min_level` first.
         boxes_yxyx: float32 [B, R, 4] in image pixels.
 
     Returns:
@@ -34,6 +37,7 @@ class MultiLevelRoiAlign(keras.layers.Layer):
         canonical_level: int = 4,
         **kwargs,
     ):
+        kwargs.setdefault("dtype", "float32")
         super().__init__(**kwargs)
         self.output_size = output_size
         self.sampling_ratio = sampling_ratio

@@ -14,8 +14,11 @@ __all__ = ["RoiBoxHead"]
 class RoiBoxHead(keras.layers.Layer):
     """torchvision's TwoMLPHead + FastRCNNPredictor, deltas for foreground classes only.
 
+    The hidden layers compute in the layer's (possibly mixed) dtype; the two output layers are
+    float32, so losses and decoding get float32 logits and deltas under mixed precision.
+
     Call args:
-        pooled: float32 [B, R, P, P, F].
+        pooled: [B, R, P, P, F].
 
     Returns:
         `(class_logits, deltas)`: float32 [B, R, K + 1] (0 = background) and [B, R, K, 4].
@@ -28,10 +31,16 @@ class RoiBoxHead(keras.layers.Layer):
         self.fc1 = keras.layers.Dense(hidden_dim, activation="relu", name="fc1")
         self.fc2 = keras.layers.Dense(hidden_dim, activation="relu", name="fc2")
         self.classifier = keras.layers.Dense(
-            num_classes + 1, kernel_initializer=keras.initializers.RandomNormal(stddev=0.01), name="class_logits"
+            num_classes + 1,
+            kernel_initializer=keras.initializers.RandomNormal(stddev=0.01),
+            dtype="float32",
+            name="class_logits",
         )
         self.box_regressor = keras.layers.Dense(
-            4 * num_classes, kernel_initializer=keras.initializers.RandomNormal(stddev=0.001), name="box_deltas"
+            4 * num_classes,
+            kernel_initializer=keras.initializers.RandomNormal(stddev=0.001),
+            dtype="float32",
+            name="box_deltas",
         )
 
     def build(self, input_shape):

@@ -140,13 +140,13 @@ class FasterRCNN(keras.Model):
 
     def _proposals(self, pyramid, objectness_logits, deltas, training):
         """Proposals [B, P, 4]; padded slots are all -1 (no gradient flows into proposals)."""
-        proposals, scores = self.proposal_generator(
+        proposals, _ = self.proposal_generator(
             self.anchors_per_level,
             [tf.stop_gradient(x) for x in objectness_logits],
             [tf.stop_gradient(x) for x in deltas],
             training=training,
         )
-        return tf.where(scores[..., tf.newaxis] >= 0.0, proposals, -1.0)
+        return proposals
 
     def call(self, images, training=False):
         pyramid = self.fpn(self.backbone(images, training=training))
