@@ -68,7 +68,8 @@ class ProposalGenerator(keras.layers.Layer):
     torchvision's `RegionProposalNetwork.filter_proposals` (level-batched NMS) on
     `tf.image.combined_non_max_suppression`, with each level as one "class": one fused op for the
     whole batch, 9x faster on CPU than KerasCV's `ROIGenerator` (a padded NMS per level) for the
-    same proposals. Boxes clipped to a side under 1e-3 px are dropped, as torchvision does. Box coordinates, scores and NMS are float32 whatever the global dtype policy.
+    same proposals. Boxes clipped to a side under 1e-3 px are dropped, as torchvision does. Box
+    coordinates, scores and NMS are float32 whatever the global dtype policy.
 
     Call args:
         anchors: list of L float32 [Nl, 4] `yxyx` pixels.

@@ -138,7 +138,7 @@ class FasterRCNN(keras.Model):
     def metrics(self):
         return self.loss_trackers
 
-    def _proposals(self, pyramid, objectness_logits, deltas, training):
+    def _proposals(self, objectness_logits, deltas, training):
         """Proposals [B, P, 4]; padded slots are all -1 (no gradient flows into proposals)."""
         proposals, _ = self.proposal_generator(
             self.anchors_per_level,
@@ -151,7 +151,7 @@ class FasterRCNN(keras.Model):
     def call(self, images, training=False):
         pyramid = self.fpn(self.backbone(images, training=training))
         objectness_logits, deltas = self.rpn_head(pyramid)
-        proposals = self._proposals(pyramid, objectness_logits, deltas, training)
+        proposals = self._proposals(objectness_logits, deltas, training)
         class_logits, box_deltas = self.box_head(self.roi_align(pyramid, proposals))
         return self.postprocess(proposals, class_logits, box_deltas)
 
@@ -178,7 +178,7 @@ class FasterRCNN(keras.Model):
         losses = self._rpn_losses(tf.concat(level_logits, 1), tf.concat(level_deltas, 1), gt_boxes_yxyx)
 
         # Ground truth joins the proposals so the head always sees positives (torchvision does too).
-        proposals = self._proposals(pyramid, level_logits, level_deltas, training)
+        proposals = self._proposals(level_logits, level_deltas, training)
         candidates = tf.concat([proposals, gt_boxes_yxyx], axis=1)
         matched_gt, labels = match_boxes(
             box_iou(candidates, gt_boxes_yxyx), fg_threshold=cfg.roi_fg_iou, bg_threshold=cfg.roi_fg_iou, allow_low_quality=False
