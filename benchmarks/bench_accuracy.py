@@ -4,7 +4,9 @@ Trains the `smoke` and `bench` presets and a small training-set-size curve (smok
 equal steps per size) on `clump_scout/synthetic_small`, each through
 `experiments.train_size_experiment`: the score threshold is chosen on the run's validation
 split, then completeness and purity (IoU >= 0.5, class-agnostic) and AP50 are measured on the
-test split at that threshold. Runs go to a temporary directory, so every figure is from this run.
+test split at that threshold. Each preset's model is also run on the Hubble deep field's
+background crops (`gsfc_tf.realimages`), where every detection at that threshold is false.
+Runs go to a temporary directory, so every figure is from this run.
 
     python -m benchmarks.bench_accuracy [--quick] [--data-dir DIR] [--results PATH]
 """
@@ -24,8 +26,13 @@ import tempfile
 import time
 from pathlib import Path
 
+import numpy as np
+
 from benchmarks.results import RESULTS_PATH, markdown_table, write_section
+
 from gsfc_tf import config as presets
+from gsfc_tf import realimages
+from gsfc_tf.detector import load_detector
 from gsfc_tf.experiments import train_size_experiment
 
 __all__ = ["main"]
@@ -41,6 +48,13 @@ def _score(row: dict) -> list[str]:
         "n/a" if row[key] is None else f"{row[key]:.{digits}f}"
         for key, digits in (("threshold", 2), ("completeness", 3), ("purity", 3), ("ap50", 3))
     ]
+
+
+def _false_detections_on_hubble_background(run_dir: str, threshold: float) -> str:
+    """Detections per background crop of the Hubble deep field at `threshold` (all false)."""
+    crops = realimages.background_crops(realimages.hubble_deep_field(), 8)
+    found = load_detector(run_dir).detect_boxes(np.stack([crop.image for crop in crops]))
+    return f"{realimages.detections_per_crop(found, threshold):.1f}"
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -68,7 +82,9 @@ def main(argv: list[str] | None = None) -> int:
             (row,) = train_size_experiment(config, [size], Path(tmp) / name, split=split, data_dir=args.data_dir,
                                            progress=False)
             minutes = (time.perf_counter() - start) / 60
-            preset_rows.append([f"`{name}`", config.steps, size, f"{minutes:.1f}", *_score(row)])
+            hubble = "n/a" if row["threshold"] is None else _false_detections_on_hubble_background(
+                row["run_dir"], row["threshold"])
+            preset_rows.append([f"`{name}`", config.steps, size, f"{minutes:.1f}", *_score(row), hubble])
             print(preset_rows[-1], flush=True)
         curve_config = configs["smoke"]
         # One validation per run, at its last step: that sets the threshold the curve scores at.
@@ -89,7 +105,8 @@ def main(argv: list[str] | None = None) -> int:
         f"{detector.image_size} px), batch {configs['smoke'].batch_size_per_replica}, seed 0, CPU. 1-minute load "
         f"average {load_before:.1f} before and {os.getloadavg()[0]:.1f} after (shared machine: load changes the "
         "minutes, not the scores).\n\n"
-        + markdown_table(["preset", "steps", "train galaxies", "minutes", *score_header], preset_rows)
+        + markdown_table(["preset", "steps", "train galaxies", "minutes", *score_header,
+                          "false detections per Hubble background crop"], preset_rows)
         + f"\n\nTraining-set-size curve: smoke detector, {curve_steps} steps for every size (equal compute; "
         f"{curve_minutes:.1f} minutes in all), threshold from the first {curve_config.validation_size} "
         "validation galaxies.\n\n"

@@ -77,7 +77,11 @@ def test_quick_bench_fills_every_section(tmp_path, synthetic_small_data_dir):
     # Every score is a fraction; the curve has one row per training-set size.
     accuracy_rows = _table_rows(sections["accuracy"])
     assert [row[0] for row in accuracy_rows] == ["`smoke`", "`bench`", "8", "16"]
-    assert all(0.0 <= float(cell) <= 1.0 for row in accuracy_rows for cell in row[-3:-1]), accuracy_rows
+    preset_rows, curve_rows = accuracy_rows[:2], accuracy_rows[2:]
+    # Preset rows: ..., threshold, completeness, purity, AP50, false detections per Hubble background crop.
+    assert all(0.0 <= float(cell) <= 1.0 for row in preset_rows for cell in row[5:7]), accuracy_rows
+    assert all(float(row[-1]) >= 0.0 for row in preset_rows), accuracy_rows
+    assert all(0.0 <= float(cell) <= 1.0 for row in curve_rows for cell in row[2:4]), accuracy_rows
     _check_parity_section(sections["accuracy_torchvision"])
     if not tf.config.list_physical_devices("GPU"):
         assert "Not measured on this run" in sections["gpu"]
