@@ -320,6 +320,14 @@ def run_dataset(detector: Detector) -> str:
     return (_run_file(detector.run_dir, "config.json") or {}).get("dataset") or DEFAULT_DATASET
 
 
+def run_validation_split(detector: Detector) -> tuple[str, str, int | None] | None:
+    """(dataset, split, first-N size) the detector's run validated on (`config.json`), or None without one."""
+    run_config = _run_file(detector.run_dir, "config.json") or {}
+    if not run_config.get("validation_split"):
+        return None
+    return run_dataset(detector), run_config["validation_split"], run_config.get("validation_size")
+
+
 # --------------------------------------------------------------------------------------------
 # An exported SavedModel, read back.
 

@@ -21,7 +21,7 @@ from matplotlib.figure import Figure
 from tqdm.auto import tqdm
 
 from gsfc_tf import conventions, data, evaluation, plots
-from gsfc_tf.detector import Detector
+from gsfc_tf.detector import Detector, run_validation_split
 
 __all__ = [
     "Evaluation",
@@ -29,6 +29,7 @@ __all__ = [
     "evaluation_figures",
     "headline",
     "point_at_threshold",
+    "tta_validation_threshold",
     "write_evaluation",
 ]
 
@@ -123,6 +124,36 @@ def evaluate_examples(
     if fixed_threshold is not None:
         metrics["fixed_threshold"] = point_at_threshold(metrics, fixed_threshold)
     return Evaluation(metrics=metrics, ids=ids, truths=truths, predictions=predictions, images=images)
+
+
+def tta_validation_threshold(
+    detector: Detector, *, data_dir: str | None = None, manual_dir: str | None = None, progress: bool = True
+) -> float | None:
+    """The operating threshold of a run's model under TTA, chosen as training chose the plain one.
+
+    TTA merges 8 views into new scores, so the run's `validation.json` threshold does not apply:
+    this scores the run's own validation split (`config.json`) under TTA, 8x the model compute
+    of a validation, and takes its operating point (`conventions.operating_index`).
+
+    Args:
+        detector: a TTA `Detector` of a run directory.
+        data_dir, manual_dir: where TFDS finds (or builds) the run's dataset.
+        progress: show a tqdm bar.
+
+    Returns:
+        The threshold, or None: no run directory, no validation split, or no operating point.
+
+    Raises:
+        ValueError: `detector` does not run TTA.
+    """
+    if not detector.tta:
+        raise ValueError(f"{detector.source} does not run TTA: its validation threshold is `validation_threshold`'s.")
+    split = run_validation_split(detector)
+    if split is None:
+        return None
+    dataset, name, size = split
+    examples = data.load_tfds_split(dataset, name, data_dir=data_dir, manual_dir=manual_dir)
+    return evaluate_examples(detector, examples, limit=size, progress=progress).metrics["operating_point"]["threshold"]
 
 
 def point_at_threshold(metrics: Mapping[str, Any], threshold: float) -> dict[str, float | None]:

@@ -23,6 +23,11 @@ def test_demo_chain_writes_every_artefact(tmp_path, monkeypatch, capsys):
     assert {"completeness", "purity", "coco", "fixed_threshold"} <= set(metrics)
     for plot in ("completeness_purity", "detections", "completeness_by_size"):
         assert (out / "evaluation" / f"{plot}.png").exists()
+    # The second evaluation, under TTA, at the threshold TTA's own scores reach on validation.
+    assert "With dihedral test-time augmentation" in printed
+    tta_metrics = json.loads((out / "evaluation_tta" / "metrics.json").read_text())
+    assert printed.count("test completeness") == 2
+    assert f"at score >= {tta_metrics['fixed_threshold']['threshold']:.2f}" in printed
     loaded = tf.saved_model.load(str(out / "export" / "gsfc_tf" / "1"))
     assert {"serving_default", "serving_tensor"} <= set(loaded.signatures)
     # The export carries the validation threshold the demo scored at, for predict/survey on it.

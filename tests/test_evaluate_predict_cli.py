@@ -155,3 +155,32 @@ def test_evaluate_writes_metrics_and_plots(run_dir, tmp_path_factory, tmp_path, 
     assert metrics["fixed_threshold"]["threshold"] == 0.99 and metrics["fixed_threshold"]["n_predicted"] == 0
     for name in ("completeness_purity", "detections", "completeness_by_size"):
         assert (out / f"{name}.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_evaluate_with_tta_scores_at_the_threshold_tta_reaches_on_the_runs_validation_split(
+    run_dir, tmp_path_factory, tmp_path, capsys
+):
+    data_dir = build_tiny_split(tmp_path_factory.mktemp("tfds"))
+    argv = ["evaluate", "--model", str(run_dir), "--data-dir", str(data_dir), "--tta", "--batch-size", "2"]
+    assert cli.main([*argv, "--split", "validation", "--out", str(tmp_path / "validation")]) == 0
+    chosen = json.loads((tmp_path / "validation" / "metrics.json").read_text())["operating_point"]["threshold"]
+    capsys.readouterr()
+    assert cli.main([*argv, "--out", str(tmp_path / "test")]) == 0
+    assert "Choosing the threshold under TTA on the run's validation split first" in capsys.readouterr().out
+    # Not the run's validation.json threshold (0.99, chosen without TTA): the one TTA's scores reach.
+    metrics = json.loads((tmp_path / "test" / "metrics.json").read_text())
+    assert chosen is not None and chosen != 0.99
+    assert metrics["fixed_threshold"]["threshold"] == pytest.approx(chosen)
+
+
+def test_tta_validation_threshold_needs_tta_and_a_validation_split(run_dir, tmp_path):
+    from gsfc_tf.split_evaluation import tta_validation_threshold
+
+    with pytest.raises(ValueError, match="does not run TTA"):
+        tta_validation_threshold(detector.load_detector(run_dir))
+    without = tmp_path / "run"
+    without.mkdir()
+    (without / "model.keras").symlink_to(run_dir / "model.keras")
+    run_config = json.loads((run_dir / "config.json").read_text())
+    (without / "config.json").write_text(json.dumps({**run_config, "validation_split": None}))
+    assert tta_validation_threshold(detector.load_detector(without, tta=True)) is None

@@ -2,11 +2,12 @@
 
 1. build `clump_scout/synthetic_small` (or `--dataset`) and draw galaxies with their true clumps;
 2. train the `smoke` preset (a few minutes on a CPU);
-3. evaluate on the held-out test split at the threshold chosen on validation;
+3. evaluate on the held-out test split at the threshold chosen on validation, then again with
+   dihedral test-time augmentation (its threshold chosen on validation under TTA; `--no-tta` skips it);
 4. export a TF Serving SavedModel.
 
 Everything goes under `--out`: `tensorflow_datasets/` (unless `--data-dir`), `galaxies.png`, `run/`, `evaluation/`
-(metrics.json and plots) and `export/gsfc_tf/1/`.
+(metrics.json and plots, `evaluation_tta/` under TTA) and `export/gsfc_tf/1/`.
 """
 
 from __future__ import annotations
@@ -21,6 +22,8 @@ def configure_parser(parser) -> None:
     parser.add_argument("--data-dir", help="TFDS data dir (default: <out>/tensorflow_datasets)")
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                         help="override a field of the smoke preset, e.g. --set steps=200")
+    parser.add_argument("--no-tta", dest="tta", action="store_false",
+                        help="skip the second evaluation with dihedral test-time augmentation (8x the compute)")
 
 
 def run(args) -> int:
@@ -28,7 +31,7 @@ def run(args) -> int:
 
     from gsfc_tf import config, data, evaluation, export, plots, trainer
     from gsfc_tf.detector import Detector, validation_threshold
-    from gsfc_tf.split_evaluation import evaluate_examples, write_evaluation
+    from gsfc_tf.split_evaluation import tta_validation_threshold
 
     out = Path(args.out)
     smoke = config.override(config.smoke_training(), args.overrides)
@@ -56,14 +59,13 @@ def run(args) -> int:
     print("[3/4] Evaluating on the test split at the validation threshold")
     model = keras.saving.load_model(run_dir / "model.keras")
     detector = Detector.from_model(model, run_dir=run_dir)
-    examples = data.load_tfds_split(smoke.dataset, "test", data_dir=data_dir)
     threshold = validation_threshold(detector)
-    result = evaluate_examples(detector, examples, fixed_threshold=threshold)
-    written = write_evaluation(result, out / "evaluation")
-    fixed = result.metrics["fixed_threshold"]
-    print(f"      test completeness {fixed['completeness']:.3f}, purity {fixed['purity']:.3f} "
-          f"at score >= {threshold:.2f} (IoU >= 0.5); AP50 {result.metrics['coco']['AP50']:.3f}")
-    print("      wrote " + ", ".join(str(path) for path in written.values()))
+    _score_test_split(detector, threshold, smoke.dataset, data_dir, out / "evaluation")
+    if args.tta:
+        print("      With dihedral test-time augmentation (8 views per image; its threshold chosen on validation):")
+        detector = Detector.from_model(model, run_dir=run_dir, tta=True)
+        tta_threshold = tta_validation_threshold(detector, data_dir=data_dir)
+        _score_test_split(detector, tta_threshold, smoke.dataset, data_dir, out / "evaluation_tta")
 
     print("[4/4] Exporting a TF Serving SavedModel")
     export_dir = export.export_saved_model(
@@ -71,3 +73,19 @@ def run(args) -> int:
     )
     print(f"      wrote {export_dir}")
     return 0
+
+
+def _score_test_split(detector, threshold: float | None, dataset: str, data_dir: str, out: Path) -> None:
+    """Scores the test split at `threshold` (chosen on validation), prints the result and writes it to `out`."""
+    from gsfc_tf import data
+    from gsfc_tf.split_evaluation import evaluate_examples, write_evaluation
+
+    if threshold is None:
+        print("      no operating point on validation (too little training): nothing to score at")
+        return
+    result = evaluate_examples(detector, data.load_tfds_split(dataset, "test", data_dir=data_dir), fixed_threshold=threshold)
+    written = write_evaluation(result, out)
+    fixed = result.metrics["fixed_threshold"]
+    print(f"      test completeness {fixed['completeness']:.3f}, purity {fixed['purity']:.3f} "
+          f"at score >= {threshold:.2f} (IoU >= 0.5); AP50 {result.metrics['coco']['AP50']:.3f}")
+    print("      wrote " + ", ".join(str(path) for path in written.values()))

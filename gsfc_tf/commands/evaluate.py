@@ -24,14 +24,17 @@ def configure_parser(parser) -> None:
 def run(args) -> int:
     from gsfc_tf import data
     from gsfc_tf.detector import load_detector, run_dataset, validation_threshold
-    from gsfc_tf.split_evaluation import evaluate_examples, headline, write_evaluation
+    from gsfc_tf.split_evaluation import evaluate_examples, headline, tta_validation_threshold, write_evaluation
 
     detector = load_detector(args.model, tta=args.tta, tta_merge=args.tta_merge)
+    threshold = validation_threshold(detector)
+    if threshold is None and detector.tta and detector.run_dir is not None:
+        print("Choosing the threshold under TTA on the run's validation split first")
+        threshold = tta_validation_threshold(detector, data_dir=args.data_dir, manual_dir=args.manual_dir)
     dataset = args.dataset or run_dataset(detector)
     examples = data.load_tfds_split(dataset, args.split, data_dir=args.data_dir, manual_dir=args.manual_dir)
     result = evaluate_examples(
-        detector, examples, batch_size=args.batch_size, limit=args.limit,
-        fixed_threshold=validation_threshold(detector),
+        detector, examples, batch_size=args.batch_size, limit=args.limit, fixed_threshold=threshold,
     )
     written = write_evaluation(result, args.out)
     print(f"{dataset} {args.split}, {len(result.truths)} galaxies: {headline(result.metrics)}")
