@@ -30,14 +30,14 @@ import numpy as np
 
 from benchmarks.results import RESULTS_PATH, markdown_table, write_section
 from gsfc_tf import config as presets
-from gsfc_tf import realimages
+from gsfc_tf import data, realimages
 from gsfc_tf.detector import load_detector
 from gsfc_tf.experiments import train_size_experiment
 
 __all__ = ["main"]
 
 _DATASET = "clump_scout/synthetic_small"
-_CURVE_SIZES = (100, 200, 400, 800)
+_CURVE_FRACTIONS = (1 / 8, 1 / 4, 1 / 2, 1)  # of the training split
 _CURVE_STEPS = 300
 
 
@@ -64,8 +64,12 @@ def main(argv: list[str] | None = None) -> int:
     split = "test[:8]" if args.quick else "test"
     # Quick: tiny budgets that still run every code path (train, validate, score, curve).
     tiny = dict(steps=2, batch_size_per_replica=4, validation_size=8) if args.quick else {}
-    train_size = 16 if args.quick else None
-    curve_sizes = (8, 16) if args.quick else _CURVE_SIZES
+    split_sizes = {
+        name: int(data.load_tfds_split(_DATASET, name, data_dir=args.data_dir).cardinality())
+        for name in ("train", "validation", "test")
+    }
+    train_size = 16 if args.quick else split_sizes["train"]
+    curve_sizes = (8, 16) if args.quick else tuple(round(f * train_size) for f in _CURVE_FRACTIONS)
     curve_steps = 2 if args.quick else _CURVE_STEPS
     configs = {
         name: presets.PRESETS[name](dataset=_DATASET, **tiny) for name in ("smoke", "bench")
@@ -78,14 +82,13 @@ def main(argv: list[str] | None = None) -> int:
     preset_rows = []
     with tempfile.TemporaryDirectory(prefix="gsfc-bench-accuracy-") as tmp:
         for name, config in configs.items():
-            size = train_size or 800  # synthetic_small's whole train split
             start = time.perf_counter()
-            (row,) = train_size_experiment(config, [size], Path(tmp) / name, split=split, data_dir=args.data_dir,
+            (row,) = train_size_experiment(config, [train_size], Path(tmp) / name, split=split, data_dir=args.data_dir,
                                            progress=False)
             minutes = (time.perf_counter() - start) / 60
             hubble = "n/a" if row["threshold"] is None else _false_detections(
                 row["run_dir"], row["threshold"], hubble_background)
-            preset_rows.append([f"`{name}`", config.steps, size, f"{minutes:.1f}", *_score(row), hubble])
+            preset_rows.append([f"`{name}`", config.steps, train_size, f"{minutes:.1f}", *_score(row), hubble])
             print(preset_rows[-1], flush=True)
         curve_config = configs["smoke"]
         # One validation per run, at its last step: that sets the threshold the curve scores at.
@@ -100,7 +103,8 @@ def main(argv: list[str] | None = None) -> int:
     score_header = ["threshold (from validation)", "completeness", "purity", "AP50"]
     detector = configs["smoke"].detector
     body = (
-        f"`{_DATASET}` (synthetic galaxies; train 800, validation 200, test 200), scored on `{split}` at the score "
+        f"`{_DATASET}` (synthetic galaxies; train {split_sizes['train']}, validation {split_sizes['validation']}, "
+        f"test {split_sizes['test']}), scored on `{split}` at the score "
         "threshold chosen on validation (the point maximising min(completeness, purity)); completeness and purity "
         f"class-agnostic at IoU >= 0.5, AP50 COCO-style. Smoke detector ({detector.backbone} backbone from scratch, "
         f"{detector.image_size} px), batch {configs['smoke'].batch_size_per_replica}, seed 0, CPU. 1-minute load "

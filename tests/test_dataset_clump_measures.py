@@ -33,3 +33,16 @@ def test_real_galaxies_get_nan_measures():
     for name in ("snr", "contrast"):
         values = example["objects"][name]
         assert values.dtype == np.float32 and values.shape == (2,) and np.all(np.isnan(values))
+
+
+def test_synthetic_small_is_a_prefix_of_synthetic_with_its_own_version():
+    small = tfds.builder("clump_scout/synthetic_small")
+    full = tfds.builder("clump_scout/synthetic")
+    # Galaxy k of a split depends on the config's seed and k only, so equal seeds and smaller
+    # splits make every synthetic_small galaxy a `synthetic` one (its test galaxies among synthetic's).
+    assert small.builder_config.synthetic_seed == full.builder_config.synthetic_seed
+    for split in ("train", "validation", "test"):
+        assert getattr(small.builder_config, f"num_{split}") <= getattr(full.builder_config, f"num_{split}")
+    # Only synthetic_small changed at 1.4.0: a prepared `synthetic` stays valid.
+    assert (str(small.version), str(full.version)) == ("1.4.0", "1.3.0")
+    assert "1.4.0" in small.release_notes
