@@ -37,16 +37,28 @@ def _config(extra=()):
 def mirrored_equivalence(data_dir, out_json):
     cpu = tf.config.list_physical_devices("CPU")[0]
     tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
+    import keras
+
     from gsfc_tf import data, trainer
     from gsfc_tf.models import build_detector
 
     config = _config()
+    keras.utils.set_random_seed(config.seed)  # the same initial weights every run
     examples, _ = trainer.load_split(config, "train", data_dir=data_dir)
     four = data.batch_examples(examples.take(4), batch_size=4, image_size=config.detector.image_size)
     batch = next(iter(four))
 
     single = build_detector(config.detector)
-    losses_1, gradients_1 = single.losses_and_gradients(*batch, weight_decay=config.weight_decay, num_replicas=1)
+    # Each replica normalises its losses by its own sampled count (as torchvision under DDP), so
+    # the reference is the mean of one device's losses and gradients on each replica's half.
+    halves = [
+        single.losses_and_gradients(
+            batch[0][half], {k: v[half] for k, v in batch[1].items()}, weight_decay=config.weight_decay, num_replicas=2
+        )
+        for half in (slice(0, 2), slice(2, 4))
+    ]
+    losses_1 = {k: (halves[0][0][k] + halves[1][0][k]) / 2 for k in halves[0][0]}
+    gradients_1 = [a + b for a, b in zip(halves[0][1], halves[1][1])]
     strategy = trainer.make_strategy("mirrored")
     with strategy.scope():
         mirrored = build_detector(config.detector)

