@@ -27,10 +27,12 @@ def run(args) -> int:
     from gsfc_tf.split_evaluation import evaluate_examples, headline, tta_validation_threshold, write_evaluation
 
     detector = load_detector(args.model, tta=args.tta, tta_merge=args.tta_merge)
-    threshold = validation_threshold(detector)
-    if threshold is None and detector.tta and detector.run_dir is not None:
+    if detector.tta and detector.run_dir is not None:
+        # The run's validation.json threshold was chosen without TTA: choose one under it.
         print("Choosing the threshold under TTA on the run's validation split first")
         threshold = tta_validation_threshold(detector, data_dir=args.data_dir, manual_dir=args.manual_dir)
+    else:
+        threshold = validation_threshold(detector)
     dataset = args.dataset or run_dataset(detector)
     examples = data.load_tfds_split(dataset, args.split, data_dir=args.data_dir, manual_dir=args.manual_dir)
     result = evaluate_examples(

@@ -234,8 +234,9 @@ class FasterRCNN(keras.Model):
         `train_step` (Keras `fit`) and `trainer.train`'s loop both take their gradients here.
         The losses are means over the replica's sampled anchors and ROIs (torchvision's
         normalisation); dividing by the replica count makes the all-reduced (summed) gradient the
-        mean of the replicas' gradients, as DDP's averaging all-reduce gives torchvision. The coupled L2 term (`weight_decay * w` in the gradient) is what
-        torch.optim.Adam(weight_decay=...) does in the authors' setup.
+        mean of the replicas' gradients, as DDP's averaging all-reduce gives torchvision. The
+        coupled L2 term (`weight_decay * w` in the gradient) is what torch.optim.Adam(weight_decay=...)
+        does in the authors' setup.
 
         Args:
             images: float32 [B, S, S, 3] in [0, 1].
