@@ -86,9 +86,11 @@ def test_torchvision_anchors_are_ours():
 def test_torchvision_detections_get_our_post_processing():
     """Crop-pixel yxyx boxes and dataset classes out; with `agnostic_nms_iou` no two boxes overlap above it."""
     # Score threshold 0: an untrained model then returns many overlapping boxes of both classes.
-    config = smoke(score_threshold=0.0, agnostic_nms_iou=None)
+    config = smoke(score_threshold=0.0, agnostic_nms_iou=None, box_voting_iou=None)
     torch.manual_seed(0)
     model = parity.build_torchvision_detector(config).eval()
+    with pytest.raises(ValueError, match="box_voting_iou=None"):
+        parity._TorchvisionAsKeras(model, smoke())
     crop = np.random.default_rng(0).integers(0, 256, (1, 200, 200, 3), dtype=np.uint8)
     with torch.no_grad():
         inputs = data.model_inputs(crop, image_size=config.image_size)[0].numpy()

@@ -307,7 +307,7 @@ def test_tensor_signature_names_the_expected_shape(loaded, shape):
         serve(images=tf.zeros(shape, tf.uint8))
 
 
-def test_every_path_returns_the_same_boxes_after_class_agnostic_suppression(exported, loaded):
+def test_every_path_returns_the_same_boxes_after_class_agnostic_suppression_and_voting(exported, loaded):
     model, crops = exported["model"], exported["crops"]
     expected = _expected(model, crops, normalised=False)
     _assert_outputs_equal(Detector.from_model(model).detect(crops), expected)
@@ -317,6 +317,11 @@ def test_every_path_returns_the_same_boxes_after_class_agnostic_suppression(expo
     per_class_only = _expected(with_postprocess(model, agnostic_nms_iou=None), crops, normalised=False)
     assert np.all(per_class_only["num_detections"] >= expected["num_detections"])
     assert np.any(per_class_only["num_detections"] > expected["num_detections"])
+    # ... and box voting: without it the same detections keep other boxes.
+    assert model.detector_config.box_voting_iou is not None
+    unvoted = _expected(with_postprocess(model, box_voting_iou=None), crops, normalised=False)
+    np.testing.assert_array_equal(unvoted["scores"], expected["scores"])
+    assert not np.allclose(unvoted["boxes"], expected["boxes"], atol=1e-3)
 
 
 def _at_least(outputs: dict[str, np.ndarray], threshold: float, *, normalised: bool) -> dict[str, np.ndarray]:
@@ -435,11 +440,12 @@ def test_postprocess_settings_change_without_retraining_and_old_models_load(expo
         with_postprocess(model, image_size=64)
     with pytest.raises(ValueError, match=r"containment_threshold must be in \(0, 1\]"):
         with_postprocess(model, containment_threshold=0.0)
-    # A model or run config saved before the class-agnostic stage existed takes the defaults.
+    # A model or run config saved before the class-agnostic stage and box voting existed takes the defaults.
+    added = ("agnostic_nms_iou", "containment_threshold", "box_voting_iou")
     old = model.get_config()
-    old["config"] = {k: v for k, v in old["config"].items() if k not in ("agnostic_nms_iou", "containment_threshold")}
+    old["config"] = {k: v for k, v in old["config"].items() if k not in added}
     assert FasterRCNN.from_config(old).detector_config == exported["config"]
     run_config = dataclasses.asdict(TrainConfig(detector=exported["config"]))
-    for key in ("agnostic_nms_iou", "containment_threshold"):
+    for key in added:
         del run_config["detector"][key]
     assert config_from_dict(run_config).detector == exported["config"]

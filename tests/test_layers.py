@@ -112,6 +112,22 @@ def test_postprocess_class_agnostic_stage(settings, expected_num):
     assert out["classes"][0, 0].numpy() == 0 and not out["scores"][0, expected_num:].numpy().any()
 
 
+def test_postprocess_box_voting_moves_only_the_box():
+    # Two proposals on one clump (IoU 0.82), deltas zero: the NMS stages keep one box, and voting
+    # makes it the mean of the four class boxes (all above the score threshold), weighted by score ** 8.
+    proposals = tf.constant([[[10.0, 10, 30, 30], [12, 10, 32, 30]]])
+    logits = tf.constant([[[0.0, 3, 2.9], [0, 2, 0]]])
+    plain = DetectionPostprocess(image_size=64, max_detections=4, agnostic_nms_iou=0.2)(proposals, logits, tf.zeros([1, 2, 2, 4]))
+    layer = DetectionPostprocess(image_size=64, max_detections=4, agnostic_nms_iou=0.2, box_voting_iou=0.5)
+    assert layer.get_config()["box_voting_iou"] == 0.5
+    voted = layer(proposals, logits, tf.zeros([1, 2, 2, 4]))
+    class_scores = tf.nn.softmax(logits)[0, :, 1:].numpy().ravel() ** 8
+    voters = np.array([[10, 10, 30, 30], [10, 10, 30, 30], [12, 10, 32, 30], [12, 10, 32, 30]])
+    np.testing.assert_allclose(voted["boxes"][0, 0].numpy(), class_scores @ voters / class_scores.sum(), atol=1e-4)
+    assert int(voted["num_detections"][0]) == int(plain["num_detections"][0]) == 1
+    np.testing.assert_array_equal(voted["scores"].numpy(), plain["scores"].numpy())
+
+
 def test_layers_run_in_tf_data_map():
     layer = DetectionPostprocess(image_size=64, max_detections=4, agnostic_nms_iou=0.2, containment_threshold=0.9)
     ds = tf.data.Dataset.from_tensors((tf.constant([[[1.0, 1, 9, 9]]]), tf.constant([[[0.0, 5, 0]]]), tf.zeros([1, 1, 2, 4]))).map(layer)

@@ -1,4 +1,4 @@
-"""Duplicate suppression and weighted box fusion against plain numpy greedy references and torchvision."""
+"""Duplicate suppression, box voting and weighted box fusion against plain numpy references and torchvision."""
 
 import numpy as np
 import pytest
@@ -8,7 +8,7 @@ import torchvision
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from gsfc_tf.ops.suppression import keep_scores_at_least, suppress_duplicates, weighted_box_fusion
+from gsfc_tf.ops.suppression import keep_scores_at_least, suppress_duplicates, vote_boxes, weighted_box_fusion
 
 
 def _random_boxes_yxyx(rng, n, size=100.0, max_side=0.4):
@@ -130,6 +130,37 @@ def test_suppression_rejects_bad_thresholds(bad):
     detections = _padded(np.zeros((0, 4), np.float32), np.zeros(0, np.float32), np.zeros(0, int), 3)
     with pytest.raises(ValueError, match=r"containment_threshold must be in \(0, 1\]"):
         suppress_duplicates(detections, containment_threshold=bad)
+
+
+@settings(max_examples=30, deadline=None)
+@given(seed=st.integers(0, 2**16), objects=st.integers(0, 5), iou_threshold=st.sampled_from([0.3, 0.5, 0.7]), score_power=st.sampled_from([1.0, 8.0]))
+def test_box_voting_matches_numpy_reference(seed, objects, iou_threshold, score_power):
+    # Each object proposed several times with jitter; the kept boxes are the suppression's.
+    rng = np.random.default_rng(seed)
+    truth = _random_boxes_yxyx(rng, objects, max_side=0.2)
+    candidates = np.concatenate([truth + rng.normal(0, 1.0, truth.shape).astype(np.float32) for _ in range(6)]).reshape(-1, 4)
+    candidates = np.concatenate([np.minimum(candidates[:, :2], candidates[:, 2:]), np.maximum(candidates[:, :2], candidates[:, 2:])], axis=1)
+    scores = rng.uniform(0.05, 1.0, len(candidates)).astype(np.float32)
+    kept = suppress_duplicates(_padded(candidates, scores, np.zeros(len(scores), int), 32), iou_threshold=0.3)
+    out = vote_boxes(kept, tf.constant(candidates[None]), tf.constant(scores[None]), iou_threshold=iou_threshold, score_power=score_power)
+    num = int(kept["num_detections"][0])
+    for box, voted in zip(kept["boxes"][0, :num].numpy(), out["boxes"][0, :num].numpy()):
+        weights = np.array([score**score_power if _overlaps(box, c)[0] >= iou_threshold else 0.0 for c, score in zip(candidates, scores)])
+        np.testing.assert_allclose(voted, weights @ candidates / weights.sum(), rtol=1e-4, atol=1e-3)
+    for key in ("scores", "classes", "num_detections"):
+        np.testing.assert_array_equal(out[key].numpy(), kept[key].numpy())
+    _check_padded_layout(out, 32)
+
+
+def test_box_voting_hand_made_case():
+    # The kept box (score 0.8) and a neighbour (0.4) at IoU 0.67 vote; a far box (0.9) and a padded
+    # candidate (score 0) do not. Weights 0.8 ** 2 and 0.4 ** 2: 0.8 and 0.2 of the mean.
+    detections = _padded(np.array([[10, 10, 20, 20]], np.float32), np.array([0.8], np.float32), np.array([1]), 2)
+    candidates = tf.constant([[[10.0, 10, 20, 20], [12, 10, 22, 20], [50, 50, 60, 60], [11, 10, 21, 20]]])
+    out = vote_boxes(detections, candidates, tf.constant([[0.8, 0.4, 0.9, 0.0]]), iou_threshold=0.5, score_power=2.0)
+    np.testing.assert_allclose(out["boxes"][0].numpy(), [[10.4, 10, 20.4, 20], [0, 0, 0, 0]], atol=1e-5)
+    with pytest.raises(ValueError, match="iou_threshold"):
+        vote_boxes(detections, candidates, tf.zeros([1, 4]), iou_threshold=0.0)
 
 
 def _reference_wbf(boxes, scores, classes, *, iou_threshold, num_sources):

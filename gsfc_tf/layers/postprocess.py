@@ -12,7 +12,7 @@ import keras
 import tensorflow as tf
 
 from gsfc_tf.ops.boxes import clip_boxes, decode_boxes
-from gsfc_tf.ops.suppression import suppress_duplicates
+from gsfc_tf.ops.suppression import suppress_duplicates, vote_boxes
 
 __all__ = ["DetectionPostprocess"]
 
@@ -37,6 +37,9 @@ class DetectionPostprocess(keras.layers.Layer):
             ran 0.2 before scoring); None skips it.
         containment_threshold: also drop a detection whose intersection with a higher-scoring
             kept one, over the smaller box's area, is at least this; None skips it.
+        box_voting_iou: last, each detection's box becomes the score-weighted mean of the
+            decoded boxes (all classes, scoring above `score_threshold`) overlapping it at
+            least this much (`vote_boxes`); None keeps the boxes as they are.
 
     Call args:
         proposals_yxyx: float32 [B, R, 4]; padded proposals are all -1.
@@ -59,6 +62,7 @@ class DetectionPostprocess(keras.layers.Layer):
         max_detections: int = 100,
         agnostic_nms_iou: float | None = None,
         containment_threshold: float | None = None,
+        box_voting_iou: float | None = None,
         **kwargs,
     ):
         kwargs.setdefault("dtype", "float32")
@@ -70,6 +74,7 @@ class DetectionPostprocess(keras.layers.Layer):
         self.max_detections = max_detections
         self.agnostic_nms_iou = agnostic_nms_iou
         self.containment_threshold = containment_threshold
+        self.box_voting_iou = box_voting_iou
 
     def call(self, proposals_yxyx, class_logits, deltas):
         if deltas.shape.rank != 4 or class_logits.shape[-1] != deltas.shape[2] + 1:
@@ -78,11 +83,11 @@ class DetectionPostprocess(keras.layers.Layer):
         # Without the background column, column k is dataset label k (`conventions.from_model_class`).
         scores = tf.nn.softmax(class_logits, axis=-1)[..., 1:]
         real = tf.reduce_max(proposals_yxyx, axis=-1, keepdims=True) >= 0.0
-        scores = tf.where(real, scores, 0.0)
+        class_scores = tf.where(real, scores, 0.0)
         # clip_boxes=False: its clipping assumes normalised coordinates; ours are clipped pixels.
         boxes, scores, classes, num = tf.image.combined_non_max_suppression(
             boxes_yxyx,
-            scores,
+            class_scores,
             max_output_size_per_class=self.max_detections,
             max_total_size=self.max_detections,
             iou_threshold=self.nms_iou,
@@ -90,10 +95,19 @@ class DetectionPostprocess(keras.layers.Layer):
             clip_boxes=False,
         )
         detections = {"boxes": boxes, "scores": scores, "classes": tf.cast(classes, tf.int32), "num_detections": num}
-        if self.agnostic_nms_iou is None and self.containment_threshold is None:
+        if self.agnostic_nms_iou is not None or self.containment_threshold is not None:
+            detections = suppress_duplicates(
+                detections, iou_threshold=self.agnostic_nms_iou, containment_threshold=self.containment_threshold
+            )
+        if self.box_voting_iou is None:
             return detections
-        return suppress_duplicates(
-            detections, iou_threshold=self.agnostic_nms_iou, containment_threshold=self.containment_threshold
+        num_candidates = boxes_yxyx.shape[1] * boxes_yxyx.shape[2]
+        voters = tf.where(class_scores > self.score_threshold, class_scores, 0.0)
+        return vote_boxes(
+            detections,
+            tf.reshape(boxes_yxyx, [-1, num_candidates, 4]),
+            tf.reshape(voters, [-1, num_candidates]),
+            iou_threshold=self.box_voting_iou,
         )
 
     def get_config(self):
@@ -106,4 +120,5 @@ class DetectionPostprocess(keras.layers.Layer):
             "max_detections": self.max_detections,
             "agnostic_nms_iou": self.agnostic_nms_iou,
             "containment_threshold": self.containment_threshold,
+            "box_voting_iou": self.box_voting_iou,
         }

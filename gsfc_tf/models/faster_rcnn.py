@@ -24,7 +24,7 @@ __all__ = ["FasterRCNN", "LOSS_NAMES", "POSTPROCESS_FIELDS", "build_detector", "
 
 LOSS_NAMES = ("rpn_objectness", "rpn_box", "roi_class", "roi_box")
 # The `DetectorConfig` fields that only the postprocess layer reads: changing them needs no retraining.
-POSTPROCESS_FIELDS = ("score_threshold", "nms_iou", "max_detections", "agnostic_nms_iou", "containment_threshold")
+POSTPROCESS_FIELDS = ("score_threshold", "nms_iou", "max_detections", "agnostic_nms_iou", "containment_threshold", "box_voting_iou")
 
 
 def build_detector(config: DetectorConfig) -> "FasterRCNN":
@@ -103,6 +103,7 @@ class FasterRCNN(keras.Model):
             max_detections=config.max_detections,
             agnostic_nms_iou=config.agnostic_nms_iou,
             containment_threshold=config.containment_threshold,
+            box_voting_iou=config.box_voting_iou,
             name="postprocess",
         )
         self.anchors_per_level = anchor_boxes(

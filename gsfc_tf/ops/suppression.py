@@ -1,10 +1,10 @@
-"""Removing and fusing duplicate detections (greedy suppression, weighted box fusion), and a score cut.
+"""Removing and fusing duplicate detections (greedy suppression, box voting, weighted box fusion), and a score cut.
 
-Shape shorthand: B images, N detection slots. Both ops take and return padded detections, a
+Shape shorthand: B images, N detection slots. The ops take and return padded detections, a
 dict of `boxes` float32 [B, N, 4] (yxyx pixels), `scores` float32 [B, N], `classes` int32
 [B, N] and `num_detections` int32 [B]: the first `num_detections` slots of an image are real,
 in descending score order, and every slot after them is zero. Static shapes throughout, so
-both run inside the postprocess layer, `tf.data` and a serving graph.
+they run inside the postprocess layer, `tf.data` and a serving graph.
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ import tensorflow as tf
 from gsfc_tf import conventions
 from gsfc_tf.ops.boxes import box_containment, box_iou
 
-__all__ = ["keep_scores_at_least", "suppress_duplicates", "weighted_box_fusion"]
+__all__ = ["keep_scores_at_least", "suppress_duplicates", "vote_boxes", "weighted_box_fusion"]
 
 
 def _check_detections(detections) -> None:
@@ -122,6 +122,44 @@ def suppress_duplicates(
         keep, (duplicate, ranked), fn_output_signature=(tf.TensorSpec([scores.shape[1]], tf.int32), tf.TensorSpec([], tf.int32))
     )
     return _gather_padded(detections, indices, count)
+
+
+def vote_boxes(
+    detections, candidate_boxes_yxyx, candidate_scores, *, iou_threshold: float, score_power: float = 8.0
+) -> dict[str, tf.Tensor]:
+    """Box voting (Gidaris & Komodakis 2015, arXiv:1505.01749): each kept box becomes the mean of
+    the candidate boxes that overlap it, weighted by score ** `score_power`.
+
+    Suppression keeps the best-scoring box of a clump and drops its neighbours, yet the score
+    ranks whether a clump is there, not how well a box fits it; averaging the neighbours (both
+    classes: they are one clump) tightens the sides. Weighting by score ** 8 rather than the score
+    lets only the near-best boxes vote: on 1,000 validation galaxies, powers 1, 2, 4, 8, 16 gave
+    the seed-0 `smoke` model completeness 0.707, 0.710, 0.709, 0.711, 0.711 (0.704 without voting)
+    and the `cpu` model 0.792, 0.796, 0.797, 0.796, 0.795 (0.784); weak models' low-scoring
+    neighbours are poor boxes (RESULTS.md). Scores, classes and order are unchanged.
+
+    Args:
+        detections: padded detections (module docstring), N slots, each also among the candidates.
+        candidate_boxes_yxyx: float32 [B, C, 4], the boxes before suppression.
+        candidate_scores: float32 [B, C] in [0, 1], 0 for candidates that must not vote.
+        iou_threshold: a candidate votes for each kept box it overlaps with IoU at least this.
+        score_power: a vote weighs the candidate's score to this power.
+
+    Returns:
+        The detections with voted boxes.
+
+    Raises:
+        ValueError: malformed detections or `iou_threshold` outside (0, 1].
+    """
+    _check_detections(detections)
+    _check_threshold("iou_threshold", iou_threshold)
+    boxes_yxyx = tf.cast(detections["boxes"], tf.float32)
+    weights = tf.cast(candidate_scores, tf.float32)[:, tf.newaxis] ** score_power
+    votes = tf.where(box_iou(boxes_yxyx, candidate_boxes_yxyx) >= iou_threshold, weights, 0.0)
+    total = tf.reduce_sum(votes, axis=-1, keepdims=True)
+    voted = tf.math.divide_no_nan(tf.einsum("bnc,bcj->bnj", votes, candidate_boxes_yxyx), total)
+    real = _valid_slots(boxes_yxyx[..., 0], detections["num_detections"])[..., tf.newaxis]
+    return {**detections, "boxes": tf.where(real & (total > 0.0), voted, boxes_yxyx)}
 
 
 def weighted_box_fusion(detections, *, iou_threshold: float = 0.55, num_sources: int) -> dict[str, tf.Tensor]:
