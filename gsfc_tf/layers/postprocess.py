@@ -1,5 +1,5 @@
 """Detections from ROI head outputs: decode, clip, per-class NMS, threshold, top-k, then
-class-agnostic duplicate suppression.
+class-agnostic duplicate suppression and box voting.
 
 The one post-processing of every path that returns detections: `predict_step`/`call`,
 `detector.Detector` (which calls the model) and the SavedModel export (built from a
@@ -37,9 +37,9 @@ class DetectionPostprocess(keras.layers.Layer):
             ran 0.2 before scoring); None skips it.
         containment_threshold: also drop a detection whose intersection with a higher-scoring
             kept one, over the smaller box's area, is at least this; None skips it.
-        box_voting_iou: last, each detection's box becomes the score-weighted mean of the
-            decoded boxes (all classes, scoring above `score_threshold`) overlapping it at
-            least this much (`vote_boxes`); None keeps the boxes as they are.
+        box_voting_iou: last, each detection's box becomes the mean of the decoded boxes (all
+            classes, scoring above `score_threshold`) overlapping it at least this much,
+            weighted by score ** 8 (`vote_boxes`); None keeps the boxes as they are.
 
     Call args:
         proposals_yxyx: float32 [B, R, 4]; padded proposals are all -1.
@@ -80,10 +80,9 @@ class DetectionPostprocess(keras.layers.Layer):
         if deltas.shape.rank != 4 or class_logits.shape[-1] != deltas.shape[2] + 1:
             raise ValueError(f"Expected logits [B, R, K+1] and deltas [B, R, K, 4], got {class_logits.shape} and {deltas.shape}.")
         boxes_yxyx = clip_boxes(decode_boxes(proposals_yxyx[:, :, tf.newaxis], deltas, weights=self.box_weights), self.image_size)
-        # Without the background column, column k is dataset label k (`conventions.from_model_class`).
-        scores = tf.nn.softmax(class_logits, axis=-1)[..., 1:]
         real = tf.reduce_max(proposals_yxyx, axis=-1, keepdims=True) >= 0.0
-        class_scores = tf.where(real, scores, 0.0)
+        # Without the background column, column k is dataset label k (`conventions.from_model_class`).
+        class_scores = tf.where(real, tf.nn.softmax(class_logits, axis=-1)[..., 1:], 0.0)
         # clip_boxes=False: its clipping assumes normalised coordinates; ours are clipped pixels.
         boxes, scores, classes, num = tf.image.combined_non_max_suppression(
             boxes_yxyx,
@@ -101,12 +100,13 @@ class DetectionPostprocess(keras.layers.Layer):
             )
         if self.box_voting_iou is None:
             return detections
-        num_candidates = boxes_yxyx.shape[1] * boxes_yxyx.shape[2]
+        # Every class's box of every proposal is a candidate: [B, R, K, ...] -> [B, R x K, ...].
+        batch = tf.shape(boxes_yxyx)[0]
         voters = tf.where(class_scores > self.score_threshold, class_scores, 0.0)
         return vote_boxes(
             detections,
-            tf.reshape(boxes_yxyx, [-1, num_candidates, 4]),
-            tf.reshape(voters, [-1, num_candidates]),
+            tf.reshape(boxes_yxyx, [batch, -1, 4]),
+            tf.reshape(voters, [batch, -1]),
             iou_threshold=self.box_voting_iou,
         )
 
