@@ -369,6 +369,16 @@ def test_importing_the_trainer_loads_no_plotting_fits_or_tfds_modules():
 
 def test_epoch_batches_run_without_the_autotuning_thread():
     # Deleting an epoch's iterator waited for that thread: 12-42 s stalls at epoch ends.
-    options = trainer._epoch_options()
+    class Undistributed:
+        num_replicas_in_sync = 1
+
+        def experimental_distribute_dataset(self, dataset):
+            return dataset
+
+    targets = {"boxes_yxyx": tf.fill([4, 16, 4], -1.0), "labels": tf.fill([4, 16], -1)}
+    examples = tf.data.Dataset.from_tensor_slices((tf.zeros([4, 40, 40, 3], tf.uint8), targets))
+    run_config = dataclasses.replace(config.smoke_training(), batch_size_per_replica=2)
+    inputs = trainer._TrainingData(run_config, Undistributed(), examples, 4, None)
+    options = inputs.epoch_batches(1, 0).options()
     assert options.autotune.enabled is False
     assert options.experimental_distribute.auto_shard_policy == tf.data.experimental.AutoShardPolicy.DATA
