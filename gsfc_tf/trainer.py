@@ -434,9 +434,10 @@ def _epoch_options() -> tf.data.Options:
     options = tf.data.Options()
     # Shard by element: a small TFDS split is one file, too few to shard by file.
     options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.DATA
-    # No autotuning thread: deleting an epoch's iterator waited for it, stalling training for
-    # 12-42 s at about one epoch end in three (2 CPU cores, measured). Untuned, the parallel maps
-    # use every core, and the step rate stayed the same.
+    # No autotuning thread: deleting an epoch's iterator, which the loop leaves before its end,
+    # waited for it, stalling training for 12-42 s at about one epoch end in three (2 CPU cores,
+    # measured; iterators run to their end, as validation's, were deleted at once). Untuned, the
+    # parallel maps use every core, and the step rate stayed the same.
     options.autotune.enabled = False
     return options
 
