@@ -263,9 +263,9 @@ def build_torchvision_detector(config: DetectorConfig) -> FasterRCNN:
 class _TorchvisionAsKeras:
     """Gives a torchvision detector the Keras detector's call contract, for `detector.Detector.from_model`.
 
-    So both frameworks share input resizing, the mapping of boxes back to crop pixels and the
-    class-agnostic stage after torchvision's per-class NMS (`DetectionPostprocess` runs the same
-    `suppress_duplicates`).
+    So both frameworks share input resizing, the mapping of boxes back to crop pixels, and the
+    class-agnostic stage and shared box sides after torchvision's per-class NMS
+    (`DetectionPostprocess` runs the same `suppress_duplicates` and `share_box_sides`).
     """
 
     def __init__(self, model: FasterRCNN, config: DetectorConfig):
@@ -304,11 +304,14 @@ class _TorchvisionAsKeras:
         }
         agnostic_nms_iou = getattr(self.detector_config, "agnostic_nms_iou", None)
         containment_threshold = getattr(self.detector_config, "containment_threshold", None)
-        if agnostic_nms_iou is None and containment_threshold is None:
-            return detections
-        from gsfc_tf.ops.suppression import suppress_duplicates
+        from gsfc_tf.ops.suppression import share_box_sides, suppress_duplicates
 
-        return suppress_duplicates(detections, iou_threshold=agnostic_nms_iou, containment_threshold=containment_threshold)
+        if agnostic_nms_iou is not None or containment_threshold is not None:
+            detections = suppress_duplicates(detections, iou_threshold=agnostic_nms_iou, containment_threshold=containment_threshold)
+        side_sharing = getattr(self.detector_config, "side_sharing", None)
+        if not side_sharing:
+            return detections
+        return share_box_sides(detections, fraction=side_sharing, image_size=self.detector_config.image_size)
 
 
 def _torch_targets(targets, device) -> list[dict[str, torch.Tensor]]:
@@ -488,8 +491,9 @@ def main(argv: list[str] | None = None) -> int:
         f"(warm-up {base.warmup_steps}, final fraction {base.final_learning_rate_fraction:g}), "
         f"coupled L2 {base.weight_decay:g}, clip {base.clip_norm}, dihedral augmentation {base.augment}, the same "
         f"batches; class-agnostic NMS {getattr(detector, 'agnostic_nms_iou', None)}, containment "
-        f"{getattr(detector, 'containment_threshold', None)} after per-class NMS {detector.nms_iou}, no box voting (torchvision "
-        "keeps no boxes from before NMS to vote with). torchvision's "
+        f"{getattr(detector, 'containment_threshold', None)} after per-class NMS {detector.nms_iou}, box sides shared "
+        f"{getattr(detector, 'side_sharing', None)}, no box voting (torchvision keeps no boxes from before NMS to vote "
+        "with). torchvision's "
         "`FasterRCNN` gets our tiny backbone (torch port), anchors, sampling, ROI align and initialisers, so what "
         "differs is the implementation. Threshold chosen on validation, then completeness and purity "
         "(class-agnostic, IoU >= 0.5) on test at it, scored by the same `gsfc_tf.evaluation` code; F1 = "

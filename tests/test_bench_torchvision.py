@@ -8,6 +8,7 @@ import dataclasses
 
 import numpy as np
 import pytest
+import tensorflow as tf
 import torch
 from torchvision.models.detection.image_list import ImageList
 
@@ -17,6 +18,7 @@ from gsfc_tf.backbones import build_backbone
 from gsfc_tf.config import smoke
 from gsfc_tf.detector import Detector
 from gsfc_tf.ops import anchor_boxes, box_iou
+from gsfc_tf.ops.suppression import share_box_sides
 
 
 def _copy_keras_weights(keras_backbone, torch_backbone):
@@ -86,7 +88,7 @@ def test_torchvision_anchors_are_ours():
 def test_torchvision_detections_get_our_post_processing():
     """Crop-pixel yxyx boxes and dataset classes out; with `agnostic_nms_iou` no two boxes overlap above it."""
     # Score threshold 0: an untrained model then returns many overlapping boxes of both classes.
-    config = smoke(score_threshold=0.0, agnostic_nms_iou=None, box_voting_iou=None)
+    config = smoke(score_threshold=0.0, agnostic_nms_iou=None, box_voting_iou=None, side_sharing=None)
     torch.manual_seed(0)
     model = parity.build_torchvision_detector(config).eval()
     with pytest.raises(ValueError, match="box_voting_iou=None"):
@@ -110,4 +112,11 @@ def test_torchvision_detections_get_our_post_processing():
     assert 0 < kept_count < count
     kept_boxes = kept["boxes"][0, :kept_count]
     assert box_iou(kept_boxes, kept_boxes).numpy()[np.triu_indices(kept_count, 1)].max() <= 0.2
+    # Shared sides come after that stage, as in `DetectionPostprocess` (in crop pixels here: sharing
+    # commutes with the uniform rescaling back to the crop).
+    shared = Detector.from_model(parity._TorchvisionAsKeras(model, dataclasses.replace(agnostic, side_sharing=0.5))).detect(crop)
+    expected = share_box_sides({k: tf.constant(v) for k, v in kept.items()}, fraction=0.5, image_size=200)
+    np.testing.assert_allclose(shared["boxes"], expected["boxes"].numpy(), rtol=1e-5, atol=1e-3)
+    np.testing.assert_array_equal(shared["scores"], kept["scores"])
+    assert not np.allclose(shared["boxes"], kept["boxes"], atol=1e-2)
 

@@ -45,6 +45,7 @@ def test_override_parses_types_and_nested_keys():
         ("precision=float8", "precision must be"),
         ("final_learning_rate_fraction=0", "final_learning_rate_fraction must be in (0, 1]"),
         ("detector.image_size=8", "smaller than the coarsest stride"),
+        ("detector.side_sharing=1.5", "side_sharing must be in "),
     ],
 )
 def test_override_rejects_bad_input_clearly(assignment, message):

@@ -307,7 +307,7 @@ def test_tensor_signature_names_the_expected_shape(loaded, shape):
         serve(images=tf.zeros(shape, tf.uint8))
 
 
-def test_every_path_returns_the_same_boxes_after_class_agnostic_suppression_and_voting(exported, loaded):
+def test_every_path_returns_the_same_boxes_after_class_agnostic_suppression_voting_and_shared_sides(exported, loaded):
     model, crops = exported["model"], exported["crops"]
     expected = _expected(model, crops, normalised=False)
     _assert_outputs_equal(Detector.from_model(model).detect(crops), expected)
@@ -322,6 +322,11 @@ def test_every_path_returns_the_same_boxes_after_class_agnostic_suppression_and_
     unvoted = _expected(with_postprocess(model, box_voting_iou=None), crops, normalised=False)
     np.testing.assert_array_equal(unvoted["scores"], expected["scores"])
     assert not np.allclose(unvoted["boxes"], expected["boxes"], atol=1e-3)
+    # ... and shared box sides.
+    assert model.detector_config.side_sharing
+    unshared = _expected(with_postprocess(model, side_sharing=None), crops, normalised=False)
+    np.testing.assert_array_equal(unshared["scores"], expected["scores"])
+    assert not np.allclose(unshared["boxes"], expected["boxes"], atol=1e-3)
 
 
 def _at_least(outputs: dict[str, np.ndarray], threshold: float, *, normalised: bool) -> dict[str, np.ndarray]:
@@ -440,8 +445,8 @@ def test_postprocess_settings_change_without_retraining_and_old_models_load(expo
         with_postprocess(model, image_size=64)
     with pytest.raises(ValueError, match=r"containment_threshold must be in \(0, 1\]"):
         with_postprocess(model, containment_threshold=0.0)
-    # A model or run config saved before the class-agnostic stage and box voting existed takes the defaults.
-    added = ("agnostic_nms_iou", "containment_threshold", "box_voting_iou")
+    # A model or run config saved before the class-agnostic stage, box voting and shared sides existed takes the defaults.
+    added = ("agnostic_nms_iou", "containment_threshold", "box_voting_iou", "side_sharing")
     old = model.get_config()
     old["config"] = {k: v for k, v in old["config"].items() if k not in added}
     assert FasterRCNN.from_config(old).detector_config == exported["config"]

@@ -128,6 +128,29 @@ def test_postprocess_box_voting_moves_only_the_box():
     np.testing.assert_array_equal(voted["scores"].numpy(), plain["scores"].numpy())
 
 
+def test_postprocess_shares_sides_after_voting_and_clips():
+    # Two clumps of sides 10 and 40 near the image edge, deltas zero: voting leaves each box (its
+    # two class boxes coincide) and sharing moves both sides halfway to their score ** 8-weighted
+    # mean in log side, about their centres; the grown box is clipped to the 64-px image.
+    proposals = tf.constant([[[0.0, 0, 10, 10], [20, 20, 60, 60]]])
+    logits = tf.constant([[[0.0, 3, 0], [0, 3, 0]]])
+    settings = dict(image_size=64, max_detections=4, agnostic_nms_iou=0.2, box_voting_iou=0.5)
+    voted = DetectionPostprocess(**settings)(proposals, logits, tf.zeros([1, 2, 2, 4]))
+    layer = DetectionPostprocess(**settings, side_sharing=0.5)
+    assert layer.get_config()["side_sharing"] == 0.5
+    shared = layer(proposals, logits, tf.zeros([1, 2, 2, 4]))
+    np.testing.assert_allclose(voted["boxes"][0, :2].numpy(), [[0, 0, 10, 10], [20, 20, 60, 60]], atol=1e-4)
+    # Equal scores: the mean side is 20; 10 -> 10 * 2 ** 0.5 about (5, 5), clipped at 0; 40 -> 40 / 2 ** 0.5.
+    grown, shrunk = 5 * 2**0.5, 20 / 2**0.5
+    np.testing.assert_allclose(
+        np.sort(shared["boxes"][0, :2].numpy(), axis=0),
+        np.sort([[0, 0, 5 + grown, 5 + grown], [40 - shrunk, 40 - shrunk, 40 + shrunk, 40 + shrunk]], axis=0),
+        atol=1e-3,
+    )
+    for key in ("scores", "classes", "num_detections"):
+        np.testing.assert_array_equal(shared[key].numpy(), voted[key].numpy())
+
+
 def test_layers_run_in_tf_data_map():
     layer = DetectionPostprocess(image_size=64, max_detections=4, agnostic_nms_iou=0.2, containment_threshold=0.9)
     ds = tf.data.Dataset.from_tensors((tf.constant([[[1.0, 1, 9, 9]]]), tf.constant([[[0.0, 5, 0]]]), tf.zeros([1, 1, 2, 4]))).map(layer)

@@ -1,4 +1,4 @@
-"""Duplicate suppression, box voting and weighted box fusion against plain numpy references and torchvision."""
+"""Duplicate suppression, box voting, shared box sides and weighted box fusion against plain numpy references and torchvision."""
 
 import numpy as np
 import pytest
@@ -8,7 +8,7 @@ import torchvision
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from gsfc_tf.ops.suppression import keep_scores_at_least, suppress_duplicates, vote_boxes, weighted_box_fusion
+from gsfc_tf.ops.suppression import keep_scores_at_least, share_box_sides, suppress_duplicates, vote_boxes, weighted_box_fusion
 
 
 def _random_boxes_yxyx(rng, n, size=100.0, max_side=0.4):
@@ -161,6 +161,51 @@ def test_box_voting_hand_made_case():
     np.testing.assert_allclose(out["boxes"][0].numpy(), [[10.4, 10, 20.4, 20], [0, 0, 0, 0]], atol=1e-5)
     with pytest.raises(ValueError, match="iou_threshold"):
         vote_boxes(detections, candidates, tf.zeros([1, 4]), iou_threshold=0.0)
+
+
+@settings(max_examples=30, deadline=None)
+@given(seed=st.integers(0, 2**16), count=st.integers(0, 6), fraction=st.sampled_from([0.0, 0.5, 1.0]), score_power=st.sampled_from([1.0, 8.0]))
+def test_shared_sides_match_numpy_reference(seed, count, fraction, score_power):
+    rng = np.random.default_rng(seed)
+    boxes = _random_boxes_yxyx(rng, count)
+    scores = rng.uniform(0.05, 1.0, count).astype(np.float32)
+    detections = _padded(boxes, scores, np.zeros(count, int), 8)
+    out = share_box_sides(detections, fraction=fraction, image_size=1000, score_power=score_power)
+    kept_boxes, kept_scores = detections["boxes"][0, :count].numpy(), detections["scores"][0, :count].numpy()
+    if count:
+        sizes = kept_boxes[:, 2:] - kept_boxes[:, :2]
+        log_sides = np.log(sizes).sum(axis=1) / 2
+        mean = np.average(log_sides, weights=kept_scores.astype(np.float64) ** score_power)
+        half = sizes / 2 * np.exp(fraction * (mean - log_sides))[:, None]
+        centres = (kept_boxes[:, :2] + kept_boxes[:, 2:]) / 2
+        expected = np.clip(np.concatenate([centres - half, centres + half], 1), 0, 1000)
+        np.testing.assert_allclose(out["boxes"][0, :count].numpy(), expected, rtol=1e-4, atol=1e-3)
+    for key in ("scores", "classes", "num_detections"):
+        np.testing.assert_array_equal(out[key].numpy(), detections[key].numpy())
+    _check_padded_layout(out, 8)
+
+
+def test_shared_sides_hand_made_case():
+    # Sides 10 and 40 (geometric mean 20) at equal scores: halfway in log side gives 10 * 2 ** 0.5
+    # and 40 / 2 ** 0.5 about the same centres, and all the way gives both 20. A 2:1 box keeps its
+    # shape. With scores 0.9 and 0.45 at power 8, the mean is almost the better box's side. Boxes
+    # end clipped to the image.
+    detections = _padded(np.array([[10, 10, 20, 20], [50, 50, 90, 90]], np.float32), np.array([0.9, 0.9], np.float32), np.zeros(2, int), 3)
+    half = share_box_sides(detections, fraction=0.5, image_size=100)["boxes"][0].numpy()
+    np.testing.assert_allclose(half[:2, 2:] - half[:2, :2], [[10 * 2**0.5] * 2, [40 / 2**0.5] * 2], rtol=1e-5)
+    np.testing.assert_allclose((half[:2, :2] + half[:2, 2:]) / 2, [[15, 15], [70, 70]], rtol=1e-5)
+    np.testing.assert_array_equal(half[2], [0, 0, 0, 0])
+    whole = share_box_sides(detections, fraction=1.0, image_size=100)["boxes"][0].numpy()
+    np.testing.assert_allclose(whole[:2, 2:] - whole[:2, :2], [[20, 20], [20, 20]], rtol=1e-5)
+    clipped = share_box_sides(detections, fraction=1.0, image_size=75)["boxes"][0].numpy()
+    np.testing.assert_allclose(clipped[1], [60, 60, 75, 75], rtol=1e-5)
+    oblong = _padded(np.array([[10, 10, 20, 30], [50, 50, 90, 90]], np.float32), np.array([0.9, 0.45], np.float32), np.zeros(2, int), 2)
+    shared = share_box_sides(oblong, fraction=1.0, image_size=100)["boxes"][0].numpy()
+    sizes = shared[:, 2:] - shared[:, :2]
+    np.testing.assert_allclose(sizes[0] / sizes[0, 0], [1, 2], rtol=1e-5)
+    np.testing.assert_allclose(np.sqrt(sizes.prod(axis=1)), [200**0.5 * 1.0] * 2, rtol=2e-2)
+    with pytest.raises(ValueError, match=r"fraction must be in \[0, 1\]"):
+        share_box_sides(detections, fraction=1.5, image_size=100)
 
 
 def _reference_wbf(boxes, scores, classes, *, iou_threshold, num_sources):

@@ -1,5 +1,5 @@
 """Detections from ROI head outputs: decode, clip, per-class NMS, threshold, top-k, then
-class-agnostic duplicate suppression and box voting.
+class-agnostic duplicate suppression, box voting and shared box sides.
 
 The one post-processing of every path that returns detections: `predict_step`/`call`,
 `detector.Detector` (which calls the model) and the SavedModel export (built from a
@@ -12,7 +12,7 @@ import keras
 import tensorflow as tf
 
 from gsfc_tf.ops.boxes import clip_boxes, decode_boxes
-from gsfc_tf.ops.suppression import suppress_duplicates, vote_boxes
+from gsfc_tf.ops.suppression import share_box_sides, suppress_duplicates, vote_boxes
 
 __all__ = ["DetectionPostprocess"]
 
@@ -37,9 +37,12 @@ class DetectionPostprocess(keras.layers.Layer):
             ran 0.2 before scoring); None skips it.
         containment_threshold: also drop a detection whose intersection with a higher-scoring
             kept one, over the smaller box's area, is at least this; None skips it.
-        box_voting_iou: last, each detection's box becomes the mean of the decoded boxes (all
+        box_voting_iou: then each detection's box becomes the mean of the decoded boxes (all
             classes, scoring above `score_threshold`) overlapping it at least this much,
             weighted by score ** 8 (`vote_boxes`); None keeps the boxes as they are.
+        side_sharing: after voting, each box's side moves this fraction of the way to the
+            score ** 8-weighted mean side of its image's detections (`share_box_sides`).
+            None (or 0) keeps the sides.
 
     Call args:
         proposals_yxyx: float32 [B, R, 4]; padded proposals are all -1.
@@ -63,6 +66,7 @@ class DetectionPostprocess(keras.layers.Layer):
         agnostic_nms_iou: float | None = None,
         containment_threshold: float | None = None,
         box_voting_iou: float | None = None,
+        side_sharing: float | None = None,
         **kwargs,
     ):
         kwargs.setdefault("dtype", "float32")
@@ -75,6 +79,7 @@ class DetectionPostprocess(keras.layers.Layer):
         self.agnostic_nms_iou = agnostic_nms_iou
         self.containment_threshold = containment_threshold
         self.box_voting_iou = box_voting_iou
+        self.side_sharing = side_sharing
 
     def call(self, proposals_yxyx, class_logits, deltas):
         if deltas.shape.rank != 4 or class_logits.shape[-1] != deltas.shape[2] + 1:
@@ -98,17 +103,19 @@ class DetectionPostprocess(keras.layers.Layer):
             detections = suppress_duplicates(
                 detections, iou_threshold=self.agnostic_nms_iou, containment_threshold=self.containment_threshold
             )
-        if self.box_voting_iou is None:
+        if self.box_voting_iou is not None:
+            # Every class's box of every proposal is a candidate: [B, R, K, ...] -> [B, R x K, ...].
+            batch = tf.shape(boxes_yxyx)[0]
+            voters = tf.where(class_scores > self.score_threshold, class_scores, 0.0)
+            detections = vote_boxes(
+                detections,
+                tf.reshape(boxes_yxyx, [batch, -1, 4]),
+                tf.reshape(voters, [batch, -1]),
+                iou_threshold=self.box_voting_iou,
+            )
+        if not self.side_sharing:
             return detections
-        # Every class's box of every proposal is a candidate: [B, R, K, ...] -> [B, R x K, ...].
-        batch = tf.shape(boxes_yxyx)[0]
-        voters = tf.where(class_scores > self.score_threshold, class_scores, 0.0)
-        return vote_boxes(
-            detections,
-            tf.reshape(boxes_yxyx, [batch, -1, 4]),
-            tf.reshape(voters, [batch, -1]),
-            iou_threshold=self.box_voting_iou,
-        )
+        return share_box_sides(detections, fraction=self.side_sharing, image_size=self.image_size)
 
     def get_config(self):
         return {
@@ -121,4 +128,5 @@ class DetectionPostprocess(keras.layers.Layer):
             "agnostic_nms_iou": self.agnostic_nms_iou,
             "containment_threshold": self.containment_threshold,
             "box_voting_iou": self.box_voting_iou,
+            "side_sharing": self.side_sharing,
         }

@@ -24,7 +24,7 @@ __all__ = ["FasterRCNN", "LOSS_NAMES", "POSTPROCESS_FIELDS", "build_detector", "
 
 LOSS_NAMES = ("rpn_objectness", "rpn_box", "roi_class", "roi_box")
 # The `DetectorConfig` fields that only the postprocess layer reads: changing them needs no retraining.
-POSTPROCESS_FIELDS = ("score_threshold", "nms_iou", "max_detections", "agnostic_nms_iou", "containment_threshold", "box_voting_iou")
+POSTPROCESS_FIELDS = ("score_threshold", "nms_iou", "max_detections", "agnostic_nms_iou", "containment_threshold", "box_voting_iou", "side_sharing")
 
 
 def build_detector(config: DetectorConfig) -> "FasterRCNN":
@@ -104,6 +104,7 @@ class FasterRCNN(keras.Model):
             agnostic_nms_iou=config.agnostic_nms_iou,
             containment_threshold=config.containment_threshold,
             box_voting_iou=config.box_voting_iou,
+            side_sharing=config.side_sharing,
             name="postprocess",
         )
         self.anchors_per_level = anchor_boxes(
