@@ -263,9 +263,10 @@ def cpu_training(**overrides) -> TrainConfig:
     Measured on `synthetic` 1.3.0 (4,000 training galaxies; 2 CPU cores, 2026-11-26; RESULTS.md):
     6,500 steps, 25.5 minutes with its 2 validations of 1,000 galaxies; test completeness / purity
     at the validation threshold 0.771 / 0.778 (seed 0) and 0.788 / 0.805 with dihedral TTA (its threshold chosen on
-    validation under TTA); with box voting (default since) 0.787 / 0.794, and 0.796 / 0.812 with TTA. With
-    shared box sides too (default since): 0.795 / 0.802, with TTA 0.801 / 0.814 (seed 0); seed 1
-    0.789 / 0.807, with TTA 0.796 / 0.816: the paper's 0.8 only with TTA, and not at every seed. 12,000 training galaxies instead of 4,000 scored the same (0.788 / 0.792).
+    validation under TTA); with box voting (default since) 0.787 / 0.794, and 0.796 / 0.812 with TTA.
+    With shared box sides too (default since): 0.795 / 0.802, with TTA 0.801 / 0.814 (seed 0); seed 1
+    0.789 / 0.807, with TTA 0.796 / 0.816: the paper's 0.8 only with TTA, and not at every seed.
+    12,000 training galaxies instead of 4,000 scored the same (0.788 / 0.792).
     A 64-channel pyramid trained 5,500 steps in the same time to 0.770 / 0.775, and 320 px
     0.752 / 0.762: the misses are faint clumps and boxes of the wrong side at the right place,
     not resolution or steps.
