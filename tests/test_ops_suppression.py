@@ -203,7 +203,7 @@ def test_shared_sides_hand_made_case():
     shared = share_box_sides(oblong, fraction=1.0, image_size=100)["boxes"][0].numpy()
     sizes = shared[:, 2:] - shared[:, :2]
     np.testing.assert_allclose(sizes[0] / sizes[0, 0], [1, 2], rtol=1e-5)
-    np.testing.assert_allclose(np.sqrt(sizes.prod(axis=1)), [200**0.5 * 1.0] * 2, rtol=2e-2)
+    np.testing.assert_allclose(np.sqrt(sizes.prod(axis=1)), [200**0.5] * 2, rtol=2e-2)
     with pytest.raises(ValueError, match=r"fraction must be in \[0, 1\]"):
         share_box_sides(detections, fraction=1.5, image_size=100)
 
