@@ -93,9 +93,10 @@ class DetectorConfig:
     box_voting_iou: float | None = 0.5
     # Then each box's side moves this fraction of the way to its image's mean side, weighted by
     # score ** 8: volunteers size one galaxy's boxes alike (one side per galaxy in every real
-    # Clump Scout galaxy with several boxes). Inference-only. Chosen on 1,000 `synthetic` validation
-    # galaxies (0.25, 0.5, 0.75, 1 tried; RESULTS.md); None or 0 keeps the sides.
-    side_sharing: float | None = 0.5
+    # Clump Scout galaxy with several boxes). Inference-only. Chosen on 1,000 `synthetic` 1.5.0
+    # validation galaxies, best for both `cpu` seeds (0.5, 0.75, 1 tried; RESULTS.md); None or 0
+    # keeps the sides.
+    side_sharing: float | None = 0.75
     # XLA: off. Measured on CPU: the train step does not compile (no XLA kernel for CropAndResize).
     jit_compile: bool = False
 
@@ -226,14 +227,11 @@ def paper_training(**overrides) -> TrainConfig:
 def smoke_training(**overrides) -> TrainConfig:
     """Minutes on a CPU: the tiny backbone on a small synthetic set (CI, Colab, `make demo`).
 
-    Measured on 2 CPU cores (2026-11-26; RESULTS.md), scored on the 1,000 `synthetic` test galaxies
-    at the validation threshold: 1,300 steps on `synthetic_small` 1.4.0's 2,400 training galaxies,
-    216 and 205 s with its 2 validations: 0.702 / 0.712 (seed 0) and 0.720 / 0.698 (seed 1),
-    AP50 0.60. The previous smoke (800 galaxies, a 64-channel pyramid, 1,000 steps in the same
-    minutes) scored 0.670 / 0.681 and 0.659 / 0.673; dihedral TTA adds 0.01-0.03 to both. With box
-    voting (`box_voting_iou`, default since) and the threshold from 1,000 validation galaxies:
-    0.709 / 0.719 and 0.720 / 0.719, against 0.702 / 0.712 and 0.712 / 0.711 without voting; with
-    shared box sides too (`side_sharing`, default since): 0.720 / 0.730 and 0.733 / 0.732.
+    Measured on 2 CPU cores (2026-11-27; RESULTS.md): 1,300 steps on `synthetic_small` 1.5.0's
+    2,400 training galaxies, 174 s with its 2 validations of 1,000 galaxies (215 s with the
+    dataset's first build); its 1,000 test galaxies at the threshold chosen on its 1,000 validation
+    galaxies: completeness / purity 0.732 / 0.739 (seed 0) and 0.736 / 0.732 (seed 1), AP50 0.64;
+    dihedral TTA 0.742 / 0.744 and 0.749 / 0.743. Shared box sides (inference-only) add 0.01-0.02 of that.
     """
     small = TrainConfig(
         detector=smoke(),
@@ -260,16 +258,13 @@ def bench_training(**overrides) -> TrainConfig:
 def cpu_training(**overrides) -> TrainConfig:
     """The most a 2-core CPU trains in half an hour: the tiny backbone on `synthetic` at 256 px.
 
-    Measured on `synthetic` 1.3.0 (4,000 training galaxies; 2 CPU cores, 2026-11-26; RESULTS.md):
-    6,500 steps, 25.5 minutes with its 2 validations of 1,000 galaxies; test completeness / purity
-    at the validation threshold 0.771 / 0.778 (seed 0) and 0.788 / 0.805 with dihedral TTA (its threshold chosen on
-    validation under TTA); with box voting (default since) 0.787 / 0.794, and 0.796 / 0.812 with TTA.
-    With shared box sides too (default since): 0.795 / 0.802, with TTA 0.801 / 0.814 (seed 0); seed 1
-    0.789 / 0.807, with TTA 0.796 / 0.816: the paper's 0.8 only with TTA, and not at every seed.
-    12,000 training galaxies instead of 4,000 scored the same (0.788 / 0.792).
-    A 64-channel pyramid trained 5,500 steps in the same time to 0.770 / 0.775, and 320 px
-    0.752 / 0.762: the misses are faint clumps and boxes of the wrong side at the right place,
-    not resolution or steps.
+    Measured on `synthetic` 1.5.0 (4,000 training galaxies; 2 CPU cores, 2026-11-27; RESULTS.md):
+    6,500 steps, 16.4 minutes with its 2 validations of 1,000 galaxies (25.5 on the slower cores of
+    2026-11-26); test completeness / purity at the validation threshold 0.821 / 0.811 (seed 0) and
+    0.816 / 0.830 (seed 1), AP50 0.80; with dihedral TTA 0.830 / 0.823 and 0.824 / 0.835; without
+    shared box sides 0.793 / 0.783 and 0.791 / 0.805. On earlier versions of the set, 12,000
+    training galaxies scored as 4,000 did, and a 64-channel pyramid (5,500 steps in the same time)
+    and 320 px scored lower: the misses are faint clumps, not resolution or steps.
     """
     return smoke_training(
         **{

@@ -8,7 +8,8 @@ box: foreground stars; field galaxies behind and beside the disc (Euclidean-like
 blue discs to red spheroids); and, along the spiral arms, HII regions: many small, faint,
 unresolved knots that are not giant clumps.
 
-Every labelled clump gets a square box centred on it, sized like the volunteers' consensus boxes.
+Every labelled clump gets a square box centred on it, sized like the volunteers' consensus boxes:
+one side for all of a galaxy's boxes, drawn from their side distribution.
 "Odd" clumps (label 1) are red (bulge-like colours, as volunteers flagged red or unusual clumps)
 and either elongated (axis ratio 0.25-0.5) or diffuse (2-3x wider, lower surface brightness),
 so a detector can tell them apart by colour and shape.
@@ -67,10 +68,6 @@ _Z95 = statistics.NormalDist().inv_cdf(0.95)
 # percentiles land exactly on the measured ones.
 _LOG_SIDE_SIGMA_LOW = math.log(BOX_SIDE_MEDIAN_PX / BOX_SIDE_P05_PX) / _Z95
 _LOG_SIDE_SIGMA_HIGH = math.log(BOX_SIDE_P95_PX / BOX_SIDE_MEDIAN_PX) / _Z95
-# Galaxies whose boxes all share one side. Every galaxy with several boxes in the real Clump Scout
-# consensus labels has one side; catalogues measured from the light size each clump, so the set keeps both.
-_SHARED_SIDE_FRACTION = 0.5
-_SIDE_CORRELATION = 0.7  # otherwise, how alike the sides within one galaxy are
 
 _SKY_SIGMA_GRI = np.array([1.1, 1.0, 1.4], np.float32)  # per-band sky noise; g and i noisier than r
 _GAIN = 4.0  # source counts per flux unit: Poisson variance is flux / _GAIN
@@ -257,17 +254,15 @@ def _add_blurred_gaussian(bands, psf_vars, cy, cx, var_major, var_minor, angle, 
 
 
 def _box_sides(rng, count, scale):
-    """float32 [count]: square box sides following the measured side distribution."""
-    z_galaxy = rng.standard_normal()
-    if rng.random() < _SHARED_SIDE_FRACTION:
-        z = np.full(count, z_galaxy)
-    else:
-        # Still N(0, 1) per box, so the marginal side distribution is unchanged.
-        z_own = rng.standard_normal(count)
-        z = _SIDE_CORRELATION * z_galaxy + math.sqrt(1 - _SIDE_CORRELATION**2) * z_own
-    log_sigma = np.where(z < 0, _LOG_SIDE_SIGMA_LOW, _LOG_SIDE_SIGMA_HIGH)
-    sides = np.clip(BOX_SIDE_MEDIAN_PX * np.exp(z * log_sigma), *BOX_SIDE_RANGE_PX)
-    return (sides * scale).astype(np.float32)
+    """float32 [count]: one square box side for all of a galaxy's clumps, from the measured distribution.
+
+    One side per galaxy, as in the real Clump Scout consensus labels: every one of their 14,781
+    galaxies with several boxes has a single box side (../shared/data/clumpscout_labels).
+    """
+    z = rng.standard_normal()
+    log_sigma = _LOG_SIDE_SIGMA_LOW if z < 0 else _LOG_SIDE_SIGMA_HIGH
+    side = np.clip(BOX_SIDE_MEDIAN_PX * math.exp(z * log_sigma), *BOX_SIDE_RANGE_PX)
+    return np.full(count, side * scale, np.float32)
 
 
 @dataclasses.dataclass(frozen=True)
