@@ -321,12 +321,14 @@ def test_every_path_returns_the_same_boxes_after_class_agnostic_suppression_voti
     assert model.detector_config.box_voting_iou is not None
     unvoted = _expected(with_postprocess(model, box_voting_iou=None), crops, normalised=False)
     np.testing.assert_array_equal(unvoted["scores"], expected["scores"])
-    assert not np.allclose(unvoted["boxes"], expected["boxes"], atol=1e-3)
+    # An untrained model's overlapping boxes nearly agree: voting moves them by about 0.002 px, far
+    # above the float noise of two copies of one model (their scores are equal).
+    assert np.abs(unvoted["boxes"] - expected["boxes"]).max() > 5e-4
     # ... and shared box sides.
     assert model.detector_config.side_sharing
     unshared = _expected(with_postprocess(model, side_sharing=None), crops, normalised=False)
     np.testing.assert_array_equal(unshared["scores"], expected["scores"])
-    assert not np.allclose(unshared["boxes"], expected["boxes"], atol=1e-3)
+    assert np.abs(unshared["boxes"] - expected["boxes"]).max() > 1e-3
 
 
 def _at_least(outputs: dict[str, np.ndarray], threshold: float, *, normalised: bool) -> dict[str, np.ndarray]:
