@@ -57,6 +57,7 @@ from gsfc_tf import data, trainer  # noqa: E402
 from gsfc_tf.backbones.tiny import _TINY_CHANNELS  # noqa: E402
 from gsfc_tf.config import DetectorConfig, TrainConfig  # noqa: E402
 from gsfc_tf.detector import Detector, load_detector, validation_threshold  # noqa: E402
+from gsfc_tf.layers import DetectionPostprocess  # noqa: E402
 from gsfc_tf.split_evaluation import evaluate_examples, point_at_threshold  # noqa: E402
 from gsfc_tf.trainer import learning_rate_schedule  # noqa: E402
 
@@ -263,15 +264,16 @@ def build_torchvision_detector(config: DetectorConfig) -> FasterRCNN:
 class _TorchvisionAsKeras:
     """Gives a torchvision detector the Keras detector's call contract, for `detector.Detector.from_model`.
 
-    So both frameworks share input resizing, the mapping of boxes back to crop pixels, and the
-    class-agnostic stage and shared box sides after torchvision's per-class NMS
-    (`DetectionPostprocess` runs the same `suppress_duplicates` and `share_box_sides`).
+    So both frameworks share input resizing, the mapping of boxes back to crop pixels, and every
+    stage after torchvision's per-class NMS (`DetectionPostprocess.refine`: the class-agnostic
+    stage and shared box sides).
     """
 
     def __init__(self, model: FasterRCNN, config: DetectorConfig):
         if config.box_voting_iou is not None:
             raise ValueError("torchvision's postprocess keeps no boxes from before NMS to vote with: set box_voting_iou=None.")
         self.model, self.detector_config = model, config
+        self.postprocess = DetectionPostprocess.for_detector(config)
         self.device = next(model.parameters()).device
 
     def _padded_detections(self, images):
@@ -302,16 +304,7 @@ class _TorchvisionAsKeras:
             "classes": tf.ensure_shape(classes, [None, slots]),
             "num_detections": tf.ensure_shape(counts, [None]),
         }
-        agnostic_nms_iou = getattr(self.detector_config, "agnostic_nms_iou", None)
-        containment_threshold = getattr(self.detector_config, "containment_threshold", None)
-        from gsfc_tf.ops.suppression import share_box_sides, suppress_duplicates
-
-        if agnostic_nms_iou is not None or containment_threshold is not None:
-            detections = suppress_duplicates(detections, iou_threshold=agnostic_nms_iou, containment_threshold=containment_threshold)
-        side_sharing = getattr(self.detector_config, "side_sharing", None)
-        if not side_sharing:
-            return detections
-        return share_box_sides(detections, fraction=side_sharing, image_size=self.detector_config.image_size)
+        return self.postprocess.refine(detections)
 
 
 def _torch_targets(targets, device) -> list[dict[str, torch.Tensor]]:
@@ -490,9 +483,9 @@ def main(argv: list[str] | None = None) -> int:
         f"{steps} steps of batch {base.batch_size_per_replica}, Adam lr {base.learning_rate:g} "
         f"(warm-up {base.warmup_steps}, final fraction {base.final_learning_rate_fraction:g}), "
         f"coupled L2 {base.weight_decay:g}, clip {base.clip_norm}, dihedral augmentation {base.augment}, the same "
-        f"batches; class-agnostic NMS {getattr(detector, 'agnostic_nms_iou', None)}, containment "
-        f"{getattr(detector, 'containment_threshold', None)} after per-class NMS {detector.nms_iou}, box sides shared "
-        f"{getattr(detector, 'side_sharing', None)}, no box voting (torchvision keeps no boxes from before NMS to vote "
+        f"batches; class-agnostic NMS {detector.agnostic_nms_iou}, containment "
+        f"{detector.containment_threshold} after per-class NMS {detector.nms_iou}, box sides shared "
+        f"{detector.side_sharing}, no box voting (torchvision keeps no boxes from before NMS to vote "
         "with). torchvision's "
         "`FasterRCNN` gets our tiny backbone (torch port), anchors, sampling, ROI align and initialisers, so what "
         "differs is the implementation. Threshold chosen on validation, then completeness and purity "

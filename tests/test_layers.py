@@ -5,7 +5,9 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+from gsfc_tf.config import smoke
 from gsfc_tf.layers import DetectionPostprocess, FeaturePyramid, MultiLevelRoiAlign, ProposalGenerator, RoiBoxHead, RpnHead
+from gsfc_tf.models.faster_rcnn import POSTPROCESS_FIELDS
 from gsfc_tf.ops import anchor_boxes, decode_boxes
 
 RNG = np.random.default_rng(0)
@@ -149,6 +151,19 @@ def test_postprocess_shares_sides_after_voting_and_clips():
     )
     for key in ("scores", "classes", "num_detections"):
         np.testing.assert_array_equal(shared[key].numpy(), voted[key].numpy())
+
+
+def test_postprocess_for_a_detector_config_and_its_refine_stage():
+    config = smoke(agnostic_nms_iou=0.3, containment_threshold=0.8, box_voting_iou=0.6, side_sharing=0.25)
+    layer_config = DetectionPostprocess.for_detector(config).get_config()
+    for field in (*POSTPROCESS_FIELDS, "image_size"):
+        assert layer_config[field] == getattr(config, field), field
+    assert tuple(layer_config["box_weights"]) == tuple(config.roi_box_weights)
+    # Voting needs the boxes from before suppression: a caller without them is told, not skipped.
+    detections = {"boxes": tf.constant([[[0.0, 0, 10, 10]]]), "scores": tf.constant([[0.9]]),
+                  "classes": tf.constant([[0]]), "num_detections": tf.constant([1])}
+    with pytest.raises(ValueError, match="box_voting_iou is set but no candidate boxes"):
+        DetectionPostprocess(image_size=64, box_voting_iou=0.5).refine(detections)
 
 
 def test_layers_run_in_tf_data_map():

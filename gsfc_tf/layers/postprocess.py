@@ -81,6 +81,22 @@ class DetectionPostprocess(keras.layers.Layer):
         self.box_voting_iou = box_voting_iou
         self.side_sharing = side_sharing
 
+    @classmethod
+    def for_detector(cls, config, **kwargs) -> DetectionPostprocess:
+        """The layer with a `DetectorConfig`'s post-processing settings; `kwargs` go to the Keras layer."""
+        return cls(
+            image_size=config.image_size,
+            box_weights=config.roi_box_weights,
+            score_threshold=config.score_threshold,
+            nms_iou=config.nms_iou,
+            max_detections=config.max_detections,
+            agnostic_nms_iou=config.agnostic_nms_iou,
+            containment_threshold=config.containment_threshold,
+            box_voting_iou=config.box_voting_iou,
+            side_sharing=config.side_sharing,
+            **kwargs,
+        )
+
     def call(self, proposals_yxyx, class_logits, deltas):
         if deltas.shape.rank != 4 or class_logits.shape[-1] != deltas.shape[2] + 1:
             raise ValueError(f"Expected logits [B, R, K+1] and deltas [B, R, K, 4], got {class_logits.shape} and {deltas.shape}.")
@@ -99,20 +115,36 @@ class DetectionPostprocess(keras.layers.Layer):
             clip_boxes=False,
         )
         detections = {"boxes": boxes, "scores": scores, "classes": tf.cast(classes, tf.int32), "num_detections": num}
+        candidates = None
+        if self.box_voting_iou is not None:
+            # Every class's box of every proposal is a candidate: [B, R, K, ...] -> [B, R x K, ...].
+            batch = tf.shape(boxes_yxyx)[0]
+            voters = tf.where(class_scores > self.score_threshold, class_scores, 0.0)
+            candidates = (tf.reshape(boxes_yxyx, [batch, -1, 4]), tf.reshape(voters, [batch, -1]))
+        return self.refine(detections, candidates)
+
+    def refine(self, detections, candidates=None) -> dict[str, tf.Tensor]:
+        """The stages after per-class NMS, in order: class-agnostic suppression, box voting, shared sides.
+
+        Public so that a detector with its own per-class NMS (the torchvision parity bench) gets
+        exactly these stages.
+
+        Args:
+            detections: padded detections after per-class NMS (`ops.suppression`'s layout).
+            candidates: (boxes float32 [B, C, 4] yxyx pixels, scores float32 [B, C]) to vote
+                with, 0 for a box that must not vote; needed when `box_voting_iou` is set.
+
+        Raises:
+            ValueError: `box_voting_iou` is set and no candidates were given.
+        """
         if self.agnostic_nms_iou is not None or self.containment_threshold is not None:
             detections = suppress_duplicates(
                 detections, iou_threshold=self.agnostic_nms_iou, containment_threshold=self.containment_threshold
             )
         if self.box_voting_iou is not None:
-            # Every class's box of every proposal is a candidate: [B, R, K, ...] -> [B, R x K, ...].
-            batch = tf.shape(boxes_yxyx)[0]
-            voters = tf.where(class_scores > self.score_threshold, class_scores, 0.0)
-            detections = vote_boxes(
-                detections,
-                tf.reshape(boxes_yxyx, [batch, -1, 4]),
-                tf.reshape(voters, [batch, -1]),
-                iou_threshold=self.box_voting_iou,
-            )
+            if candidates is None:
+                raise ValueError("box_voting_iou is set but no candidate boxes were given to vote with.")
+            detections = vote_boxes(detections, *candidates, iou_threshold=self.box_voting_iou)
         if not self.side_sharing:
             return detections
         return share_box_sides(detections, fraction=self.side_sharing, image_size=self.image_size)

@@ -95,18 +95,7 @@ class FasterRCNN(keras.Model):
             name="roi_align",
         )
         self.box_head = RoiBoxHead(config.num_classes, config.head_dim, name="box_head")
-        self.postprocess = DetectionPostprocess(
-            image_size=size,
-            box_weights=config.roi_box_weights,
-            score_threshold=config.score_threshold,
-            nms_iou=config.nms_iou,
-            max_detections=config.max_detections,
-            agnostic_nms_iou=config.agnostic_nms_iou,
-            containment_threshold=config.containment_threshold,
-            box_voting_iou=config.box_voting_iou,
-            side_sharing=config.side_sharing,
-            name="postprocess",
-        )
+        self.postprocess = DetectionPostprocess.for_detector(config, name="postprocess")
         self.anchors_per_level = anchor_boxes(
             size,
             sizes=config.anchor_sizes,
