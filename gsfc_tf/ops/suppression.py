@@ -174,11 +174,10 @@ def share_box_sides(
     the boxes are clipped to the image.
 
     Volunteers size the boxes of one galaxy alike: in the real Clump Scout labels every galaxy
-    with several boxes has one box side (14,781 of 14,781 galaxies), and the synthetic generator
-    shares a side in half its galaxies and correlates the rest. A clump's own light fixes its side
-    only loosely, so the galaxy's other confident boxes are more evidence. Of 0.25, 0.5, 0.75 and 1,
-    halfway (0.5) was best on 1,000 validation galaxies for both `smoke` seeds and within 0.002 of
-    the best (0.25) for the `cpu` model; 1 was no better than none (RESULTS.md).
+    with several boxes has one box side (14,781 of 14,781 galaxies), and so does the synthetic
+    generator. A clump's own light fixes its side only loosely, so the galaxy's other confident
+    boxes are more evidence. The fraction is `DetectorConfig.side_sharing`'s, chosen on validation
+    (RESULTS.md).
 
     Args:
         detections: padded detections (module docstring).
