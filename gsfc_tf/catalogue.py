@@ -27,7 +27,7 @@ import os
 import warnings
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, NamedTuple
 
 import numpy as np
 from astropy import units as u
@@ -38,25 +38,30 @@ from tqdm.auto import tqdm
 
 from gsfc_tf import conventions
 from gsfc_tf.evaluation import ImageBoxes
-from gsfc_tf.images import UnreadableImageError, read_image
+from gsfc_tf.images import FITS_SUFFIXES, PICTURE_SUFFIXES, UnreadableImageError, read_image
 
 if TYPE_CHECKING:
     # Annotations only: loading the detector's module would import TensorFlow.
     from gsfc_tf.detector import Detector
 
 __all__ = [
+    "CATALOGUE_FORMATS",
     "IMAGE_STATUSES",
     "CatalogueRow",
+    "Cutout",
     "ImageStatusRow",
     "PredictionResult",
+    "catalogue_format",
     "check_output_file",
     "expand_image_paths",
     "galaxy_id",
+    "image_status",
     "image_table_path",
     "is_glob_pattern",
     "iter_cutouts",
     "pixel_to_world",
     "predict_catalogue",
+    "printable",
     "read_cutout",
     "rows_from_detections",
     "unique_galaxy_ids",
@@ -66,6 +71,8 @@ __all__ = [
 
 # What became of one input image: clumps found at the minimum score, none found, or not readable.
 IMAGE_STATUSES = ("detected", "no_clumps", "unreadable")
+# Table formats and the file-name suffixes that name them.
+CATALOGUE_FORMATS = {"csv": (".csv",), "fits": (".fits", ".fit", ".fts")}
 _GLOB_CHARACTERS = frozenset("*?[")
 
 _LOG = logging.getLogger(__name__)
@@ -99,6 +106,7 @@ class ImageStatusRow:
         status: one of `IMAGE_STATUSES`.
         reason: why it could not be read; empty unless `status` is `unreadable`.
         n_clumps: catalogue rows of this image; > 0 exactly when `status` is `detected`.
+        n_bad_pixels: NaN or infinite FITS pixels, drawn black for the detector (`images.Image`).
     """
 
     galaxy_id: str
@@ -106,6 +114,7 @@ class ImageStatusRow:
     status: str
     reason: str = ""
     n_clumps: int = 0
+    n_bad_pixels: int = 0
 
     def __post_init__(self):
         if self.status not in IMAGE_STATUSES:
@@ -245,18 +254,54 @@ def image_table_path(catalogue_path: str | Path) -> Path:
     return catalogue_path.with_name(f"{catalogue_path.stem}.images{catalogue_path.suffix}")
 
 
-def check_output_file(path: str | Path) -> Path:
-    """Checks, before any work, that a table can be written at `path`; returns it as a Path.
-
-    Missing parent folders are fine (the writers create them).
+def catalogue_format(path: str | Path, format: str | None = None) -> str:
+    """The table format of an output file: `format` if given, else named by the suffix, else csv.
 
     Raises:
-        ValueError: `path` is a directory, a folder on the way is a file, or the file or its
-            nearest existing folder is not writable.
+        ValueError: an unknown `format`, or one the file name contradicts (fits into `x.csv`).
+    """
+    suffix = Path(path).suffix.lower()
+    named = next((name for name, suffixes in CATALOGUE_FORMATS.items() if suffix in suffixes), None)
+    if format is None:
+        return named or "csv"
+    if format not in CATALOGUE_FORMATS:
+        raise ValueError(f"format must be one of {', '.join(CATALOGUE_FORMATS)}, got {format!r}")
+    if named not in (None, format):
+        raise ValueError(f"{Path(path).name} names a {named} file but the format is {format}: make them agree")
+    return format
+
+
+def _holds_image_data(path: Path) -> bool:
+    """Whether an existing FITS file holds image data (a cutout), not only tables."""
+    try:
+        with fits.open(path, memmap=False) as hdul:
+            return any(hdu.is_image and hdu.data is not None and hdu.data.size > 0 for hdu in hdul)
+    except Exception:  # not FITS after all: no cutout to protect
+        return False
+
+
+def check_output_file(path: str | Path, *, inputs: Iterable[str | Path] = ()) -> Path:
+    """Checks, before any work, that a table can be written at `path`; returns it as a Path.
+
+    Missing parent folders are fine (the writers create them). A table never replaces a cutout:
+    `path` may not be one of `inputs`, have a picture suffix (`images.PICTURE_SUFFIXES`), or be an
+    existing FITS file with image data — the mistakes a shell glob in `--out *.png` makes.
+
+    Raises:
+        ValueError: `path` is a directory, an input or an image, a folder on the way is a file,
+            or the file or its nearest existing folder is not writable.
     """
     path = Path(path)
     if path.is_dir():
         raise ValueError(f"{path} is a directory; give a file name, e.g. {path / 'clumps.csv'}")
+    name = path.name.lower()
+    if name.endswith(PICTURE_SUFFIXES):
+        raise ValueError(f"{printable(path)} is an image name, not a table: give the catalogue a .csv or .fits name")
+    resolved = path.resolve()
+    if any(Path(p).resolve() == resolved for p in inputs):
+        raise ValueError(f"{printable(path)} is one of the input images; writing the table there would destroy it")
+    if path.exists() and name.endswith(FITS_SUFFIXES) and _holds_image_data(path):
+        raise ValueError(f"{printable(path)} holds a FITS image, which a table would replace: give another name")
     if path.exists():
         if not os.access(path, os.W_OK):
             raise ValueError(f"{path} is not writable")
@@ -271,9 +316,18 @@ def check_output_file(path: str | Path) -> Path:
     return path
 
 
+def printable(path: str | os.PathLike) -> str:
+    """A path (or text holding one) as valid UTF-8: bytes that are not UTF-8 become `\\xNN`.
+
+    Linux file names are bytes; Python keeps undecodable ones as lone surrogates, which no
+    table writer or terminal accepts.
+    """
+    return os.fsencode(path).decode("utf-8", "backslashreplace")
+
+
 def galaxy_id(path: str | os.PathLike) -> str:
-    """A cutout's galaxy id: its file name without the image (and `.gz`) suffix."""
-    name = Path(path).name
+    """A cutout's galaxy id: its file name without the image (and `.gz`) suffix, `printable`."""
+    name = Path(printable(path)).name
     name = name[:-3] if name.lower().endswith(".gz") else name
     return Path(name).stem
 
@@ -302,7 +356,7 @@ def unique_galaxy_ids(paths: Sequence[str | os.PathLike]) -> list[str]:
     Raises:
         ValueError: a file is listed twice.
     """
-    parts = [_path_parts(path) for path in paths]
+    parts = [_path_parts(printable(path)) for path in paths]
     ids = [galaxy_id(path) for path in paths]
     by_path: set[int] = set()
     while True:
@@ -323,32 +377,48 @@ def unique_galaxy_ids(paths: Sequence[str | os.PathLike]) -> list[str]:
             ids[index] = "/".join(parts[index][shared:])
 
 
-def read_cutout(path: str | Path) -> tuple[np.ndarray, WCS | None]:
+class Cutout(NamedTuple):
+    """A cutout as `read_cutout` reads it.
+
+    Attributes:
+        image: uint8 [H, W, 3], top row first.
+        wcs: celestial WCS (FITS with one), else None.
+        n_bad_pixels: NaN or infinite FITS pixels, drawn black (`images.Image`).
+    """
+
+    image: np.ndarray
+    wcs: WCS | None
+    n_bad_pixels: int = 0
+
+
+def read_cutout(path: str | Path) -> Cutout:
     """Reads a galaxy cutout as the builder does (`images.read_image`), with its celestial WCS.
 
     The whole cutout comes back (no crop): PNG/JPEG give no WCS; FITS g, r, i planes go
     through the same Lupton RGB mapping as the `clump_scout/sdss` training images and are
     flipped to top row first (see the module docstring).
 
-    Returns:
-        (image uint8 [H, W, 3], celestial WCS or None).
-
     Raises:
-        UnreadableImageError: the file is missing, unreadable or holds no usable image.
+        UnreadableImageError: the file is missing, unreadable, holds no usable image, or is
+            smaller than `conventions.MIN_IMAGE_SIDE`.
     """
-    image, header = read_image(path)
-    if header is None:
-        return image, None
-    wcs = _as_wcs(header)
-    return image, (wcs if wcs.has_celestial else None)
+    image, header, n_bad_pixels = read_image(path)
+    height, width = image.shape[:2]
+    if min(height, width) < conventions.MIN_IMAGE_SIDE:
+        raise UnreadableImageError(
+            f"{printable(Path(path).name)}: {width}x{height} px is too small to show a clump "
+            f"(sides of at least {conventions.MIN_IMAGE_SIDE} px)"
+        )
+    wcs = None if header is None else _as_wcs(header)
+    return Cutout(image, wcs if wcs is not None and wcs.has_celestial else None, n_bad_pixels)
 
 
 def iter_cutouts(
     paths: Iterable[str | Path],
     *,
     on_error: Callable[[Path, UnreadableImageError], None] | None = None,
-) -> Iterator[tuple[Path, np.ndarray, WCS | None]]:
-    """Yields (path, image, wcs) for every readable cutout, reporting and skipping the rest.
+) -> Iterator[tuple[Path, Cutout]]:
+    """Yields (path, `Cutout`) for every readable cutout, reporting and skipping the rest.
 
     Args:
         paths: cutout files.
@@ -357,14 +427,14 @@ def iter_cutouts(
     """
     for path in map(Path, paths):
         try:
-            image, wcs = read_cutout(path)
+            cutout = read_cutout(path)
         except UnreadableImageError as error:
             if on_error is None:
                 _LOG.warning("skipping unreadable cutout %s", error)
             else:
                 on_error(path, error)
             continue
-        yield path, image, wcs
+        yield path, cutout
 
 
 def is_glob_pattern(pattern: str) -> bool:
@@ -372,19 +442,63 @@ def is_glob_pattern(pattern: str) -> bool:
     return bool(_GLOB_CHARACTERS & set(pattern))
 
 
+def _directories_once(top: str) -> Iterator[str]:
+    """`top` and every folder below it that is not hidden, each real folder once.
+
+    Folder links are followed (a survey may link its parts together), but a folder reached
+    again — through a link loop or a second link — is not entered twice.
+    """
+    seen: set[str] = set()
+    stack = [top]
+    while stack:
+        folder = stack.pop()
+        real = os.path.realpath(folder or ".")
+        if real in seen:
+            continue
+        seen.add(real)
+        yield folder
+        try:
+            with os.scandir(folder or ".") as entries:
+                names = [entry.name for entry in entries if not entry.name.startswith(".") and entry.is_dir()]
+        except OSError:  # unreadable or vanished folder: nothing below it to match
+            continue
+        stack.extend(os.path.join(folder, name) for name in sorted(names, reverse=True))
+
+
+def _glob(pattern: str) -> list[str]:
+    """`glob.glob(pattern, recursive=True)`, but a `**` never walks a folder twice (link loops end).
+
+    Python's own `**` follows folder links without end: a link to a parent folder repeats every
+    file below it once per level, up to the system's link limit.
+    """
+    parts = pattern.split(os.sep)
+    if "**" not in parts:
+        return glob.glob(pattern)
+    k = parts.index("**")
+    head, rest = os.sep.join(parts[:k]) or (os.sep if k else ""), parts[k + 1 :] or ["*"]
+    matches = []
+    for base in glob.glob(head) if is_glob_pattern(head) else [head]:
+        for folder in _directories_once(base):
+            matches += _glob(os.path.join(glob.escape(folder), *rest))
+    return matches
+
+
 def expand_image_paths(patterns: Iterable[str]) -> list[Path]:
     """Expands glob patterns (sorted matches); plain paths and patterns matching nothing stay as given.
 
-    Keeping unmatched names lets `iter_cutouts` report them as unreadable instead of silently
-    dropping them. A file named twice (two overlapping patterns, `a.png` and `./a.png`) is kept
-    once, where it first appears: it is one galaxy.
+    The one matcher of `predict` and `survey` (local paths): Python's `glob` rules, with `**`
+    for any depth of folders (`**/*.png` finds `a.png` and `sub/deeper/b.png`), each folder
+    walked once however many links lead to it. Keeping unmatched names lets `iter_cutouts`
+    report them as unreadable instead of silently dropping them. A file named twice (two
+    overlapping patterns, `a.png` and `./a.png`, a link to it) is kept once, where it first
+    appears: it is one galaxy.
     """
     paths, seen = [], set()
     for pattern in patterns:
-        matches = sorted(glob.glob(pattern, recursive=True)) if is_glob_pattern(pattern) else []
+        matches = sorted(set(_glob(pattern))) if is_glob_pattern(pattern) else []
         for path in [Path(p) for p in matches] or [Path(pattern)]:
-            if path.absolute() not in seen:
-                seen.add(path.absolute())
+            if path.resolve() not in seen:
+                seen.add(path.resolve())
                 paths.append(path)
     return paths
 
@@ -411,12 +525,23 @@ class PredictionResult:
         """(path, reason) for each unreadable input."""
         return [(Path(image.path), image.reason) for image in self.images if image.status == "unreadable"]
 
+    @property
+    def with_bad_pixels(self) -> list[ImageStatusRow]:
+        """The read inputs with NaN or infinite pixels (drawn black for the detector)."""
+        return [image for image in self.images if image.n_bad_pixels]
 
-def _image_status(galaxy: str, path: Path, reason: str | None, rows: Sequence[CatalogueRow]) -> ImageStatusRow:
-    """The image-table row of one input: unreadable for a `reason`, else by its catalogue `rows`."""
+
+def image_status(
+    galaxy: str, path: str | os.PathLike, *, reason: str | None = None, n_clumps: int = 0, n_bad_pixels: int = 0
+) -> ImageStatusRow:
+    """The image-table row of one input: unreadable for a `reason`, else by its clump count.
+
+    Path and reason are made `printable`, so an input with a non-UTF-8 name still has a row.
+    """
     if reason is not None:
-        return ImageStatusRow(galaxy, str(path), "unreadable", reason=reason)
-    return ImageStatusRow(galaxy, str(path), "detected" if rows else "no_clumps", n_clumps=len(rows))
+        return ImageStatusRow(galaxy, printable(path), "unreadable", reason=printable(reason))
+    status = "detected" if n_clumps else "no_clumps"
+    return ImageStatusRow(galaxy, printable(path), status, n_clumps=n_clumps, n_bad_pixels=n_bad_pixels)
 
 
 def predict_catalogue(
@@ -454,25 +579,30 @@ def predict_catalogue(
             on_error(path, error)
 
     rows_by_input: dict[int, list[CatalogueRow]] = {}
-    # Cutouts waiting for a batch, by image shape: (input index, image [H, W, 3], WCS or None).
-    pending: dict[tuple[int, ...], list[tuple[int, np.ndarray, WCS | None]]] = {}
+    bad_pixels: dict[int, int] = {}
+    # Cutouts waiting for a batch, by image shape: (input index, cutout).
+    pending: dict[tuple[int, ...], list[tuple[int, Cutout]]] = {}
 
     def flush(shape: tuple[int, ...]) -> None:
         group = pending.pop(shape)
-        detections = detector.detect_boxes(np.stack([image for _, image, _ in group]))
-        for (index, _, wcs), found in zip(group, detections):
-            rows_by_input[index] = rows_from_detections(ids[index], found, wcs=wcs, min_score=min_score)
+        detections = detector.detect_boxes(np.stack([cutout.image for _, cutout in group]))
+        for (index, cutout), found in zip(group, detections):
+            rows_by_input[index] = rows_from_detections(ids[index], found, wcs=cutout.wcs, min_score=min_score)
+            bad_pixels[index] = cutout.n_bad_pixels
 
     cutouts = iter_cutouts(tqdm(paths, desc="predict", unit="image", disable=not progress), on_error=record)
-    for path, image, wcs in cutouts:
-        group = pending.setdefault(image.shape, [])
-        group.append((index_of[path], image, wcs))
+    for path, cutout in cutouts:
+        group = pending.setdefault(cutout.image.shape, [])
+        group.append((index_of[path], cutout))
         if len(group) == batch_size:
-            flush(image.shape)
+            flush(cutout.image.shape)
     for shape in list(pending):
         flush(shape)
     images = [
-        _image_status(ids[index], path, unreadable.get(index), rows_by_input.get(index, []))
+        image_status(
+            ids[index], path, reason=unreadable.get(index), n_clumps=len(rows_by_input.get(index, [])),
+            n_bad_pixels=bad_pixels.get(index, 0),
+        )
         for index, path in enumerate(paths)
     ]
     rows = [row for index in range(len(paths)) for row in rows_by_input.get(index, [])]

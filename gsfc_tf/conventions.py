@@ -18,7 +18,9 @@ Crop geometry:
     Clump Scout cutouts are `CUTOUT_SIZE` (400) px square; the model sees their central
     `CROP_SIZE` (200) px (Popp et al. 2024), at `crop_offset()` (100) px from the cutout's
     top-left corner. `PreparationRules` (the builder) and `data.model_inputs` (every detector
-    path) take their defaults from here.
+    path) take their defaults from here. An image with a side under `MIN_IMAGE_SIDE` (16) px
+    is too small to show a clump (the Clump Scout boxes' median side is 16.6 px of the crop),
+    so catalogues refuse it rather than magnify it to the model's view.
 
 Box frames:
     Boxes are `yxyx` (`y_min, x_min, y_max, x_max`) in a frame named by the variable:
@@ -60,6 +62,7 @@ __all__ = [
     "BACKGROUND_CLASS",
     "CLASS_NAMES",
     "CROP_SIZE",
+    "MIN_IMAGE_SIDE",
     "CUTOUT_SIZE",
     "OPERATING_TARGET",
     "PADDED_IOU",
@@ -101,6 +104,7 @@ def from_model_class(classes):
 
 CUTOUT_SIZE = 400
 CROP_SIZE = 200
+MIN_IMAGE_SIDE = 16
 
 
 def crop_offset(cutout_size: int = CUTOUT_SIZE, crop_size: int = CROP_SIZE) -> int:

@@ -12,6 +12,7 @@ their kind is read); no TensorFlow, no tensorflow_datasets.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 
@@ -19,11 +20,15 @@ __all__ = [
     "FITS_SUFFIXES",
     "LUPTON_Q",
     "LUPTON_STRETCH",
+    "PICTURE_SUFFIXES",
+    "Image",
     "UnreadableImageError",
     "read_image",
 ]
 
 FITS_SUFFIXES = (".fits", ".fit", ".fts", ".fits.gz", ".fit.gz", ".fts.gz")
+# Picture formats a cutout may come in (Pillow reads more; these are the ones people use).
+PICTURE_SUFFIXES = (".png", ".jpg", ".jpeg", ".gif", ".bmp", ".tif", ".tiff", ".webp")
 # `make_lupton_rgb` parameters of FITS cutouts (stretch in the FITS data units).
 LUPTON_Q = 8.0
 LUPTON_STRETCH = 0.5
@@ -33,7 +38,22 @@ class UnreadableImageError(ValueError):
     """A cutout exists but cannot be turned into an RGB crop."""
 
 
-def _read_fits(path: Path, lupton_q: float, lupton_stretch: float) -> tuple[np.ndarray, object]:
+class Image(NamedTuple):
+    """A cutout as read by `read_image`.
+
+    Attributes:
+        rgb: uint8 [H, W, 3], top row first.
+        header: the first image HDU's `astropy.io.fits.Header` (FITS), else None.
+        n_bad_pixels: pixels with a NaN or infinite value in any FITS plane, drawn as 0 (black);
+            0 for PNG/JPEG.
+    """
+
+    rgb: np.ndarray
+    header: object
+    n_bad_pixels: int = 0
+
+
+def _read_fits(path: Path, lupton_q: float, lupton_stretch: float) -> Image:
     # Deferred: astropy is slow to import and only FITS cutouts need it.
     from astropy.io import fits
     from astropy.visualization import make_lupton_rgb
@@ -53,11 +73,14 @@ def _read_fits(path: Path, lupton_q: float, lupton_stretch: float) -> tuple[np.n
             f"{path.name}: expected a (3, H, W) g,r,i cube, three 2-D g,r,i HDUs or one 2-D plane, got "
             f"{[p.shape for p in planes]}."
         )
-    g, r, i = (np.nan_to_num(p, nan=0.0, posinf=0.0, neginf=0.0) for p in (g, r, i))
+    bad = ~(np.isfinite(g) & np.isfinite(r) & np.isfinite(i))
+    if bad.all():
+        raise UnreadableImageError(f"{path.name}: no finite pixel values (every pixel is NaN or infinite)")
+    g, r, i = (np.where(bad, 0.0, p) for p in (g, r, i))
     with np.errstate(invalid="ignore", divide="ignore"):  # astropy divides by 0 where I == 0
         rgb = make_lupton_rgb(i, r, g, minimum=0.0, stretch=lupton_stretch, Q=lupton_q)
     # FITS row 0 is the bottom of the sky image; PNG row 0 (and the boxes) is the top.
-    return np.ascontiguousarray(rgb[::-1]), header
+    return Image(np.ascontiguousarray(rgb[::-1]), header, int(bad.sum()))
 
 
 def _pillow_rgb(img, path: Path) -> np.ndarray:
@@ -76,9 +99,7 @@ def _pillow_rgb(img, path: Path) -> np.ndarray:
     return np.asarray(img.convert("RGB"))
 
 
-def read_image(
-    path: str | Path, *, lupton_q: float = LUPTON_Q, lupton_stretch: float = LUPTON_STRETCH
-) -> tuple[np.ndarray, object]:
+def read_image(path: str | Path, *, lupton_q: float = LUPTON_Q, lupton_stretch: float = LUPTON_STRETCH) -> Image:
     """Reads a whole cutout as RGB, with its FITS header when it is a FITS file.
 
     PNG/JPEG (any Pillow format): RGB, RGBA (alpha dropped), greyscale or palette, 8 or
@@ -86,14 +107,16 @@ def read_image(
     SavedModel) decodes a PNG: 16-bit values keep their high byte (``v >> 8``). FITS
     (`FITS_SUFFIXES`, optionally gzipped): g, r, i planes as a (3, H, W) cube in one HDU or as
     the first three image HDUs, combined with `make_lupton_rgb` (i -> R, r -> G, g -> B), or a
-    single 2-D plane shown grey; flipped to top row first.
+    single 2-D plane shown grey; flipped to top row first. NaN or infinite FITS pixels are
+    drawn black and counted (`Image.n_bad_pixels`); a FITS file without one finite pixel is
+    unreadable.
 
     Args:
         path: the cutout file; its suffix (any case) tells FITS from the rest.
         lupton_q, lupton_stretch: ``Q`` and ``stretch`` of `make_lupton_rgb`, FITS only.
 
     Returns:
-        (uint8 [H, W, 3], the first image HDU's `astropy.io.fits.Header` or None).
+        An `Image`: uint8 [H, W, 3], the first image HDU's header or None, the bad-pixel count.
 
     Raises:
         UnreadableImageError: missing or corrupt file, unsupported layout.
@@ -103,10 +126,10 @@ def read_image(
         if path.name.lower().endswith(FITS_SUFFIXES):
             return _read_fits(path, lupton_q, lupton_stretch)
         # Deferred: only the reader needs Pillow.
-        from PIL import Image
+        from PIL import Image as PillowImage
 
-        with Image.open(path) as img:
-            return _pillow_rgb(img, path), None
+        with PillowImage.open(path) as img:
+            return Image(_pillow_rgb(img, path), None)
     except UnreadableImageError:
         raise
     except Exception as err:  # Pillow/astropy raise many types for corrupt files.

@@ -15,9 +15,11 @@ from PIL import Image
 from gsfc_tf.catalogue import (
     CatalogueRow,
     ImageStatusRow,
+    catalogue_format,
     check_output_file,
     expand_image_paths,
     galaxy_id,
+    image_status,
     image_table_path,
     iter_cutouts,
     pixel_to_world,
@@ -67,8 +69,8 @@ def test_fits_cutout_round_trip_orientation_and_wcs(tmp_path):
     planes[:, 0, 7] = 50.0  # FITS row 0 is the bottom of the sky image
     path = tmp_path / "galaxy.fits"
     fits.PrimaryHDU(planes, header=tan_header(planes=3)).writeto(path)
-    image, wcs = read_cutout(path)
-    assert image.dtype == np.uint8 and image.shape == (80, 100, 3)
+    image, wcs, n_bad_pixels = read_cutout(path)
+    assert image.dtype == np.uint8 and image.shape == (80, 100, 3) and n_bad_pixels == 0
     assert image[79, 7].min() > 0 and image[:79].max() == 0  # shown as the bottom image row
     assert wcs is not None and wcs.pixel_shape == (100, 80)
     # A detection centred on that pixel.
@@ -82,7 +84,7 @@ def test_fits_cutout_round_trip_orientation_and_wcs(tmp_path):
 def test_single_plane_fits_is_grey_and_header_without_wcs_gives_none(tmp_path):
     path = tmp_path / "grey.fit"
     fits.PrimaryHDU(np.random.default_rng(0).uniform(0, 5, (20, 30))).writeto(path)
-    image, wcs = read_cutout(path)
+    image, wcs, _ = read_cutout(path)
     assert image.shape == (20, 30, 3) and wcs is None
     np.testing.assert_array_equal(image[..., 0], image[..., 2])
 
@@ -92,7 +94,7 @@ def test_png_and_jpeg_read_as_rgb(tmp_path):
     Image.fromarray(rgb).save(tmp_path / "a.png")
     Image.fromarray(rgb[..., 0]).save(tmp_path / "grey.png")
     Image.fromarray(np.dstack([rgb, np.full((40, 30), 255, np.uint8)])).save(tmp_path / "rgba.png")
-    image, wcs = read_cutout(tmp_path / "a.png")
+    image, wcs, _ = read_cutout(tmp_path / "a.png")
     np.testing.assert_array_equal(image, rgb)
     assert wcs is None
     assert read_cutout(tmp_path / "grey.png")[0].shape == (40, 30, 3)
@@ -101,7 +103,7 @@ def test_png_and_jpeg_read_as_rgb(tmp_path):
 
 def test_unreadable_inputs_are_reported_and_skipped(tmp_path):
     good = tmp_path / "good.png"
-    Image.fromarray(np.zeros((8, 8, 3), np.uint8)).save(good)
+    Image.fromarray(np.zeros((16, 16, 3), np.uint8)).save(good)
     (tmp_path / "junk.jpg").write_bytes(b"not an image")
     (tmp_path / "junk.fits").write_bytes(b"SIMPLE  = junk")
     table_only = tmp_path / "table.fits"
@@ -112,7 +114,7 @@ def test_unreadable_inputs_are_reported_and_skipped(tmp_path):
             read_cutout(path)
     errors = []
     read = list(iter_cutouts([bad[0], good, *bad[1:]], on_error=lambda p, e: errors.append(p)))
-    assert [p for p, _, _ in read] == [good] and errors == bad
+    assert [p for p, _ in read] == [good] and errors == bad
 
 
 def test_iter_cutouts_logs_a_warning_by_default(tmp_path, caplog):
@@ -180,7 +182,7 @@ def test_write_image_table_round_trip(tmp_path, format):
     path = write_image_table(rows, image_table_path(tmp_path / f"clumps.{format}"), format=format)
     assert path.name == f"clumps.images.{format}"
     table = Table.read(path, format="ascii.csv" if format == "csv" else "fits")
-    assert table.colnames == ["galaxy_id", "path", "status", "reason", "n_clumps"]
+    assert table.colnames == ["galaxy_id", "path", "status", "reason", "n_clumps", "n_bad_pixels"]
     assert list(table["status"]) == ["detected", "no_clumps", "unreadable"]
     assert list(table["n_clumps"]) == [3, 0, 0] and table["reason"][2] == rows[2].reason
 
@@ -225,3 +227,80 @@ def test_expand_image_paths_keeps_a_file_named_twice_once(tmp_path, monkeypatch)
     for name in ("a.png", "b.png"):
         (tmp_path / name).touch()
     assert expand_image_paths(["*.png", "a.png", "./b.png", "c.png"]) == [Path("a.png"), Path("b.png"), Path("c.png")]
+
+
+def test_nan_pixels_are_counted_and_images_without_data_are_unreadable(tmp_path):
+    planes = np.ones((3, 20, 30), np.float32)
+    planes[0, :5, :4] = np.nan  # 20 pixels bad in g
+    planes[2, 0, :4] = np.inf  # 4 of them again in i, plus none new
+    planes[1, 19, 29] = -np.inf  # one more in r
+    fits.PrimaryHDU(planes).writeto(tmp_path / "holes.fits")
+    image, _, n_bad_pixels = read_cutout(tmp_path / "holes.fits")
+    assert n_bad_pixels == 21
+    # Drawn black, as the FITS row order puts them: the last image rows and the first column block.
+    assert image[-5:, :4].max() == 0 and image[5:-5, 5:].min() > 0
+    fits.PrimaryHDU(np.full((3, 20, 30), np.nan, np.float32)).writeto(tmp_path / "empty.fits")
+    with pytest.raises(UnreadableImageError, match="empty.fits: no finite pixel values"):
+        read_cutout(tmp_path / "empty.fits")
+    Image.fromarray(np.zeros((1, 1, 3), np.uint8)).save(tmp_path / "dot.png")
+    Image.fromarray(np.zeros((15, 300, 3), np.uint8)).save(tmp_path / "strip.png")
+    for name, size in (("dot.png", "1x1"), ("strip.png", "300x15")):
+        with pytest.raises(UnreadableImageError, match=f"{name}: {size} px is too small"):
+            read_cutout(tmp_path / name)
+
+
+def test_non_utf8_file_names_become_printable_ids_and_rows(tmp_path):
+    name = os.fsdecode(b"bad\xff.png")
+    rows = [image_status(gid, tmp_path / name) for gid in unique_galaxy_ids([tmp_path / name])]
+    assert rows[0].galaxy_id == "bad\\xff" and rows[0].path.endswith("bad\\xff.png")
+    unreadable = image_status("g", name, reason=f"{name}: cannot identify image file")
+    assert unreadable.reason == "bad\\xff.png: cannot identify image file"
+    for format in ("csv", "fits"):  # writers accept them: lone surrogates made both fail
+        write_image_table([*rows, unreadable], tmp_path / f"images.{format}", format=format)
+
+
+def test_catalogue_format_follows_the_name_and_refuses_contradictions():
+    assert catalogue_format("a.csv") == "csv" and catalogue_format("a.FITS") == "fits"
+    assert catalogue_format("a.fit") == "fits" and catalogue_format("a") == "csv"
+    assert catalogue_format("a.txt", "fits") == "fits"
+    with pytest.raises(ValueError, match="x.csv names a csv file but the format is fits"):
+        catalogue_format("x.csv", "fits")
+    with pytest.raises(ValueError, match="x.fits names a fits file but the format is csv"):
+        catalogue_format("x.fits", "csv")
+
+
+def test_check_output_file_never_replaces_a_cutout(tmp_path):
+    cutout = tmp_path / "a.fits"
+    fits.PrimaryHDU(np.ones((3, 8, 8), np.float32)).writeto(cutout)
+    other_image = tmp_path / "b.fits"
+    fits.PrimaryHDU(np.ones((8, 8), np.float32)).writeto(other_image)
+    old_table = tmp_path / "old.fits"
+    write_catalogue([], old_table, format="fits")
+    for path, message in (
+        (tmp_path / "a.png", "is an image name"),
+        (tmp_path / "new" / "c.JPG", "is an image name"),
+        (cutout, "is one of the input images"),
+        (tmp_path / "sub" / ".." / "a.fits", "is one of the input images"),
+        (other_image, "holds a FITS image"),
+    ):
+        (tmp_path / "sub").mkdir(exist_ok=True)
+        with pytest.raises(ValueError, match=message):
+            check_output_file(path, inputs=[cutout])
+    assert check_output_file(old_table, inputs=[cutout]) == old_table  # a table may be replaced
+
+
+def test_one_matcher_walks_every_folder_once_through_links(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    for name in ("a.png", "sub/b.png", "sub/deeper/c.png", ".hidden/h.png"):
+        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / name).touch()
+    (tmp_path / "sub" / "loop").symlink_to(tmp_path)  # Python's glob follows this ~40 levels deep
+    expected = [Path("a.png"), Path("sub/b.png"), Path("sub/deeper/c.png")]
+    assert expand_image_paths(["**/*.png"]) == expected
+    assert expand_image_paths(["**.png"]) == [Path("a.png")]  # `**` inside a name is `*`, as in glob
+    assert expand_image_paths([str(tmp_path / "sub" / "**" / "*.png")]) == [
+        tmp_path / "sub" / "b.png", tmp_path / "sub" / "deeper" / "c.png", tmp_path / "sub" / "loop" / "a.png"
+    ]
+    # A second link to a folder already walked adds no file twice: the first spelling is kept.
+    (tmp_path / "again").symlink_to(tmp_path / "sub")
+    assert expand_image_paths(["**/*.png"]) == [Path("a.png"), Path("again/b.png"), Path("again/deeper/c.png")]

@@ -2,6 +2,7 @@
 
 import json
 import math
+import os
 
 import numpy as np
 import pytest
@@ -134,10 +135,66 @@ def test_min_score_must_be_a_score(command, capsys):
 def test_predict_fails_when_nothing_is_readable(run_dir, inputs, tmp_path, capsys):
     out = tmp_path / "clumps.csv"
     unreadable = [inputs[-1], str(tmp_path / "nowhere.png")]
+    # A catalogue of an earlier run at the same place must not stay beside the new image table.
+    assert cli.main(["predict", "--model", str(run_dir), inputs[1], "--out", str(out), "--min-score", "0"]) == 0
+    assert len(Table.read(out, format="ascii.csv")) > 0
     assert cli.main(["predict", "--model", str(run_dir), *unreadable, "--out", str(out)]) == 1
     assert "none of the 2 inputs" in capsys.readouterr().err
-    assert not out.exists()
+    assert len(Table.read(out, format="ascii.csv")) == 0
     assert list(Table.read(tmp_path / "clumps.images.csv", format="ascii.csv")["status"]) == ["unreadable"] * 2
+
+
+def test_predict_never_writes_over_its_inputs(run_dir, inputs, tmp_path, capsys):
+    folder = tmp_path / "in"
+    folder.mkdir()
+    for name in ("a", "b", "c"):
+        save_png(folder / f"{name}.png", np.zeros((200, 200, 3), np.uint8))
+    fits_cutout(folder / "sky.fits")
+    before = {path.name: path.read_bytes() for path in folder.iterdir()}
+    pngs = [str(folder / f"{name}.png") for name in "abc"]
+    for argv, message in (
+        (["--out", *pngs], "a.png is an image name"),  # what the shell makes of `--out *.png`
+        ([*pngs, "--out", str(tmp_path / "victim" / "a.png")], "a.png is an image name"),
+        ([str(folder / "*.fits"), "--out", str(folder / "sky.fits")], "sky.fits is one of the input images"),
+        ([pngs[0], "--out", str(folder / "sky.fits")], "sky.fits holds a FITS image"),
+        ([pngs[0], "--out", str(tmp_path / "x.csv"), "--format", "fits"], "x.csv names a csv file but the format is fits"),
+    ):
+        assert cli.main(["predict", "--model", str(run_dir), *argv]) == 2
+        err = capsys.readouterr().err
+        assert message in err and err.count("\n") == 1, err
+    assert {path.name: path.read_bytes() for path in folder.iterdir()} == before
+    assert not (tmp_path / "victim").exists()
+
+
+def test_predict_format_fits_names_its_default_output(run_dir, inputs, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    assert cli.main(["predict", "--model", str(run_dir), inputs[1], "--format", "fits", "--min-score", "0"]) == 0
+    assert len(Table.read(tmp_path / "clumps.fits")) > 0 and len(Table.read(tmp_path / "clumps.images.fits")) == 1
+
+
+def test_predict_names_odd_inputs_and_counts_bad_pixels(run_dir, tmp_path, capsys):
+    folder = tmp_path / "in"
+    folder.mkdir()
+    odd_name = os.fsdecode(b"bad\xff.png")  # not UTF-8: a lone surrogate in Python
+    save_png(folder / odd_name, np.zeros((200, 200, 3), np.uint8))
+    with fits.open(fits_cutout(folder / "holes.fits"), mode="update") as hdul:
+        hdul[0].data[:, :10, :10] = np.nan
+    fits_cutout(folder / "blank.fits")
+    with fits.open(folder / "blank.fits", mode="update") as hdul:
+        hdul[0].data[:] = np.nan
+    save_png(folder / "dot.png", np.zeros((1, 1, 3), np.uint8))
+    out = tmp_path / "clumps.csv"
+    assert cli.main(["predict", "--model", str(run_dir), str(folder / "*"), "--out", str(out), "--min-score", "0"]) == 0
+    err = capsys.readouterr().err
+    assert err.count("n_bad_pixels") == 1, err  # one warning for the run, not one per image
+    images = Table.read(tmp_path / "clumps.images.csv", format="ascii.csv")
+    by_id = {row["galaxy_id"]: row for row in images}
+    assert set(by_id) == {"bad\\xff", "blank", "dot", "holes"}
+    assert by_id["bad\\xff"]["status"] == "detected" and by_id["bad\\xff"]["path"].endswith("bad\\xff.png")
+    assert by_id["holes"]["n_bad_pixels"] == 100 and by_id["holes"]["status"] == "detected"
+    assert by_id["blank"]["status"] == "unreadable" and "no finite pixel values" in by_id["blank"]["reason"]
+    assert by_id["dot"]["status"] == "unreadable" and "1x1 px is too small" in by_id["dot"]["reason"]
+    assert "bad\\xff" in set(Table.read(out, format="ascii.csv")["galaxy_id"])
 
 
 def test_evaluate_writes_metrics_and_plots(run_dir, tmp_path_factory, tmp_path, capsys):

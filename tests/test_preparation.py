@@ -260,7 +260,7 @@ def test_16_bit_pngs_read_as_tensorflow_decodes_them(tmp_path, channels):
     values = np.arange(2**16, dtype=np.uint16).reshape(256, 256, 1)
     array = np.concatenate([values, values[::-1], values[:, ::-1], values.transpose(1, 0, 2)][:channels], axis=-1)
     path = _png16(tmp_path, "sixteen.png", array)
-    image, _ = read_image(path)
+    image = read_image(path).rgb
     assert image.dtype == np.uint8
     np.testing.assert_array_equal(image, _tf_decode(path))
     np.testing.assert_array_equal(image[..., 0], (array[..., 0] >> 8).astype(np.uint8))

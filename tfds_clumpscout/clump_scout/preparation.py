@@ -640,7 +640,7 @@ def load_cutout(path: str | Path, rules: PreparationRules) -> np.ndarray:
         UnreadableImageError: corrupt file, unsupported layout or size.
     """
     path = Path(path)
-    image, _ = read_image(path, lupton_q=rules.lupton_q, lupton_stretch=rules.lupton_stretch)
+    image = read_image(path, lupton_q=rules.lupton_q, lupton_stretch=rules.lupton_stretch).rgb
     h, w = image.shape[:2]
     if (h, w) == (rules.cutout_size, rules.cutout_size):
         return center_crop(image, rules.crop_size)
