@@ -58,7 +58,8 @@ from gsfc_tf.backbones.tiny import _TINY_CHANNELS  # noqa: E402
 from gsfc_tf.config import DetectorConfig, TrainConfig  # noqa: E402
 from gsfc_tf.detector import Detector, load_detector, validation_threshold  # noqa: E402
 from gsfc_tf.layers import DetectionPostprocess  # noqa: E402
-from gsfc_tf.split_evaluation import evaluate_examples, point_at_threshold  # noqa: E402
+from gsfc_tf.evaluation import point_at_threshold  # noqa: E402
+from gsfc_tf.split_evaluation import evaluate_examples  # noqa: E402
 from gsfc_tf.trainer import learning_rate_schedule  # noqa: E402
 
 __all__ = ["CellCentredAnchorGenerator", "TinyBackbone", "build_torchvision_detector", "main", "train_torchvision"]

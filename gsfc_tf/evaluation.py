@@ -16,7 +16,10 @@ Conventions:
     either test may be switched off with None, not both. The default (IoU >= 0.5, no distance
     test) is COCO's AP50 rule, so completeness at score threshold 0 equals pycocotools' recall
     at IoU 0.5; `metrics_report` also reports IoU 0.3, kinder to 4-10 px clumps whose IoU
-    drops fast with a one-pixel offset.
+    drops fast with a one-pixel offset, and the centre match alone (centres within
+    `conventions.CENTRE_MATCH_DISTANCE` px, any sides), which is what clump science uses: a
+    detector that finds a clump but sizes its box by other rules than the labels' still
+    counts there.
 
     Completeness = matched truths / truths and purity = matched predictions / predictions, over
     all images pooled. Class-agnostic (the headline): a truth counts as found by a box of either
@@ -61,6 +64,7 @@ __all__ = [
     "from_padded_batch",
     "greedy_match",
     "metrics_report",
+    "point_at_threshold",
     "write_metrics_json",
 ]
 
@@ -613,12 +617,30 @@ def coco_average_precision(
     }
 
 
+def point_at_threshold(metrics: Mapping[str, Any], threshold: float) -> dict[str, float | None]:
+    """Class-agnostic completeness and purity at the first curve threshold >= `threshold`.
+
+    Args:
+        metrics: an `evaluate_detections` / `metrics_report` result.
+        threshold: a score threshold; the default curve grid steps by 0.01.
+    """
+    thresholds = np.asarray(metrics["curves"]["score_threshold"], float)
+    index = int(np.searchsorted(thresholds, threshold - 1e-9))
+    if index == len(thresholds):
+        raise ValueError(f"threshold {threshold} is above the last curve threshold {thresholds[-1]}")
+    return {
+        "threshold": float(thresholds[index]),
+        **{key: metrics["curves"][key][index] for key in ("completeness", "purity", "n_predicted", "n_matched")},
+    }
+
+
 def metrics_report(
     truths: Sequence[ImageBoxes],
     predictions: Sequence[ImageBoxes],
     *,
     iou_thresholds: Sequence[float] = (0.5, 0.3),
     centre_distance: float | None = None,
+    centre_match_distance: float | None = conventions.CENTRE_MATCH_DISTANCE,
     coco: bool = True,
     class_names: Sequence[str] = conventions.CLASS_NAMES,
     **kwargs,
@@ -631,13 +653,16 @@ def metrics_report(
         iou_thresholds: the first gives the top-level metrics; each one gets its full
             `evaluate_detections` result under `by_iou_threshold["0.3"]` etc.
         centre_distance: passed to `evaluate_detections` with every IoU threshold.
+        centre_match_distance: the centre match alone (no IoU test) gets its full
+            `evaluate_detections` result under `by_centre`, and its completeness and purity at
+            the top-level operating threshold under `centre_at_operating_threshold`; None: neither.
         coco: add `coco_average_precision` under `coco` (needs pycocotools).
         class_names: name of class id i is `class_names[i]`.
         **kwargs: more `evaluate_detections` options.
 
     Returns:
-        `evaluate_detections(..., iou_threshold=iou_thresholds[0])` plus `by_iou_threshold` and
-        `coco`.
+        `evaluate_detections(..., iou_threshold=iou_thresholds[0])` plus `by_iou_threshold`,
+        `by_centre`, `centre_at_operating_threshold` and `coco`.
     """
     if not iou_thresholds:
         raise ValueError("need at least one IoU threshold")
@@ -649,6 +674,14 @@ def metrics_report(
     }
     report = dict(by_iou[f"{iou_thresholds[0]:g}"])
     report["by_iou_threshold"] = by_iou
+    if centre_match_distance is not None:
+        by_centre = evaluate_detections(
+            truths, predictions, iou_threshold=None, centre_distance=centre_match_distance,
+            class_names=class_names, **kwargs,
+        )
+        report["by_centre"] = by_centre
+        threshold = report["operating_point"]["threshold"]
+        report["centre_at_operating_threshold"] = None if threshold is None else point_at_threshold(by_centre, threshold)
     if coco:
         report["coco"] = coco_average_precision(truths, predictions, class_names=class_names)
     return report

@@ -46,6 +46,9 @@ def _floats(values: Sequence[float | None]) -> np.ndarray:
 def plot_completeness_purity(metrics: Mapping[str, Any], *, per_class: bool = True) -> Figure:
     """Completeness and purity against the score threshold, with the operating point.
 
+    Where `metrics` has `by_centre` (a `metrics_report`), the centre-match curves are drawn
+    faint beside the main rule's.
+
     Args:
         metrics: an `evaluate_detections` / `metrics_report` result (or its JSON, re-read).
         per_class: also draw each class's curves, thinner.
@@ -59,6 +62,12 @@ def plot_completeness_purity(metrics: Mapping[str, Any], *, per_class: bool = Tr
     ax = fig.add_subplot()
     ax.plot(thresholds, _floats(curves["completeness"]), color=_COMPLETENESS_COLOUR, lw=2, label="completeness")
     ax.plot(thresholds, _made_purity(curves), color=_PURITY_COLOUR, lw=2, label="purity")
+    if "by_centre" in metrics:  # the same detections, matched by centre alone
+        centre = metrics["by_centre"]
+        ax.plot(thresholds, _floats(centre["curves"]["completeness"]), color=_COMPLETENESS_COLOUR, lw=2, alpha=0.4)
+        ax.plot(thresholds, _made_purity(centre["curves"]), color=_PURITY_COLOUR, lw=2, alpha=0.4)
+        ax.plot([], [], color="0.3", lw=2, alpha=0.4,
+                label=f"centres ≤ {centre['criterion']['centre_distance']:g} px")
     if per_class:
         for name, style in zip(metrics["per_class"], ("--", ":", "-.")):
             class_curves = metrics["per_class"][name]["curves"]

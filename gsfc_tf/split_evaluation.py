@@ -28,7 +28,6 @@ __all__ = [
     "evaluate_examples",
     "evaluation_figures",
     "headline",
-    "point_at_threshold",
     "tta_validation_threshold",
     "write_evaluation",
 ]
@@ -96,7 +95,8 @@ def evaluate_examples(
         batch_size: images per detector call.
         limit: score only the first `limit` galaxies.
         keep_images: how many images to keep for the detections grid.
-        fixed_threshold: also report `point_at_threshold` of it under `metrics["fixed_threshold"]`.
+        fixed_threshold: also report `evaluation.point_at_threshold` of it under
+            `metrics["fixed_threshold"]`, with the centre match's under its `centre`.
         progress: show a tqdm bar over batches.
         **metrics_options: passed to `evaluation.metrics_report`.
     """
@@ -122,7 +122,9 @@ def evaluate_examples(
         metrics_options = {"truth_snr": truth_snr, **metrics_options}
     metrics = evaluation.metrics_report(truths, predictions, **metrics_options)
     if fixed_threshold is not None:
-        metrics["fixed_threshold"] = point_at_threshold(metrics, fixed_threshold)
+        metrics["fixed_threshold"] = evaluation.point_at_threshold(metrics, fixed_threshold)
+        if "by_centre" in metrics:
+            metrics["fixed_threshold"]["centre"] = evaluation.point_at_threshold(metrics["by_centre"], fixed_threshold)
     return Evaluation(metrics=metrics, ids=ids, truths=truths, predictions=predictions, images=images)
 
 
@@ -156,21 +158,6 @@ def tta_validation_threshold(
     return evaluate_examples(detector, examples, limit=size, progress=progress).metrics["operating_point"]["threshold"]
 
 
-def point_at_threshold(metrics: Mapping[str, Any], threshold: float) -> dict[str, float | None]:
-    """Class-agnostic completeness and purity at the first curve threshold >= `threshold`.
-
-    Args:
-        metrics: an `evaluation.evaluate_detections` / `metrics_report` result.
-        threshold: a score threshold; the default curve grid steps by 0.01.
-    """
-    thresholds = np.asarray(metrics["curves"]["score_threshold"], float)
-    index = int(np.searchsorted(thresholds, threshold - 1e-9))
-    if index == len(thresholds):
-        raise ValueError(f"threshold {threshold} is above the last curve threshold {thresholds[-1]}")
-    return {
-        "threshold": float(thresholds[index]),
-        **{key: metrics["curves"][key][index] for key in ("completeness", "purity", "n_predicted", "n_matched")},
-    }
 
 
 def evaluation_figures(result: Evaluation) -> dict[str, Figure]:
@@ -211,15 +198,22 @@ def write_evaluation(result: Evaluation, out_dir: str | Path, *, dpi: int = 120)
 
 
 def headline(metrics: Mapping[str, Any]) -> str:
-    """One line: completeness and purity at the operating threshold, and COCO AP50."""
+    """One line: completeness and purity at the operating threshold (IoU 0.5, then by centre), and COCO AP50."""
 
     def number(value: float | None) -> str:
         return "n/a" if value is None or math.isnan(value) else f"{value:.3f}"
+
+    def by_centre(point: Mapping[str, Any] | None) -> str:
+        if point is None:
+            return ""
+        distance = metrics["by_centre"]["criterion"]["centre_distance"]
+        return f" (centres <= {distance:g} px: {number(point['completeness'])} / {number(point['purity'])})"
 
     threshold = metrics["operating_point"]["threshold"]
     line = (
         f"completeness {number(metrics['completeness'])}, purity {number(metrics['purity'])} "
         + ("(no operating point)" if threshold is None else f"at score >= {threshold:.2f}")
+        + by_centre(metrics.get("centre_at_operating_threshold"))
     )
     if "coco" in metrics:
         line += f"; AP50 {number(metrics['coco']['AP50'])}"
@@ -227,6 +221,6 @@ def headline(metrics: Mapping[str, Any]) -> str:
         fixed = metrics["fixed_threshold"]
         line += (
             f"; at the validation threshold {fixed['threshold']:.2f}: completeness {number(fixed['completeness'])}, "
-            f"purity {number(fixed['purity'])}"
+            f"purity {number(fixed['purity'])}" + by_centre(fixed.get("centre"))
         )
     return line

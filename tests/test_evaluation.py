@@ -9,6 +9,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from gsfc_tf import conventions
+from gsfc_tf.conventions import CENTRE_MATCH_DISTANCE
 from gsfc_tf.evaluation import (
     ImageBoxes,
     coco_average_precision,
@@ -349,3 +350,27 @@ def test_metrics_report_json_has_headline_keys_and_both_iou_thresholds(tmp_path)
     assert set(loaded["by_iou_threshold"]) == {"0.5", "0.3"}
     assert loaded["completeness"] == report["by_iou_threshold"]["0.5"]["completeness"]
     assert loaded["by_iou_threshold"]["0.3"]["criterion"]["iou_threshold"] == 0.3
+
+
+def test_metrics_report_scores_by_centre_beside_iou():
+    # Two clumps found at the right place with boxes twice the true side (IoU 0.25), one found
+    # exactly, one false detection 10 px from any truth: IoU 0.5 sees 1 of 3; centres see 3 of 3.
+    truths = [ImageBoxes([[10, 10, 20, 20], [50, 50, 60, 60], [100, 100, 110, 110]], [0, 0, 1])]
+    predictions = [
+        ImageBoxes(
+            [[5, 5, 25, 25], [46, 46, 66, 66], [100, 100, 110, 110], [130, 130, 140, 140]],
+            [0, 0, 1, 0],
+            [0.9, 0.8, 0.7, 0.6],
+        )
+    ]
+    report = metrics_report(truths, predictions, coco=False)
+    assert report["by_centre"]["criterion"] == {"iou_threshold": None, "centre_distance": CENTRE_MATCH_DISTANCE}
+    at_operating = report["centre_at_operating_threshold"]
+    assert report["operating_point"]["threshold"] == at_operating["threshold"] == 0.61  # drops the false one
+    assert (report["completeness"], report["purity"]) == (pytest.approx(1 / 3), pytest.approx(1 / 3))
+    assert (at_operating["completeness"], at_operating["purity"]) == (1.0, 1.0)
+    # A centre 1 px too far does not match.
+    shifted = [ImageBoxes([[5, 5 + CENTRE_MATCH_DISTANCE + 1, 25, 25 + CENTRE_MATCH_DISTANCE + 1]], [0], [0.9])]
+    far = metrics_report(truths[:1], shifted, coco=False, iou_thresholds=(0.5,))
+    assert far["by_centre"]["curves"]["n_matched"][0] == 0
+    assert "by_centre" not in metrics_report(truths, predictions, coco=False, centre_match_distance=None)
