@@ -135,12 +135,18 @@ class Detector:
         # One trace serves every input size and batch: model_inputs resizes to static S.
         @tf.function(input_signature=[tf.TensorSpec([None, None, None, 3], tf.uint8)])
         def detect(images):
+            count = tf.shape(images)[0]
+            # The backbone's batch normalisation fails on an empty batch ("Incompatible shapes"),
+            # so an empty batch runs on one blank crop whose detections are then cut away.
+            blank = tf.zeros([1, conventions.CROP_SIZE, conventions.CROP_SIZE, 3], tf.uint8)
+            images = tf.cond(count > 0, lambda: images, lambda: blank)
             inputs, offset, scale = data.model_inputs(images, image_size=size)
             outputs = detect_inputs(inputs)
             boxes_yxyx = from_window(outputs["boxes"], scale_yx=scale, offset_yx=offset)
             valid = tf.range(tf.shape(boxes_yxyx)[1])[tf.newaxis] < outputs["num_detections"][:, tf.newaxis]
             # Padding rows stay zero, as the postprocess layer leaves them.
-            return {**outputs, "boxes": tf.where(valid[..., tf.newaxis], boxes_yxyx, 0.0)}
+            outputs = {**outputs, "boxes": tf.where(valid[..., tf.newaxis], boxes_yxyx, 0.0)}
+            return {key: value[:count] for key, value in outputs.items()}
 
         return cls(detect_fn=detect, source=source, run_dir=run_dir, tta=tta)
 
@@ -148,7 +154,7 @@ class Detector:
         """Runs the detector on one batch of same-sized images.
 
         Args:
-            images: uint8 [B, H, W, 3].
+            images: uint8 [B, H, W, 3]; B may be 0.
 
         Returns:
             numpy `boxes` float32 [B, D, 4] (yxyx px of `images`), `scores` [B, D], `classes`

@@ -41,7 +41,8 @@ test-time augmentation all run in the graph. Outputs
         (of the whole cutout, not the crop), so a client can draw them on its own image.
     `detection_scores`: float32 [B, D], descending within each image.
     `detection_classes`: int32 [B, D], 1 `clump`, 2 `odd_clump`.
-Slots past `num_detections` are padding: boxes, scores and classes there are 0.
+Slots past `num_detections` are padding: boxes, scores and classes there are 0. An empty batch
+(B = 0) to `serving_tensor` or `all_detections` gives empty outputs of these shapes.
 
 A request with bytes that are not PNG/JPEG, a corrupt file, mixed image sizes or no images
 fails with an InvalidArgumentError saying which; the next request is served normally.

@@ -307,6 +307,21 @@ def test_tensor_signature_names_the_expected_shape(loaded, shape):
         serve(images=tf.zeros(shape, tf.uint8))
 
 
+def test_an_empty_batch_gives_empty_outputs_on_every_tensor_path(exported, loaded):
+    empty = np.zeros((0, 150, 150, 3), np.uint8)
+    detections = exported["config"].max_detections
+    shapes = {
+        "num_detections": (0,), "detection_boxes": (0, detections, 4),
+        "detection_scores": (0, detections), "detection_classes": (0, detections),
+    }
+    for name in (TENSOR_SIGNATURE, ALL_DETECTIONS_SIGNATURE):
+        outputs = loaded.saved_model.signatures[name](images=tf.constant(empty))
+        assert {key: tuple(value.shape) for key, value in outputs.items()} == shapes, name
+    internal = {"num_detections": (0,), "boxes": (0, detections, 4), "scores": (0, detections), "classes": (0, detections)}
+    for detect in (loaded, Detector.from_model(exported["model"]).detect):
+        assert {key: tuple(np.shape(value)) for key, value in detect(empty).items()} == internal
+
+
 def test_every_path_returns_the_same_boxes_after_class_agnostic_suppression_voting_and_shared_sides(exported, loaded):
     model, crops = exported["model"], exported["crops"]
     expected = _expected(model, crops, normalised=False)
