@@ -35,7 +35,6 @@ from gsfc_tf.tta import DEFAULT_TTA_MERGE, TTA_MERGES, detect_dihedral
 __all__ = [
     "ALL_DETECTIONS_SIGNATURE",
     "BYTES_SIGNATURE",
-    "DEFAULT_DATASET",
     "DEFAULT_MIN_SCORE",
     "METADATA_PATH",
     "OUTPUT_KEYS",
@@ -54,7 +53,6 @@ __all__ = [
 OUTPUT_KEYS = ("boxes", "scores", "classes", "num_detections")
 # The minimum score of a model without an operating threshold (`threshold_or_default`).
 DEFAULT_MIN_SCORE = 0.5
-DEFAULT_DATASET = "clump_scout/synthetic"
 # The exported SavedModel's signatures and metadata file (see `gsfc_tf.export`).
 BYTES_SIGNATURE = "serving_default"
 TENSOR_SIGNATURE = "serving_tensor"
@@ -78,6 +76,8 @@ class Detector:
             SavedModel (a model from a run directory leaves it None: `validation_threshold` reads
             the run's `validation.json`).
         tta: whether detections are merged over the 8 dihedral views, which changes their scores.
+        dataset: the TFDS dataset the model was trained on, as recorded in an exported SavedModel
+            (a model from a run directory leaves it None: `run_dataset` reads the run's `config.json`).
     """
 
     detect_fn: Callable[[tf.Tensor], Mapping[str, tf.Tensor]]
@@ -85,6 +85,7 @@ class Detector:
     run_dir: Path | None = None
     operating_threshold: float | None = None
     tta: bool = False
+    dataset: str | None = None
     # Input sizes already warned about by `detect`: one warning per size, not per batch.
     _oversized_warned: set[tuple[int, int]] = dataclasses.field(default_factory=set, init=False, repr=False, compare=False)
 
@@ -215,6 +216,8 @@ def load_detector(path: str | Path, *, tta: bool = False, tta_merge: str = DEFAU
             source=str(path),
             operating_threshold=None if recorded is None else float(recorded),
             tta=bool(metadata.get("tta", False)),
+            # Exports before gsfc-tf recorded the training dataset have none.
+            dataset=metadata.get("dataset"),
         )
     if _keras_model_path(path) is None:
         raise FileNotFoundError(
@@ -321,9 +324,13 @@ def default_min_score(detector: Detector) -> float:
     return threshold_or_default(validation_threshold(detector), tta=detector.tta, source=detector.source)
 
 
-def run_dataset(detector: Detector) -> str:
-    """The TFDS dataset the detector's run trained on (`config.json`), else `clump_scout/synthetic`."""
-    return (_run_file(detector.run_dir, "config.json") or {}).get("dataset") or DEFAULT_DATASET
+def run_dataset(detector: Detector) -> str | None:
+    """The TFDS dataset the detector was trained on: its run's `config.json`, else its export's metadata.
+
+    None where neither records it (a `.keras` file outside its run directory, an older export):
+    no default is guessed, as scoring a model on another dataset than its own is silently wrong.
+    """
+    return (_run_file(detector.run_dir, "config.json") or {}).get("dataset") or detector.dataset
 
 
 def run_validation_split(detector: Detector) -> tuple[str, str, int | None] | None:

@@ -5,7 +5,7 @@ D = `max_detections`.
 
 Layout: TF Serving's `<name>/<version>/`, e.g. `EXPORT_DIR/1/` holds `saved_model.pb`,
 `variables/` and `assets.extra/gsfc_tf.json` (class names, image size, score thresholds and the
-detector config, for humans). The version directory appears in one rename, so a server
+detector config, for humans; the training dataset, which `gsfc-tf evaluate` scores by default). The version directory appears in one rename, so a server
 watching `EXPORT_DIR` never loads a half-written model.
 
 Score threshold: `serving_default` and `serving_tensor` return only the detections scoring at
@@ -220,6 +220,7 @@ def export_saved_model(
     operating_threshold: float | None = None,
     tta: bool = False,
     tta_merge: str = DEFAULT_TTA_MERGE,
+    dataset: str | None = None,
 ) -> Path:
     """Writes `model` as a TF Serving SavedModel version directory (see the module docstring).
 
@@ -235,6 +236,8 @@ def export_saved_model(
         tta, tta_merge: build dihedral test-time augmentation into the graph (8x the compute
             per request), as `detector.Detector.from_model`; the metadata's `tta` names the
             merge, or is None without TTA.
+        dataset: the TFDS dataset the model was trained on (the run's `config.json`), recorded so
+            that `gsfc-tf evaluate` scores the export on it; None when unknown.
 
     Returns:
         `export_dir` as a Path.
@@ -265,6 +268,7 @@ def export_saved_model(
         "operating_threshold": operating_threshold,
         "max_detections": config.max_detections,
         "tta": tta_merge if tta else None,
+        "dataset": dataset,
         "detector": dataclasses.asdict(config),
     }
     _write_version_dir(archive, metadata, export_dir)

@@ -156,6 +156,7 @@ def test_layout_and_metadata(exported):
     assert metadata["image_size"] == config.image_size
     assert metadata["score_threshold"] == metadata["operating_threshold"] == config.score_threshold
     assert metadata["detector"] == json.loads(json.dumps(dataclasses.asdict(config)))
+    assert metadata["dataset"] is None, "the model's folder holds no config.json to name its dataset"
 
 
 def test_fresh_process_round_trip_both_signatures(exported, tmp_path):
