@@ -202,13 +202,23 @@ def check_export_dir(export_dir: str | Path, *, overwrite: bool = False) -> Path
 
     Raises:
         ValueError: the last path component is not an integer version.
-        FileExistsError: `export_dir` is non-empty and `overwrite` is False.
+        FileExistsError: `export_dir` is a file, or is non-empty and `overwrite` is False; the
+            message says whether it holds a SavedModel or names the files it holds.
     """
     export_dir = Path(export_dir)
     if not export_dir.name.isdigit():
         raise ValueError(f"TF Serving loads only integer version directories, got {export_dir}; use e.g. {export_dir / '1'}.")
-    if export_dir.exists() and any(export_dir.iterdir()) and not overwrite:
-        raise FileExistsError(f"{export_dir} already holds a model; pass overwrite=True (--overwrite) to replace it.")
+    if export_dir.exists() and not export_dir.is_dir():
+        raise FileExistsError(f"{export_dir} is a file, not a version directory; choose another path.")
+    held = sorted(path.name for path in export_dir.iterdir()) if export_dir.is_dir() else []
+    if held and not overwrite:
+        if (export_dir / "saved_model.pb").is_file():
+            raise FileExistsError(f"{export_dir} already holds a SavedModel; pass overwrite=True (--overwrite) to replace it.")
+        listed = ", ".join(held[:5]) + (f" and {len(held) - 5} more" if len(held) > 5 else "")
+        raise FileExistsError(
+            f"{export_dir} is not empty: it holds {listed}; choose another version directory, or pass overwrite=True "
+            "(--overwrite) to delete its contents and export there."
+        )
     return export_dir
 
 

@@ -265,16 +265,29 @@ def test_bad_bytes_fail_clearly_and_next_request_works(exported, loaded, case, m
 
 def test_refuses_to_overwrite_or_non_integer_version(exported, capsys):
     version = exported["version"]
-    with pytest.raises(FileExistsError, match="already holds a model"):
+    with pytest.raises(FileExistsError, match="already holds a SavedModel"):
         check_export_dir(version)
     with pytest.raises(ValueError, match="integer version"):
         check_export_dir(exported["base"] / "latest")
     assert check_export_dir(version, overwrite=True) == version
     # User errors exit 2 with one line, like every other command.
     assert cli.main(["export", "--model", str(exported["run_dir"]), "--out", str(version)]) == 2
-    assert "already holds a model" in capsys.readouterr().err
+    assert "already holds a SavedModel" in capsys.readouterr().err
     assert cli.main(["export", "--model", str(exported["base"]), "--out", str(exported["base"] / "2")]) == 2
     assert "neither a run directory" in capsys.readouterr().err
+
+
+def test_refusing_a_folder_that_holds_no_model_says_what_it_holds(exported, tmp_path, capsys):
+    version = tmp_path / "serving" / "1"
+    version.mkdir(parents=True)
+    (version / "notes.txt").write_text("mine")
+    assert cli.main(["export", "--model", str(exported["run_dir"]), "--out", str(version)]) == 2
+    err = capsys.readouterr().err
+    assert f"{version} is not empty: it holds notes.txt;" in err and "--overwrite" in err and err.count("\n") == 1
+    assert "SavedModel" not in err and (version / "notes.txt").read_text() == "mine"
+    (tmp_path / "serving" / "2").write_text("a file")
+    with pytest.raises(FileExistsError, match="is a file, not a version directory"):
+        check_export_dir(tmp_path / "serving" / "2")
 
 
 @pytest.mark.parametrize(
