@@ -191,18 +191,22 @@ def resumed_config(saved: TrainConfig, requested: TrainConfig) -> TrainConfig:
         ValueError: other keys differ; one line names each with its saved and requested values.
     """
     saved_values, requested_values = _flat_config(saved), _flat_config(requested)
-    resumable = RESUMABLE_CHANGES
-    if saved.final_learning_rate_fraction != 1.0:
-        # The cosine decay spans the run's length: a new length would change every later step's rate.
-        resumable = tuple(key for key in RESUMABLE_CHANGES if key not in ("steps", "epochs"))
-    refused = [
-        f"{key} (saved {saved_values[key]!r}, requested {requested_values[key]!r})"
-        for key in saved_values
-        if key not in resumable and saved_values[key] != requested_values[key]
-    ]
+    length_keys = ("steps", "epochs")
+    decaying = saved.final_learning_rate_fraction != 1.0
+    # The cosine decay spans the run's length: a new length would change every later step's rate.
+    resumable = tuple(key for key in RESUMABLE_CHANGES if not (decaying and key in length_keys))
+    refused = [key for key in saved_values if key not in resumable and saved_values[key] != requested_values[key]]
     if refused:
+        changes = ", ".join(
+            f"{key} (saved {saved_values[key]!r}, requested {requested_values[key]!r})" for key in refused
+        )
+        why = (
+            f"; the run's length is fixed because its learning rate decays over it (final_learning_rate_fraction "
+            f"{saved.final_learning_rate_fraction}), so a new length would change the rate of every later step"
+            if any(key in length_keys for key in refused) else ""
+        )
         raise ValueError(
-            f"--resume cannot change {', '.join(refused)}; only {', '.join(resumable)} may change "
+            f"--resume cannot change {changes}{why}; only {', '.join(resumable)} may change "
             "when resuming (start a new run in another directory to change the rest)."
         )
     return requested
