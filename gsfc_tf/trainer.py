@@ -188,12 +188,12 @@ def resumed_config(saved: TrainConfig, requested: TrainConfig) -> TrainConfig:
     """`requested`, after checking it differs from the run's `saved` config only in `RESUMABLE_CHANGES`.
 
     Raises:
-        ValueError: other keys differ; one line names each with its saved and requested values.
+        ValueError: other keys differ; one line names each with its saved and requested values,
+            and says why a run whose learning rate decays keeps its length.
     """
     saved_values, requested_values = _flat_config(saved), _flat_config(requested)
     length_keys = ("steps", "epochs")
     decaying = saved.final_learning_rate_fraction != 1.0
-    # The cosine decay spans the run's length: a new length would change every later step's rate.
     resumable = tuple(key for key in RESUMABLE_CHANGES if not (decaying and key in length_keys))
     refused = [key for key in saved_values if key not in resumable and saved_values[key] != requested_values[key]]
     if refused:
