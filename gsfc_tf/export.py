@@ -5,8 +5,9 @@ D = `max_detections`.
 
 Layout: TF Serving's `<name>/<version>/`, e.g. `EXPORT_DIR/1/` holds `saved_model.pb`,
 `variables/` and `assets.extra/gsfc_tf.json` (class names, image size, score thresholds and the
-detector config, for humans; the training dataset, which `gsfc-tf evaluate` scores by default). The version directory appears in one rename, so a server
-watching `EXPORT_DIR` never loads a half-written model.
+detector config, for humans; the training dataset, which `gsfc-tf evaluate` scores by default).
+The version directory appears in one rename, so a server watching `EXPORT_DIR` never loads a
+half-written model.
 
 Score threshold: `serving_default` and `serving_tensor` return only the detections scoring at
 least the minimum score `gsfc-tf predict` would apply to the same model

@@ -32,13 +32,13 @@ def run(args) -> int:
     # User errors raise ValueError/FileNotFoundError/FileExistsError: cli.main prints them, exit 2.
     check_export_dir(args.out, overwrite=args.overwrite)
     model, model_path = load_keras_model(args.model)
-    run = Detector.from_model(model, run_dir=model_path.parent, tta=args.tta)
+    detector = Detector.from_model(model, run_dir=model_path.parent, tta=args.tta)
     # By default the run's validation.json beside model.keras, so catalogues from the export use the
     # same threshold; none under TTA, whose scores differ from those the threshold was chosen on.
-    threshold = validation_threshold(run) if args.min_score is None else args.min_score
+    threshold = validation_threshold(detector) if args.min_score is None else args.min_score
     export_dir = export_saved_model(
         model, args.out, overwrite=args.overwrite, operating_threshold=threshold, tta=args.tta, tta_merge=args.tta_merge,
-        dataset=run_dataset(run),
+        dataset=run_dataset(detector),
     )
     recorded = "no operating threshold" if threshold is None else f"operating threshold {threshold:.2f}"
     print(f"Exported {model_path} to {export_dir} (signatures {BYTES_SIGNATURE}, {TENSOR_SIGNATURE}; {recorded})")
