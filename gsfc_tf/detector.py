@@ -35,7 +35,6 @@ from gsfc_tf.tta import DEFAULT_TTA_MERGE, TTA_MERGES, detect_dihedral
 __all__ = [
     "ALL_DETECTIONS_SIGNATURE",
     "BYTES_SIGNATURE",
-    "DEFAULT_DATASET",
     "DEFAULT_MIN_SCORE",
     "METADATA_PATH",
     "OUTPUT_KEYS",
@@ -54,7 +53,6 @@ __all__ = [
 OUTPUT_KEYS = ("boxes", "scores", "classes", "num_detections")
 # The minimum score of a model without an operating threshold (`threshold_or_default`).
 DEFAULT_MIN_SCORE = 0.5
-DEFAULT_DATASET = "clump_scout/synthetic"
 # The exported SavedModel's signatures and metadata file (see `gsfc_tf.export`).
 BYTES_SIGNATURE = "serving_default"
 TENSOR_SIGNATURE = "serving_tensor"
@@ -78,6 +76,8 @@ class Detector:
             SavedModel (a model from a run directory leaves it None: `validation_threshold` reads
             the run's `validation.json`).
         tta: whether detections are merged over the 8 dihedral views, which changes their scores.
+        dataset: the TFDS dataset the model was trained on, as recorded in an exported SavedModel
+            (a model from a run directory leaves it None: `run_dataset` reads the run's `config.json`).
     """
 
     detect_fn: Callable[[tf.Tensor], Mapping[str, tf.Tensor]]
@@ -85,6 +85,7 @@ class Detector:
     run_dir: Path | None = None
     operating_threshold: float | None = None
     tta: bool = False
+    dataset: str | None = None
     # Input sizes already warned about by `detect`: one warning per size, not per batch.
     _oversized_warned: set[tuple[int, int]] = dataclasses.field(default_factory=set, init=False, repr=False, compare=False)
 
@@ -135,12 +136,18 @@ class Detector:
         # One trace serves every input size and batch: model_inputs resizes to static S.
         @tf.function(input_signature=[tf.TensorSpec([None, None, None, 3], tf.uint8)])
         def detect(images):
+            count = tf.shape(images)[0]
+            # The backbone's batch normalisation fails on an empty batch ("Incompatible shapes"),
+            # so an empty batch runs on one blank crop whose detections are then cut away.
+            blank = tf.zeros([1, conventions.CROP_SIZE, conventions.CROP_SIZE, 3], tf.uint8)
+            images = tf.cond(count > 0, lambda: images, lambda: blank)
             inputs, offset, scale = data.model_inputs(images, image_size=size)
             outputs = detect_inputs(inputs)
             boxes_yxyx = from_window(outputs["boxes"], scale_yx=scale, offset_yx=offset)
             valid = tf.range(tf.shape(boxes_yxyx)[1])[tf.newaxis] < outputs["num_detections"][:, tf.newaxis]
             # Padding rows stay zero, as the postprocess layer leaves them.
-            return {**outputs, "boxes": tf.where(valid[..., tf.newaxis], boxes_yxyx, 0.0)}
+            outputs = {**outputs, "boxes": tf.where(valid[..., tf.newaxis], boxes_yxyx, 0.0)}
+            return {key: value[:count] for key, value in outputs.items()}
 
         return cls(detect_fn=detect, source=source, run_dir=run_dir, tta=tta)
 
@@ -148,7 +155,7 @@ class Detector:
         """Runs the detector on one batch of same-sized images.
 
         Args:
-            images: uint8 [B, H, W, 3].
+            images: uint8 [B, H, W, 3]; B may be 0.
 
         Returns:
             numpy `boxes` float32 [B, D, 4] (yxyx px of `images`), `scores` [B, D], `classes`
@@ -209,6 +216,8 @@ def load_detector(path: str | Path, *, tta: bool = False, tta_merge: str = DEFAU
             source=str(path),
             operating_threshold=None if recorded is None else float(recorded),
             tta=bool(metadata.get("tta", False)),
+            # Exports before gsfc-tf recorded the training dataset have none.
+            dataset=metadata.get("dataset"),
         )
     if _keras_model_path(path) is None:
         raise FileNotFoundError(
@@ -315,9 +324,13 @@ def default_min_score(detector: Detector) -> float:
     return threshold_or_default(validation_threshold(detector), tta=detector.tta, source=detector.source)
 
 
-def run_dataset(detector: Detector) -> str:
-    """The TFDS dataset the detector's run trained on (`config.json`), else `clump_scout/synthetic`."""
-    return (_run_file(detector.run_dir, "config.json") or {}).get("dataset") or DEFAULT_DATASET
+def run_dataset(detector: Detector) -> str | None:
+    """The TFDS dataset the detector was trained on: its run's `config.json`, else its export's metadata.
+
+    None where neither records it (a `.keras` file outside its run directory, an older export):
+    no default is guessed, as scoring a model on another dataset than its own is silently wrong.
+    """
+    return (_run_file(detector.run_dir, "config.json") or {}).get("dataset") or detector.dataset
 
 
 def run_validation_split(detector: Detector) -> tuple[str, str, int | None] | None:

@@ -5,8 +5,9 @@ D = `max_detections`.
 
 Layout: TF Serving's `<name>/<version>/`, e.g. `EXPORT_DIR/1/` holds `saved_model.pb`,
 `variables/` and `assets.extra/gsfc_tf.json` (class names, image size, score thresholds and the
-detector config, for humans). The version directory appears in one rename, so a server
-watching `EXPORT_DIR` never loads a half-written model.
+detector config, for humans; the training dataset, which `gsfc-tf evaluate` scores by default).
+The version directory appears in one rename, so a server watching `EXPORT_DIR` never loads a
+half-written model.
 
 Score threshold: `serving_default` and `serving_tensor` return only the detections scoring at
 least the minimum score `gsfc-tf predict` would apply to the same model
@@ -41,7 +42,8 @@ test-time augmentation all run in the graph. Outputs
         (of the whole cutout, not the crop), so a client can draw them on its own image.
     `detection_scores`: float32 [B, D], descending within each image.
     `detection_classes`: int32 [B, D], 1 `clump`, 2 `odd_clump`.
-Slots past `num_detections` are padding: boxes, scores and classes there are 0.
+Slots past `num_detections` are padding: boxes, scores and classes there are 0. An empty batch
+(B = 0) to `serving_tensor` or `all_detections` gives empty outputs of these shapes.
 
 A request with bytes that are not PNG/JPEG, a corrupt file, mixed image sizes or no images
 fails with an InvalidArgumentError saying which; the next request is served normally.
@@ -201,13 +203,23 @@ def check_export_dir(export_dir: str | Path, *, overwrite: bool = False) -> Path
 
     Raises:
         ValueError: the last path component is not an integer version.
-        FileExistsError: `export_dir` is non-empty and `overwrite` is False.
+        FileExistsError: `export_dir` is a file, or is non-empty and `overwrite` is False; the
+            message says whether it holds a SavedModel or names the files it holds.
     """
     export_dir = Path(export_dir)
     if not export_dir.name.isdigit():
         raise ValueError(f"TF Serving loads only integer version directories, got {export_dir}; use e.g. {export_dir / '1'}.")
-    if export_dir.exists() and any(export_dir.iterdir()) and not overwrite:
-        raise FileExistsError(f"{export_dir} already holds a model; pass overwrite=True (--overwrite) to replace it.")
+    if export_dir.exists() and not export_dir.is_dir():
+        raise FileExistsError(f"{export_dir} is a file, not a version directory; choose another path.")
+    held = sorted(path.name for path in export_dir.iterdir()) if export_dir.is_dir() else []
+    if held and not overwrite:
+        if (export_dir / "saved_model.pb").is_file():
+            raise FileExistsError(f"{export_dir} already holds a SavedModel; pass overwrite=True (--overwrite) to replace it.")
+        listed = ", ".join(held[:5]) + (f" and {len(held) - 5} more" if len(held) > 5 else "")
+        raise FileExistsError(
+            f"{export_dir} is not empty: it holds {listed}; choose another version directory, or pass overwrite=True "
+            "(--overwrite) to delete its contents and export there."
+        )
     return export_dir
 
 
@@ -219,6 +231,7 @@ def export_saved_model(
     operating_threshold: float | None = None,
     tta: bool = False,
     tta_merge: str = DEFAULT_TTA_MERGE,
+    dataset: str | None = None,
 ) -> Path:
     """Writes `model` as a TF Serving SavedModel version directory (see the module docstring).
 
@@ -234,6 +247,8 @@ def export_saved_model(
         tta, tta_merge: build dihedral test-time augmentation into the graph (8x the compute
             per request), as `detector.Detector.from_model`; the metadata's `tta` names the
             merge, or is None without TTA.
+        dataset: the TFDS dataset the model was trained on (the run's `config.json`), recorded so
+            that `gsfc-tf evaluate` scores the export on it; None when unknown.
 
     Returns:
         `export_dir` as a Path.
@@ -264,6 +279,7 @@ def export_saved_model(
         "operating_threshold": operating_threshold,
         "max_detections": config.max_detections,
         "tta": tta_merge if tta else None,
+        "dataset": dataset,
         "detector": dataclasses.asdict(config),
     }
     _write_version_dir(archive, metadata, export_dir)

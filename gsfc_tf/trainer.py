@@ -13,7 +13,10 @@ per step), `validation.json` and the final `model.keras`.
 
 A new run refuses a directory that already holds files unless told to overwrite them; a resumed
 run continues from the last checkpoint with the saved config, where only `RESUMABLE_CHANGES` may
-differ, and drops from `history.csv` the steps it is about to repeat.
+differ, and drops from `history.csv` the steps it is about to repeat. A damaged newest
+checkpoint (cut short, corrupt, its index lost) is refused by name; `from_last_good` resumes from
+the newest intact one instead. Everything a run needs (data, model, checkpoint) is checked before
+anything is written, so a run that fails to start leaves its directory as it was.
 """
 
 from __future__ import annotations
@@ -23,6 +26,7 @@ import dataclasses
 import json
 import logging
 import os
+import re
 import shutil
 import tempfile
 from collections.abc import Callable, Iterator, Sequence
@@ -32,6 +36,7 @@ from typing import Any
 import keras
 import numpy as np
 import tensorflow as tf
+from google.protobuf import text_format
 
 from gsfc_tf import data, evaluation
 from gsfc_tf.config import TrainConfig, config_from_dict
@@ -73,6 +78,8 @@ log = logging.getLogger(__name__)
 RESUMABLE_CHANGES = ("steps", "epochs", "validate_every", "checkpoint_every", "keep_checkpoints")
 # What `train` writes into a run directory; `overwrite=True` removes exactly these first.
 RUN_FILES = ("config.json", "checkpoints", "best.weights.h5", "logs", "history.csv", "validation.json", "model.keras")
+# The files of checkpoint `ckpt-N` (`tf.train.CheckpointManager`'s default name): an index and data shards.
+_CHECKPOINT_FILE = re.compile(r"ckpt-(\d+)\.(?:index|data-\d+-of-\d+)")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -162,7 +169,7 @@ def resumable_run_config(run_dir: str | os.PathLike) -> TrainConfig:
     """
     run_dir = Path(run_dir)
     checkpoint_dir = run_dir / "checkpoints"
-    if tf.train.latest_checkpoint(str(checkpoint_dir)) is None:
+    if not _saved_checkpoints(checkpoint_dir):
         raise FileNotFoundError(f"--resume: no checkpoint in {checkpoint_dir}.")
     saved = run_dir / "config.json"
     if not saved.is_file():
@@ -181,40 +188,134 @@ def resumed_config(saved: TrainConfig, requested: TrainConfig) -> TrainConfig:
     """`requested`, after checking it differs from the run's `saved` config only in `RESUMABLE_CHANGES`.
 
     Raises:
-        ValueError: other keys differ; one line names each with its saved and requested values.
+        ValueError: other keys differ; one line names each with its saved and requested values,
+            and says why a run whose learning rate decays keeps its length.
     """
     saved_values, requested_values = _flat_config(saved), _flat_config(requested)
-    resumable = RESUMABLE_CHANGES
-    if saved.final_learning_rate_fraction != 1.0:
-        # The cosine decay spans the run's length: a new length would change every later step's rate.
-        resumable = tuple(key for key in RESUMABLE_CHANGES if key not in ("steps", "epochs"))
-    refused = [
-        f"{key} (saved {saved_values[key]!r}, requested {requested_values[key]!r})"
-        for key in saved_values
-        if key not in resumable and saved_values[key] != requested_values[key]
-    ]
+    length_keys = ("steps", "epochs")
+    decaying = saved.final_learning_rate_fraction != 1.0
+    resumable = tuple(key for key in RESUMABLE_CHANGES if not (decaying and key in length_keys))
+    refused = [key for key in saved_values if key not in resumable and saved_values[key] != requested_values[key]]
     if refused:
+        changes = ", ".join(
+            f"{key} (saved {saved_values[key]!r}, requested {requested_values[key]!r})" for key in refused
+        )
+        why = (
+            f"; the run's length is fixed because its learning rate decays over it (final_learning_rate_fraction "
+            f"{saved.final_learning_rate_fraction}), so a new length would change the rate of every later step"
+            if any(key in length_keys for key in refused) else ""
+        )
         raise ValueError(
-            f"--resume cannot change {', '.join(refused)}; only {', '.join(resumable)} may change "
+            f"--resume cannot change {changes}{why}; only {', '.join(resumable)} may change "
             "when resuming (start a new run in another directory to change the rest)."
         )
     return requested
 
 
-def _prepare_new_run_dir(run_dir: Path, *, overwrite: bool) -> None:
-    """Refuses a run directory that holds files unless `overwrite`; then removes the old run's files."""
+def _saved_checkpoints(checkpoint_dir: Path) -> list[Path]:
+    """The checkpoints (`ckpt-N` prefixes) that have any file in `checkpoint_dir`, newest first.
+
+    Found by their files rather than by `tf.train.latest_checkpoint`, which reads the `checkpoint`
+    state file and answers None when the newest checkpoint's index is lost, as if no older
+    checkpoint were intact.
+    """
+    matches = (_CHECKPOINT_FILE.fullmatch(path.name) for path in checkpoint_dir.glob("ckpt-*"))
+    numbers = {int(match[1]) for match in matches if match}
+    return [checkpoint_dir / f"ckpt-{number}" for number in sorted(numbers, reverse=True)]
+
+
+def _checkpoint_damage(checkpoint: Path) -> str | None:
+    """Why `checkpoint` (a `ckpt-N` prefix) cannot be restored, or None when every tensor in it reads back.
+
+    Reading every tensor checks the data shards' lengths and checksums as a restore would, but
+    without building the model, so a damaged checkpoint is found before anything else is done.
+    """
+    index = checkpoint.with_name(f"{checkpoint.name}.index")
+    if not index.is_file():
+        return f"its index {index.name} is missing"
+    try:
+        reader = tf.train.load_checkpoint(str(checkpoint))
+        for name in reader.get_variable_to_shape_map():
+            reader.get_tensor(name)
+    except (tf.errors.OpError, IndexError) as error:
+        # IndexError is TensorFlow's "Read less bytes than requested" of a data shard cut short.
+        reason = (str(error).splitlines() or [""])[0]
+        return f"unreadable: {type(error).__name__}: {reason}"
+    return None
+
+
+def _checkpoint_to_resume(checkpoint_dir: Path, *, from_last_good: bool) -> tuple[Path, list[Path]]:
+    """The checkpoint a resumed run starts from, checked to read back, and the damaged newer ones it skips.
+
+    Raises:
+        ValueError: the newest checkpoint is damaged and `from_last_good` is False (one line naming
+            it, why, and the newest intact one), or no checkpoint is intact.
+    """
+    saved = _saved_checkpoints(checkpoint_dir)
+    newest, damage = saved[0], _checkpoint_damage(saved[0])
+    if damage is None:
+        return newest, []
+    intact = next((checkpoint for checkpoint in saved[1:] if _checkpoint_damage(checkpoint) is None), None)
+    if intact is None:
+        raise ValueError(
+            f"--resume: checkpoint {newest} is damaged ({damage}) and no older checkpoint in {checkpoint_dir} "
+            "is intact; start the run again with --overwrite."
+        )
+    if not from_last_good:
+        raise ValueError(
+            f"--resume: checkpoint {newest} is damaged ({damage}); the newest intact one is {intact}: "
+            "pass --resume-from-last-good to resume from it (deleting the damaged newer ones), "
+            "or start the run again with --overwrite."
+        )
+    return intact, saved[: saved.index(intact)]
+
+
+def _drop_damaged_checkpoints(checkpoint_dir: Path, damaged: Sequence[Path], *, resumed: Path) -> None:
+    """Deletes the `damaged` checkpoints' files and their entries in the `checkpoint` state file.
+
+    Left there, a damaged checkpoint would again be the newest at the next resume, and the
+    checkpoint manager, which reads the state file, would take it for the latest: the final
+    checkpoint of a run ending at its step would not be saved.
+    """
+    for checkpoint in damaged:
+        for path in checkpoint_dir.glob(f"{checkpoint.name}.*"):
+            path.unlink()
+    state = tf.train.get_checkpoint_state(str(checkpoint_dir))
+    if state is None:
+        return
+    dropped = {checkpoint.name for checkpoint in damaged}
+    kept = [
+        (Path(path).name, timestamp)
+        for path, timestamp in zip(state.all_model_checkpoint_paths, state.all_model_checkpoint_timestamps)
+        if Path(path).name not in dropped
+    ]
+    # Written as the manager writes it (paths relative to the folder), keeping the timestamps it
+    # prunes by; TF's own writer of this file is deprecated in favour of the manager.
+    updated = type(state)(
+        model_checkpoint_path=resumed.name,
+        all_model_checkpoint_paths=[name for name, _ in kept],
+        all_model_checkpoint_timestamps=[timestamp for _, timestamp in kept],
+        last_preserved_timestamp=state.last_preserved_timestamp,
+    )
+    (checkpoint_dir / "checkpoint").write_text(text_format.MessageToString(updated))
+
+
+def _check_new_run_dir(run_dir: Path, *, overwrite: bool) -> None:
+    """Refuses a run directory that holds files unless `overwrite`."""
     if run_dir.exists() and not run_dir.is_dir():
         raise FileExistsError(f"{run_dir} is a file, not a run directory.")
     held = sorted(path.name for path in run_dir.iterdir()) if run_dir.is_dir() else []
-    if not held:
-        return
-    if not overwrite:
-        resumable = tf.train.latest_checkpoint(str(run_dir / "checkpoints")) is not None
+    if held and not overwrite:
+        resumable = bool(_saved_checkpoints(run_dir / "checkpoints"))
         raise FileExistsError(
             f"{run_dir} is not empty ({', '.join(held[:5])}{', ...' if len(held) > 5 else ''}); "
             + ("pass resume=True (--resume) to continue its run, " if resumable else "")
             + "pass overwrite=True (--overwrite) to replace its training files, or choose a new directory."
         )
+
+
+def _remove_run_files(run_dir: Path) -> None:
+    """Removes the `RUN_FILES` of an earlier run from `run_dir`; other files stay."""
     for name in RUN_FILES:
         path = run_dir / name
         if path.is_dir():
@@ -275,6 +376,7 @@ def train(
     data_dir: str | None = None,
     manual_dir: str | None = None,
     resume: bool = False,
+    from_last_good: bool = False,
     overwrite: bool = False,
     strategy: tf.distribute.Strategy | None = None,
     progress: bool = True,
@@ -294,39 +396,72 @@ def train(
         data_dir: TFDS data dir (default: TFDS's).
         manual_dir: the manual dir of the `sdss` config.
         resume: continue from the last checkpoint in `run_dir` (step, optimizer state, data position).
+        from_last_good: with `resume`, when the newest checkpoints are damaged, continue from the
+            newest intact one and delete the damaged ones.
         overwrite: start a new run in a non-empty `run_dir`, removing the `RUN_FILES` there first.
         strategy: a `tf.distribute` strategy; default `make_strategy(config.strategy)`.
         progress: show a progress bar.
 
+    Every error below but the last is raised before anything is written into `run_dir`.
+
     Raises:
         FileExistsError: `run_dir` holds files, and neither `resume` nor `overwrite` was given.
-        FileNotFoundError: `resume` without a checkpoint or `config.json` in `run_dir`.
+        FileNotFoundError: `resume` without a checkpoint or `config.json` in `run_dir`; a
+            `data_dir` or `manual_dir` that does not exist.
         ValueError: `resume` with a config that differs from the saved one outside
-            `RESUMABLE_CHANGES`, or with fewer total steps than the checkpoint has done.
+            `RESUMABLE_CHANGES`, with fewer total steps than the checkpoint has done, or with a
+            damaged newest checkpoint and not `from_last_good`; an unknown dataset; too few
+            training galaxies.
         FloatingPointError: a loss became NaN or infinite; the last good checkpoint is kept.
     """
     run_dir = Path(run_dir)
     if resume and overwrite:
         raise ValueError("resume and overwrite exclude each other: continue the run, or replace it.")
+    if from_last_good and not resume:
+        raise ValueError("from_last_good (--resume-from-last-good) applies only to a resumed run.")
     if resume:
         config = resumed_config(resumable_run_config(run_dir), config)
+        checkpoint, damaged = _checkpoint_to_resume(run_dir / "checkpoints", from_last_good=from_last_good)
     strategy = strategy or make_strategy(config.strategy)
     chief = _is_chief(strategy)
     # Other workers of a multi-worker run write only to their own temporary folders.
     if chief and not resume:
-        _prepare_new_run_dir(run_dir, overwrite=overwrite)
+        _check_new_run_dir(run_dir, overwrite=overwrite)
     with _global_dtype_policy(config.precision):
         keras.utils.set_random_seed(config.seed)
-        if chief:
-            run_dir.mkdir(parents=True, exist_ok=True)
-            (run_dir / "config.json").write_text(json.dumps(dataclasses.asdict(config), indent=2) + "\n")
         inputs = _load_training_data(config, strategy, data_dir=data_dir, manual_dir=manual_dir)
         state = _build_state(config, strategy, inputs.total_steps)
-        steps, metrics = _run_steps(config, inputs, state, run_dir, chief=chief, resume=resume, progress=progress)
+        start = _restore(state, checkpoint, total_steps=inputs.total_steps) if resume else 0
+        # Only now, with the data, model and checkpoint known good, is the run directory changed.
+        if chief:
+            if resume and damaged:
+                _drop_damaged_checkpoints(run_dir / "checkpoints", damaged, resumed=checkpoint)
+            elif overwrite:
+                _remove_run_files(run_dir)
+            run_dir.mkdir(parents=True, exist_ok=True)
+            (run_dir / "config.json").write_text(json.dumps(dataclasses.asdict(config), indent=2) + "\n")
+        steps, metrics = _run_steps(config, inputs, state, run_dir, start=start, chief=chief, progress=progress)
         model_path = run_dir / "model.keras"
         if chief:
             state.model.save(model_path)
     return TrainResult(run_dir=run_dir, steps=steps, model_path=model_path, validation=metrics)
+
+
+def _restore(state: _TrainingState, checkpoint: Path, *, total_steps: int) -> int:
+    """Restores `checkpoint` into `state`; returns its step.
+
+    Raises:
+        ValueError: the checkpoint is past `total_steps`.
+    """
+    state.checkpoint.restore(str(checkpoint)).assert_existing_objects_matched()
+    step = int(state.step.numpy())
+    if step > total_steps:
+        raise ValueError(
+            f"--resume: {checkpoint} is at step {step}, past the {total_steps} steps asked for; "
+            f"ask for at least {step} steps (--set steps={step} or more)."
+        )
+    log.info("Resumed from %s at step %d.", checkpoint, step)
+    return step
 
 
 def _run_steps(
@@ -335,23 +470,16 @@ def _run_steps(
     state: _TrainingState,
     run_dir: Path,
     *,
+    start: int,
     chief: bool,
-    resume: bool,
     progress: bool,
 ) -> tuple[int, dict[str, Any] | None]:
-    """Restores the last checkpoint when resuming, then runs the remaining steps with the run's hooks.
+    """Runs the steps from `start` (the steps already done) to the end with the run's hooks.
 
     Returns:
         (the last step, the last validation's metrics or None).
     """
     with _checkpoint_manager(state.checkpoint, run_dir, chief=chief, keep=config.keep_checkpoints) as manager:
-        if resume:
-            latest = tf.train.latest_checkpoint(str(run_dir / "checkpoints"))
-            state.checkpoint.restore(latest).assert_existing_objects_matched()
-            log.info("Resumed from %s at step %d.", latest, int(state.step.numpy()))
-        start = int(state.step.numpy())
-        if start > inputs.total_steps:
-            raise ValueError(f"--resume: {run_dir} is at step {start}, past the {inputs.total_steps} steps asked for.")
         hooks, validation = _hooks(config, inputs, state, manager, run_dir, chief=chief, progress=progress)
         loop = TrainingLoop(
             _distributed_step(config, state, inputs.strategy),

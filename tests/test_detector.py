@@ -149,7 +149,7 @@ def test_load_detector_from_run_dir_and_keras_file(run_dir, detector, tmp_path):
     bare.write_bytes((run_dir / "model.keras").read_bytes())
     loose = load_detector(bare)
     assert loose.run_dir is None and default_min_score(loose) == DEFAULT_MIN_SCORE
-    assert run_dataset(loose) == "clump_scout/synthetic"
+    assert run_dataset(loose) is None, "no dataset is guessed for a model that records none"
     with pytest.raises(FileNotFoundError, match="run directory"):
         load_detector(tmp_path)
 

@@ -214,6 +214,26 @@ def test_evaluate_writes_metrics_and_plots(run_dir, tmp_path_factory, tmp_path, 
         assert (out / f"{name}.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
+def test_evaluate_on_an_export_scores_the_dataset_the_run_trained_on(run_dir, tmp_path_factory, tmp_path, capsys):
+    data_dir = build_tiny_split(tmp_path_factory.mktemp("tfds"))
+    export = tmp_path / "serving" / "1"
+    assert cli.main(["export", "--model", str(run_dir), "--out", str(export)]) == 0
+    assert detector.read_metadata(export)["dataset"] == "clump_scout/synthetic_tiny"
+    argv = ["evaluate", "--model", str(export), "--data-dir", str(data_dir), "--limit", "2", "--batch-size", "2"]
+    assert cli.main([*argv, "--out", str(tmp_path / "eval")]) == 0
+    assert "clump_scout/synthetic_tiny test, 2 galaxies" in capsys.readouterr().out
+    # An export from before exports recorded their dataset: evaluate asks for one rather than
+    # building the 525 MB clump_scout/synthetic into data_dir.
+    metadata_path = export / detector.METADATA_PATH
+    metadata = json.loads(metadata_path.read_text())
+    metadata_path.write_text(json.dumps({key: value for key, value in metadata.items() if key != "dataset"}))
+    assert cli.main([*argv, "--out", str(tmp_path / "old")]) == 2
+    err = capsys.readouterr().err
+    assert f"{export} does not record the dataset it was trained on" in err and "--dataset" in err
+    assert err.count("\n") == 1 and not (tmp_path / "old").exists()
+    assert not (data_dir / "clump_scout" / "synthetic").exists()
+
+
 def test_evaluate_with_tta_scores_at_the_threshold_tta_reaches_on_the_runs_validation_split(
     run_dir, tmp_path_factory, tmp_path, capsys
 ):

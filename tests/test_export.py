@@ -156,6 +156,7 @@ def test_layout_and_metadata(exported):
     assert metadata["image_size"] == config.image_size
     assert metadata["score_threshold"] == metadata["operating_threshold"] == config.score_threshold
     assert metadata["detector"] == json.loads(json.dumps(dataclasses.asdict(config)))
+    assert metadata["dataset"] is None, "the model's folder holds no config.json to name its dataset"
 
 
 def test_fresh_process_round_trip_both_signatures(exported, tmp_path):
@@ -264,16 +265,29 @@ def test_bad_bytes_fail_clearly_and_next_request_works(exported, loaded, case, m
 
 def test_refuses_to_overwrite_or_non_integer_version(exported, capsys):
     version = exported["version"]
-    with pytest.raises(FileExistsError, match="already holds a model"):
+    with pytest.raises(FileExistsError, match="already holds a SavedModel"):
         check_export_dir(version)
     with pytest.raises(ValueError, match="integer version"):
         check_export_dir(exported["base"] / "latest")
     assert check_export_dir(version, overwrite=True) == version
     # User errors exit 2 with one line, like every other command.
     assert cli.main(["export", "--model", str(exported["run_dir"]), "--out", str(version)]) == 2
-    assert "already holds a model" in capsys.readouterr().err
+    assert "already holds a SavedModel" in capsys.readouterr().err
     assert cli.main(["export", "--model", str(exported["base"]), "--out", str(exported["base"] / "2")]) == 2
     assert "neither a run directory" in capsys.readouterr().err
+
+
+def test_refusing_a_folder_that_holds_no_model_says_what_it_holds(exported, tmp_path, capsys):
+    version = tmp_path / "serving" / "1"
+    version.mkdir(parents=True)
+    (version / "notes.txt").write_text("mine")
+    assert cli.main(["export", "--model", str(exported["run_dir"]), "--out", str(version)]) == 2
+    err = capsys.readouterr().err
+    assert f"{version} is not empty: it holds notes.txt;" in err and "--overwrite" in err and err.count("\n") == 1
+    assert "SavedModel" not in err and (version / "notes.txt").read_text() == "mine"
+    (tmp_path / "serving" / "2").write_text("a file")
+    with pytest.raises(FileExistsError, match="is a file, not a version directory"):
+        check_export_dir(tmp_path / "serving" / "2")
 
 
 @pytest.mark.parametrize(
@@ -305,6 +319,21 @@ def test_tensor_signature_names_the_expected_shape(loaded, shape):
     expected = re.escape("expected uint8 [B, H, W, 3] (a batch of RGB images), got shape] [")
     with pytest.raises(tf.errors.InvalidArgumentError, match=expected + re.escape(" ".join(map(str, shape)))):
         serve(images=tf.zeros(shape, tf.uint8))
+
+
+def test_an_empty_batch_gives_empty_outputs_on_every_tensor_path(exported, loaded):
+    empty = np.zeros((0, 150, 150, 3), np.uint8)
+    detections = exported["config"].max_detections
+    shapes = {
+        "num_detections": (0,), "detection_boxes": (0, detections, 4),
+        "detection_scores": (0, detections), "detection_classes": (0, detections),
+    }
+    for name in (TENSOR_SIGNATURE, ALL_DETECTIONS_SIGNATURE):
+        outputs = loaded.saved_model.signatures[name](images=tf.constant(empty))
+        assert {key: tuple(value.shape) for key, value in outputs.items()} == shapes, name
+    internal = {"num_detections": (0,), "boxes": (0, detections, 4), "scores": (0, detections), "classes": (0, detections)}
+    for detect in (loaded, Detector.from_model(exported["model"]).detect):
+        assert {key: tuple(np.shape(value)) for key, value in detect(empty).items()} == internal
 
 
 def test_every_path_returns_the_same_boxes_after_class_agnostic_suppression_voting_and_shared_sides(exported, loaded):

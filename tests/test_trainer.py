@@ -171,8 +171,11 @@ def test_resumed_config_names_every_change_it_refuses():
 def test_resume_keeps_the_length_of_a_decaying_learning_rate():
     saved = config.smoke_training(final_learning_rate_fraction=0.01, steps=800)
     assert trainer.resumed_config(saved, config.override(saved, ["validate_every=5"])).validate_every == 5
-    with pytest.raises(ValueError, match=r"steps \(saved 800, requested 900\)"):
+    with pytest.raises(ValueError) as refused:
         trainer.resumed_config(saved, config.override(saved, ["steps=900"]))
+    message = str(refused.value)
+    assert "steps (saved 800, requested 900); the run's length is fixed because its learning rate decays" in message
+    assert "(final_learning_rate_fraction 0.01)" in message and "\n" not in message
 
 
 def test_resume_applies_allowed_changes_and_logs_each_step_once(tmp_path, synthetic_small_data_dir, capsys):
@@ -193,8 +196,72 @@ def test_resume_applies_allowed_changes_and_logs_each_step_once(tmp_path, synthe
     assert cli.main([*common, "--resume", "--set", "steps=4"]) == 0
     assert [step for step, _ in _history(run)] == [1, 2, 3, 4]
     assert json.loads((run / "config.json").read_text())["steps"] == 4
-    with pytest.raises(ValueError, match="at step 4, past the 3 steps"):
+    saved_config = (run / "config.json").read_text()
+    with pytest.raises(ValueError, match=r"ckpt-4 is at step 4, past the 3 steps asked for; ask for at least 4 steps"):
         trainer.train(config.override(trainer.resumable_run_config(run), ["steps=3"]), run, data_dir=synthetic_small_data_dir, resume=True, progress=False)
+    assert (run / "config.json").read_text() == saved_config, "a refused resume rewrites nothing"
+
+
+def test_a_run_that_fails_on_its_arguments_writes_nothing_so_the_corrected_retry_runs(
+    tmp_path, synthetic_small_data_dir, capsys
+):
+    run = tmp_path / "run"
+    common = ["train", "--out", str(run), *[f"--set={s}" for s in [*QUICK, "steps=2"]]]
+    failures = [
+        (["--data-dir", str(tmp_path / "missing")], "Data dir"),
+        (["--data-dir", synthetic_small_data_dir, "--set", "dataset=clump_scout/nope"], "Unknown dataset"),
+        (["--data-dir", synthetic_small_data_dir, "--set", "train_size=100000"], "exceeds"),
+    ]
+    for arguments, message in failures:
+        assert cli.main([*common, *arguments]) == 2
+        err = capsys.readouterr().err
+        assert message in err and err.count("\n") == 1, err
+        assert not run.exists(), f"{arguments} left {sorted(p.name for p in run.iterdir())}"
+    assert cli.main([*common, "--data-dir", synthetic_small_data_dir]) == 0
+    assert [step for step, _ in _history(run)] == [1, 2]
+
+
+def test_resume_names_a_damaged_checkpoint_and_falls_back_to_the_last_good_one_only_when_asked(
+    tmp_path, synthetic_small_data_dir, capsys
+):
+    run, checkpoints = tmp_path / "run", tmp_path / "run" / "checkpoints"
+    common = ["train", "--data-dir", synthetic_small_data_dir, "--out", str(run)]
+    assert cli.main([*common, *[f"--set={s}" for s in [*QUICK, "steps=4"]]]) == 0
+    files = {path.name: path.read_bytes() for path in [*run.iterdir(), *checkpoints.iterdir()] if path.is_file()}
+    data_4 = checkpoints / "ckpt-4.data-00000-of-00001"
+    capsys.readouterr()
+
+    def refused_resume():
+        assert cli.main([*common, "--resume", "--set", "steps=6"]) == 2
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1, err
+        for path in (run / "config.json", run / "history.csv", checkpoints / "checkpoint"):
+            assert path.read_bytes() == files[path.name], f"{path.name} was rewritten"
+        return err
+
+    # Cut short, as by a full disk: IndexError ("Read less bytes than requested") from TensorFlow.
+    data_4.write_bytes(files[data_4.name][:100])
+    err = refused_resume()
+    assert f"checkpoint {checkpoints / 'ckpt-4'} is damaged (unreadable: IndexError" in err
+    assert f"the newest intact one is {checkpoints / 'ckpt-2'}: pass --resume-from-last-good" in err
+    # A lost index: tf.train.latest_checkpoint finds no checkpoint at all, but ckpt-2 is intact.
+    data_4.write_bytes(files[data_4.name])
+    (checkpoints / "ckpt-4.index").unlink()
+    assert "ckpt-4 is damaged (its index ckpt-4.index is missing); the newest intact one is" in refused_resume()
+    # Nothing intact to fall back to.
+    data_2 = checkpoints / "ckpt-2.data-00000-of-00001"
+    data_2.write_bytes(files[data_2.name][:100])
+    assert "and no older checkpoint in" in refused_resume()
+    data_2.write_bytes(files[data_2.name])
+
+    # Steps 3-4 again, with no periodic checkpoint: only the final one replaces the damaged ckpt-4,
+    # which the checkpoint manager must no longer take for its latest.
+    assert cli.main([*common, "--resume-from-last-good", "--set", "checkpoint_every=5"]) == 0
+    assert [step for step, _ in _history(run)] == [1, 2, 3, 4]
+    assert tf.train.latest_checkpoint(str(checkpoints)) == str(checkpoints / "ckpt-4")
+    assert cli.main([*common, "--resume", "--set", "steps=6"]) == 0, "the new ckpt-4 is intact"
+    assert [step for step, _ in _history(run)] == [1, 2, 3, 4, 5, 6]
+    assert json.loads((run / "config.json").read_text())["steps"] == 6
 
 
 def test_mixed_bfloat16_training_gives_finite_losses(tmp_path, synthetic_small_data_dir):

@@ -11,7 +11,9 @@ def configure_parser(parser) -> None:
     parser.add_argument("--model", required=True, help="run directory, .keras file or SavedModel directory")
     parser.add_argument("--split", default="test", help="TFDS split (default test), e.g. validation or test[:100]")
     parser.add_argument(
-        "--dataset", help="TFDS dataset/config (default: the run's config.json dataset, else clump_scout/synthetic)"
+        "--dataset",
+        help="TFDS dataset/config (default: the one the model was trained on, from the run's config.json or the "
+        "export's metadata; required for a .keras file outside its run directory or an older export)",
     )
     parser.add_argument("--data-dir", help="TFDS data dir")
     parser.add_argument("--manual-dir", help="manual dir of clump_scout/sdss (catalogue + cutouts)")
@@ -27,13 +29,19 @@ def run(args) -> int:
     from gsfc_tf.split_evaluation import evaluate_examples, headline, tta_validation_threshold, write_evaluation
 
     detector = load_detector(args.model, tta=args.tta, tta_merge=args.tta_merge)
+    dataset = args.dataset or run_dataset(detector)
+    if dataset is None:
+        raise ValueError(
+            f"{args.model} does not record the dataset it was trained on (a .keras file outside its run directory, "
+            "or an export from before exports recorded it); name the one to score with --dataset, "
+            "e.g. --dataset clump_scout/synthetic."
+        )
     if detector.tta and detector.run_dir is not None:
         # The run's validation.json threshold was chosen without TTA: choose one under it.
         print("Choosing the threshold under TTA on the run's validation split first")
         threshold = tta_validation_threshold(detector, data_dir=args.data_dir, manual_dir=args.manual_dir)
     else:
         threshold = validation_threshold(detector)
-    dataset = args.dataset or run_dataset(detector)
     examples = data.load_tfds_split(dataset, args.split, data_dir=args.data_dir, manual_dir=args.manual_dir)
     result = evaluate_examples(
         detector, examples, batch_size=args.batch_size, limit=args.limit, fixed_threshold=threshold,

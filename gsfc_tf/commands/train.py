@@ -1,7 +1,8 @@
 """`gsfc-tf train`: train a preset, with `--set key=value` overrides, optionally resuming.
 
 `--resume` starts from the run's saved config (or from `--config`, when given) with the `--set`
-overrides applied; the trainer refuses any change but those in `trainer.RESUMABLE_CHANGES`.
+overrides applied; the trainer refuses any change but those in `trainer.RESUMABLE_CHANGES`, and a
+damaged newest checkpoint unless `--resume-from-last-good` is given.
 """
 
 from __future__ import annotations
@@ -29,7 +30,12 @@ def configure_parser(parser) -> None:
     parser.add_argument(
         "--resume", action="store_true",
         help="continue from the last checkpoint in --out; only steps, epochs, validate_every, checkpoint_every "
-        "and keep_checkpoints may change",
+        "and keep_checkpoints may change (steps and epochs not under a decaying learning rate)",
+    )
+    parser.add_argument(
+        "--resume-from-last-good", action="store_true",
+        help="as --resume, but when the newest checkpoints are damaged (cut short, corrupt, index lost), which "
+        "--resume refuses by name, continue from the newest intact one and delete the damaged ones",
     )
     parser.add_argument(
         "--overwrite", action="store_true", help="start a new run in a non-empty --out, replacing its training files"
@@ -41,7 +47,8 @@ def run(args) -> int:
     from gsfc_tf.trainer import resumable_run_config, train
 
     logging.basicConfig(level=logging.INFO, format="%(message)s")
-    if args.resume and args.config is None:
+    resume = args.resume or args.resume_from_last_good
+    if resume and args.config is None:
         base = resumable_run_config(args.out)
     else:
         base = PRESETS[args.config or "smoke"]()
@@ -49,8 +56,8 @@ def run(args) -> int:
     if args.strategy:
         config = dataclasses.replace(config, strategy=args.strategy)
     result = train(
-        config, args.out, data_dir=args.data_dir, manual_dir=args.manual_dir, resume=args.resume,
-        overwrite=args.overwrite,
+        config, args.out, data_dir=args.data_dir, manual_dir=args.manual_dir, resume=resume,
+        from_last_good=args.resume_from_last_good, overwrite=args.overwrite,
     )
     print(f"Trained {result.steps} steps; model: {result.model_path}")
     if result.validation is not None:
