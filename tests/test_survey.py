@@ -9,9 +9,12 @@ import csv
 import dataclasses
 import json
 import math
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
+import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 from apache_beam.testing.test_pipeline import TestPipeline
@@ -189,3 +192,22 @@ def test_export_records_the_runs_operating_threshold(models):
     metadata = json.loads((Path(models["export"]) / "1" / METADATA_PATH).read_text())
     assert metadata["operating_threshold"] == VALIDATION_THRESHOLD
     assert "recorded in the export's metadata" in survey.operating_threshold(exported).source
+
+
+@pytest.mark.skipif(not Path("/proc/self/task").is_dir(), reason="counts the process's threads in /proc")
+def test_reading_shards_back_starts_no_thread(tmp_path):
+    # Arrow's thread pools, once started, are still alive at exit, and tearing them down aborted
+    # about one survey in 40 ("terminate called without an active exception", apache/arrow#34314).
+    # A fresh process, since another test may have started them in this one.
+    shard = tmp_path / "images.parquet"
+    pq.write_table(pa.table({"path": ["a.png", "b.png"], "status": ["detected", "unreadable"]}), shard)
+    script = (
+        "import os\n"
+        "from gsfc_tf import survey\n"
+        "before = len(os.listdir('/proc/self/task'))\n"
+        f"assert survey._read_table({str(shard)!r}, ['status'])['status'].to_pylist() == ['detected', 'unreadable']\n"
+        "print('new threads:', len(os.listdir('/proc/self/task')) - before)\n"
+    )
+    result = subprocess.run([sys.executable, "-c", script], cwd=Path(survey.__file__).parents[1], capture_output=True,
+                            text=True, check=True)
+    assert result.stdout.splitlines()[-1] == "new threads: 0"
