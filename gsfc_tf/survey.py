@@ -11,7 +11,12 @@ on Dataflow, Flink or Spark at scale:
     -> Parquet shards; and every input's status (detected / no_clumps / unreadable) -> Parquet shards.
 
 Paths go through Beam's `FileSystems`, so inputs, the model and the outputs may be `gs://` or
-`s3://` URLs where Beam's filesystem extra (`apache-beam[gcp]`, `[aws]`) is installed.
+`s3://` URLs where Beam's filesystem extra (`apache-beam[gcp]`, `[aws]`) is installed. Local glob
+patterns expand as `gsfc-tf predict` expands them (`catalogue.expand_image_paths`), so both list
+the same files; URL patterns expand through Beam's filesystems. A local input is recorded by its
+absolute path with symlinks resolved, so `a.png`, `./a.png` and `/data/a.png` are one input in
+every run; a file whose name is not valid UTF-8 is recorded, with the name escaped
+(`bad\\xff.png`), as unreadable.
 
 Resuming: a run writes only files named `PREFIX-<run id>-*`: its inputs list first, then its
 shards, and its done manifest `PREFIX-<run id>-done.json` last, once the pipeline has finished
@@ -104,16 +109,20 @@ class SurveyInput:
     """One cutout to process.
 
     Attributes:
-        path: the cutout file, a local path or a Beam filesystem URL.
+        path: the cutout file: a local path made absolute with symlinks resolved, or a Beam
+            filesystem URL as given.
         galaxy_id: the id written in its rows.
         galaxy_ra: the galaxy's right ascension from the manifest, degrees; NaN if not given.
         galaxy_dec: its declination, likewise.
+        unreadable_reason: why the cutout is unreadable without trying it (its file name is not
+            valid UTF-8, so `path` and `galaxy_id` hold it escaped); empty otherwise.
     """
 
     path: str
     galaxy_id: str
     galaxy_ra: float = math.nan
     galaxy_dec: float = math.nan
+    unreadable_reason: str = ""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -137,16 +146,48 @@ class OperatingThreshold:
 # Listing inputs.
 
 
+@dataclasses.dataclass(frozen=True)
+class _Listed:
+    """One input as listed: its path as given (galaxy ids derive from it) and the manifest's values.
+
+    `line` is its manifest line, 0 for an `--inputs` match.
+    """
+
+    path: str
+    given_id: str | None = None
+    ra: float = math.nan
+    dec: float = math.nan
+    line: int = 0
+
+
 def _is_local(path: str) -> bool:
     return isinstance(FileSystems.get_filesystem(path), LocalFileSystem)
+
+
+def _is_url(path: str) -> bool:
+    return "://" in path
+
+
+def _normalised(path: str) -> str:
+    """One spelling per file: a local path absolute with symlinks resolved, a URL without a trailing slash."""
+    return os.path.realpath(path) if _is_local(path) else path.rstrip("/")
+
+
+def _escaped(text: str) -> str:
+    """`text` with the bytes of a name that is not valid UTF-8 written as `\\xff` (outputs are UTF-8)."""
+    return os.fsencode(text).decode("utf-8", "backslashreplace")
 
 
 def _expand(pattern: str) -> list[str]:
     """Sorted matches of a glob; a plain path, or a glob matching nothing, stays as given.
 
-    Like `catalogue.expand_image_paths` (an unmatched name is then reported unreadable, not
-    dropped), but through Beam's filesystems, so `gs://` and `s3://` patterns expand too.
+    A local pattern expands exactly as `gsfc-tf predict` expands it (`catalogue.expand_image_paths`:
+    Python's glob, `**/` matching any folders or none), so both list the same files; only URL
+    patterns (`gs://`, `s3://`) go through Beam's filesystems, whose `**` rules differ. An
+    unmatched name is kept, to be reported unreadable instead of dropped.
     """
+    if not _is_url(pattern):
+        return [str(path) for path in catalogue.expand_image_paths([pattern])]
     if not catalogue.is_glob_pattern(pattern):
         return [pattern]
     return sorted(metadata.path for metadata in FileSystems.match([pattern])[0].metadata_list) or [pattern]
@@ -161,54 +202,85 @@ def _number(text: str | None, where: str) -> float:
         raise ValueError(f"{where}: {text!r} is not a number") from None
 
 
-def _read_manifest(manifest: str) -> list[tuple[str, str | None, float, float]]:
-    """(path, id or None, ra, dec) per row of a CSV with a `path` column and optional `id`, `ra`, `dec`.
+def _read_manifest(manifest: str) -> list[_Listed]:
+    """The rows of a CSV with a `path` column and optional `id`, `ra`, `dec` (degrees) columns.
 
-    Relative paths are relative to the manifest's directory.
+    Relative paths are relative to the manifest's directory. A UTF-8 byte-order mark, as
+    spreadsheet programs write, is allowed.
+
+    Raises:
+        ValueError: not UTF-8, no `path` column or one of those columns twice, or a row without a
+            path or with ra outside [0, 360) or dec outside [-90, 90]; the message names the line.
     """
     with FileSystems.open(manifest) as file:
-        reader = csv.DictReader(io.StringIO(file.read().decode("utf-8")))
-        rows = list(reader)
-    if "path" not in (reader.fieldnames or []):
-        raise ValueError(f"{manifest}: a manifest needs a 'path' column, got {reader.fieldnames}")
+        data = file.read()
+    try:
+        text = data.decode("utf-8-sig")
+    except UnicodeDecodeError as error:
+        raise ValueError(f"{manifest}: not UTF-8 text (byte {error.start}); save it as UTF-8 CSV") from None
+    reader = csv.DictReader(io.StringIO(text))
+    columns = reader.fieldnames or []
+    if "path" not in columns:
+        raise ValueError(f"{manifest}: a manifest needs a 'path' column, got {columns}")
+    for column in ("path", "id", "ra", "dec"):
+        if columns.count(column) > 1:
+            times = columns.count(column)
+            raise ValueError(f"{manifest} line 1: the column {column!r} appears {times} times; keep one")
     directory = FileSystems.split(manifest)[0]
     entries = []
-    for line, row in enumerate(rows, start=2):
-        path = row["path"].strip()
-        if "://" not in path and not os.path.isabs(path):
+    for row in reader:
+        where = f"{manifest} line {reader.line_num}"
+        path = (row["path"] or "").strip()  # None: the row is shorter than the header
+        if not path:
+            raise ValueError(f"{where}: no path; give every row a path, or delete the row")
+        if not _is_url(path) and not os.path.isabs(path):
             path = FileSystems.join(directory, path)
-        where = f"{manifest} line {line}"
+        ra, dec = _number(row.get("ra"), f"{where} ra"), _number(row.get("dec"), f"{where} dec")
+        if not (math.isnan(ra) or 0 <= ra < 360):
+            raise ValueError(f"{where}: ra {ra} is outside [0, 360) degrees")
+        if not (math.isnan(dec) or -90 <= dec <= 90):
+            raise ValueError(f"{where}: dec {dec} is outside [-90, 90] degrees")
         given_id = (row.get("id") or "").strip() or None
-        entries.append((path, given_id, _number(row.get("ra"), f"{where} ra"), _number(row.get("dec"), f"{where} dec")))
+        entries.append(_Listed(path, given_id, ra, dec, line=reader.line_num))
     return entries
 
 
 def list_inputs(patterns: Sequence[str] = (), *, manifest: str | None = None) -> list[SurveyInput]:
-    """The survey's inputs: a manifest's rows, then glob matches, each path once (first kept).
+    """The survey's inputs: a manifest's rows, then glob matches, each file once (first kept).
 
-    Galaxy ids are the manifest's `id` where given, else `catalogue.unique_galaxy_ids` of all
-    the paths, as `gsfc-tf predict` makes them.
+    Files are compared by `path` (absolute, symlinks resolved), so a file given both in the
+    manifest and by a pattern, or by two spellings, is one input. Galaxy ids are the manifest's
+    `id` where given, else `catalogue.unique_galaxy_ids` of the paths as listed, as
+    `gsfc-tf predict` makes them. A file whose name is not valid UTF-8 gets its name escaped and
+    an `unreadable_reason`.
 
     Args:
         patterns: cutout files or glob patterns (local or Beam filesystem URLs).
         manifest: a CSV with a `path` column and optional `id`, `ra`, `dec` (degrees) columns.
 
     Raises:
-        ValueError: no inputs, a malformed manifest, or two inputs with one galaxy id.
+        ValueError: no inputs, a malformed manifest (see `_read_manifest`), a manifest listing
+            one file twice, or two inputs with one galaxy id.
     """
-    by_path: dict[str, tuple[str, str | None, float, float]] = {}
-    for entry in [*(_read_manifest(manifest) if manifest else []), *(
-        (path, None, math.nan, math.nan) for pattern in patterns for path in _expand(pattern)
-    )]:
-        by_path.setdefault(entry[0], entry)
-    entries = list(by_path.values())
-    if not entries:
+    by_file: dict[str, _Listed] = {}
+    matched = [_Listed(path) for pattern in patterns for path in _expand(pattern)]
+    for entry in [*(_read_manifest(manifest) if manifest else []), *matched]:
+        file = _normalised(entry.path)
+        first = by_file.setdefault(file, entry)
+        if first is not entry and first.line and entry.line:
+            raise ValueError(
+                f"{manifest} line {entry.line}: {entry.path} is already listed on line {first.line}; "
+                "list each cutout once"
+            )
+    if not by_file:
         raise ValueError("no inputs: give --inputs patterns or a --manifest")
-    derived = catalogue.unique_galaxy_ids([path for path, *_ in entries])
-    items = [
-        SurveyInput(path=path, galaxy_id=given_id or derived_id, galaxy_ra=ra, galaxy_dec=dec)
-        for (path, given_id, ra, dec), derived_id in zip(entries, derived)
-    ]
+    derived = catalogue.unique_galaxy_ids([entry.path for entry in by_file.values()])
+    items = []
+    for (file, entry), derived_id in zip(by_file.items(), derived):
+        path = _escaped(file)
+        reason = f"{FileSystems.split(path)[1]}: the file name is not valid UTF-8; rename the file"
+        galaxy = entry.given_id or _escaped(derived_id)
+        items.append(SurveyInput(path, galaxy, entry.ra, entry.dec, unreadable_reason="" if path == file else reason))
     seen: dict[str, str] = {}
     for item in items:
         if item.galaxy_id in seen:
@@ -264,6 +336,9 @@ class _ReadCutouts(beam.DoFn):
     """SurveyInput -> _Cutout, or (SurveyInput, reason) on the `unreadable` output."""
 
     def process(self, item: SurveyInput) -> Iterator[Any]:
+        if item.unreadable_reason:
+            yield beam.pvalue.TaggedOutput(_UNREADABLE, (item, item.unreadable_reason))
+            return
         try:
             image, wcs = _read(item)
         except UnreadableImageError as error:
@@ -393,10 +468,6 @@ def operating_threshold(detector: Detector, min_score: float | None = None) -> O
     return OperatingThreshold(value, f"validation operating threshold of {detector.source} ({where})")
 
 
-def _normalised(path: str) -> str:
-    return str(Path(path).resolve()) if _is_local(path) else path.rstrip("/")
-
-
 def completed_runs(out_prefix: str) -> list[dict[str, Any]]:
     """The done manifests of the completed runs under `out_prefix`, oldest first."""
     pattern = re.compile(re.escape(out_prefix) + rf"-({_RUN_ID_PATTERN})-done\.json$")
@@ -420,15 +491,15 @@ def _read_input_paths(inputs_file: str) -> list[str]:
 def _write_inputs(items: Sequence[SurveyInput], path: str) -> None:
     text = io.StringIO()
     writer = csv.writer(text, lineterminator="\n")
-    writer.writerow(["path", "galaxy_id", "galaxy_ra", "galaxy_dec"])
-    writer.writerows([item.path, item.galaxy_id, item.galaxy_ra, item.galaxy_dec] for item in items)
+    writer.writerow([field.name for field in dataclasses.fields(SurveyInput)])
+    writer.writerows(dataclasses.astuple(item) for item in items)
     with FileSystems.create(path) as file:
         file.write(text.getvalue().encode("utf-8"))
 
 
 def _parse_input_line(line: str) -> SurveyInput:
-    path, galaxy_id, ra, dec = next(csv.reader([line]))
-    return SurveyInput(path=path, galaxy_id=galaxy_id, galaxy_ra=float(ra), galaxy_dec=float(dec))
+    path, galaxy_id, ra, dec, unreadable_reason = next(csv.reader([line]))
+    return SurveyInput(path, galaxy_id, float(ra), float(dec), unreadable_reason)
 
 
 def _read_bytes(path: str) -> bytes:

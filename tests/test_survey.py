@@ -9,6 +9,8 @@ import csv
 import dataclasses
 import json
 import math
+import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -23,7 +25,7 @@ from astropy.table import Table
 
 import apache_beam as beam
 from gsfc_tf import cli, survey
-from gsfc_tf.catalogue import image_table_path, predict_catalogue
+from gsfc_tf.catalogue import expand_image_paths, image_table_path, predict_catalogue
 from gsfc_tf.detector import METADATA_PATH, default_min_score, load_detector
 from test_detector import as_cutout, save_png, save_run_dir
 from test_evaluate_predict_cli import fits_cutout
@@ -211,3 +213,75 @@ def test_reading_shards_back_starts_no_thread(tmp_path):
     result = subprocess.run([sys.executable, "-c", script], cwd=Path(survey.__file__).parents[1], capture_output=True,
                             text=True, check=True)
     assert result.stdout.splitlines()[-1] == "new threads: 0"
+
+
+def _copies(cutouts, folder, names):
+    """Copies of the fixture's PNG cutouts under `folder` with the given relative names."""
+    sources = [cutouts["folder"] / f"{letter}.png" for letter in "abc"]
+    for source, name in zip(sources, names):
+        (folder / name).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy(source, folder / name)
+    return [str(folder / name) for name in names]
+
+
+def test_rerun_with_the_inputs_spelled_otherwise_processes_nothing_again(models, cutouts, tmp_path, monkeypatch):
+    monkeypatch.chdir(cutouts["folder"])
+    prefix = str(tmp_path / "gz")
+    first = survey.run_survey(models["export"], prefix, patterns=["a.png", "b.png"], merge="csv")
+    spelled_otherwise = [str(cutouts["folder"] / "a.png"), f"../{cutouts['folder'].name}/b.png"]
+    again = survey.run_survey(models["export"], prefix, patterns=spelled_otherwise, merge="csv")
+    assert again.run is None and again.n_already_done == 2
+    clumps, images = _merged(prefix)
+    assert list(images["galaxy_id"]) == ["a", "b"] and len(clumps) == first.run["n_clumps"]
+    assert list(images["path"]) == [str((cutouts["folder"] / name).resolve()) for name in ("a.png", "b.png")]
+
+
+def test_local_globs_match_the_files_predict_matches(tmp_path):
+    for name in ("a.png", "sub/b.png", "sub/deeper/c.png"):
+        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / name).touch()
+    # Beam's matcher gives 2 and 3 files: `**/` there needs a folder, and `**.png` crosses folders.
+    for pattern, n_files in (("**/*.png", 3), ("**.png", 1)):
+        expected = [str(path.resolve()) for path in expand_image_paths([str(tmp_path / pattern)])]
+        assert [item.path for item in survey.list_inputs([str(tmp_path / pattern)])] == expected
+        assert len(expected) == n_files, pattern
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("path,id,path\na.png,J1,b.png\n", "line 1: the column 'path' appears 2 times; keep one"),
+        ("path,id\na.png,J1\nb.png,J2\n./a.png,J3\n", r"line 4: .*a.png is already listed on line 2; list each"),
+        ("path,id\na.png,J1\n,J2\n", "line 3: no path; give every row a path"),
+        ("id,path\nJ1,a.png\nJ2\n", "line 3: no path; give every row a path"),
+        ("path,ra,dec\na.png,999,0\n", r"line 2: ra 999.0 is outside \[0, 360\) degrees"),
+        ("path,ra,dec\na.png,10,-200\n", r"line 2: dec -200.0 is outside \[-90, 90\] degrees"),
+    ],
+    ids=["column twice", "path twice", "empty path", "short row", "ra", "dec"],
+)
+def test_malformed_manifest_is_refused_naming_its_line(tmp_path, text, message):
+    manifest = tmp_path / "manifest.csv"
+    manifest.write_text(text)
+    with pytest.raises(ValueError, match=f"^{manifest} {message}"):
+        survey.list_inputs(manifest=str(manifest))
+
+
+def test_manifest_with_a_byte_order_mark_is_read(tmp_path):
+    manifest = tmp_path / "manifest.csv"
+    manifest.write_text("path,id,ra,dec\na.png,J1,359.5,-90\n", encoding="utf-8-sig")
+    (item,) = survey.list_inputs(manifest=str(manifest))
+    assert (item.path, item.galaxy_id, item.galaxy_ra, item.galaxy_dec) == (str(tmp_path / "a.png"), "J1", 359.5, -90)
+
+
+def test_a_file_name_that_is_not_utf8_is_reported_unreadable_and_the_rest_processed(models, cutouts, tmp_path):
+    folder = tmp_path / "in"
+    _copies(cutouts, folder, ["a.png"])
+    shutil.copy(cutouts["folder"] / "b.png", os.fsencode(folder / "bad") + b"\xff.png")
+    prefix = str(tmp_path / "gz")
+    assert cli.main(["survey", "--model", models["export"], "--inputs", str(folder / "*.png"), "--out", prefix,
+                     "--merge", "csv"]) == 0
+    images = Table.read(f"{prefix}.images.csv", format="ascii.csv")
+    assert list(images["path"]) == [str(folder / "a.png"), str(folder / "bad\\xff.png")]
+    assert list(images["galaxy_id"]) == ["a", "bad\\xff"] and images["status"][0] != "unreadable"
+    assert images["status"][1] == "unreadable"
+    assert images["reason"][1] == r"bad\xff.png: the file name is not valid UTF-8; rename the file"

@@ -16,8 +16,11 @@ __all__ = ["configure_parser", "run"]
 def configure_parser(parser) -> None:
     parser.add_argument("--model", required=True, help="exported SavedModel, run directory or .keras file")
     parser.add_argument("--inputs", nargs="+", default=[], metavar="PATTERN",
-                        help="cutout files or glob patterns (quote globs); local, gs:// or s3://")
-    parser.add_argument("--manifest", help="CSV of inputs: a path column, optional id, ra, dec (degrees) columns")
+                        help="cutout files or glob patterns (quote globs; local ones expand as in predict, "
+                             "'**/' matching any folders); local, gs:// or s3://")
+    parser.add_argument("--manifest",
+                        help="CSV of inputs (UTF-8, a BOM allowed): a path column (relative to the manifest), optional "
+                             "id, ra [0, 360) and dec [-90, 90] (degrees) columns; each path once")
     parser.add_argument("--out", required=True, metavar="PREFIX",
                         help="output prefix: PREFIX-<run id>-{clumps,images}-*.parquet and PREFIX-<run id>-done.json")
     parser.add_argument("--runner", default="DirectRunner", help="Beam runner (default DirectRunner)")
