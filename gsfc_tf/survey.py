@@ -20,9 +20,15 @@ every run; a file whose name is not valid UTF-8 is recorded, with the name escap
 
 Resuming: a run writes only files named `PREFIX-<run id>-*`: its inputs list first, then its
 shards, and its done manifest `PREFIX-<run id>-done.json` last, once the pipeline has finished
-and its shards have been read back. A later run skips every input listed by a done manifest and
-counts only the shards a done manifest names, so a run killed at any point (even by SIGKILL)
-leaves nothing that is counted twice: its inputs are processed again by the next run.
+and its shards have been read back. A later run skips every input that a completed run (one with a
+done manifest) processed, unless asked to retry the unreadable ones, and counts only the shards a
+done manifest names, so a run killed at any point (even by SIGKILL) leaves nothing that is
+counted twice: its inputs are processed again by the next run. Local prefixes are recorded as
+absolute paths, so a rerun may start from any directory.
+
+Galaxy ids are unique over all the runs of a prefix: rows already written cannot be renamed, so a
+run whose input would take the id that an earlier run gave another file (`a/good.png` then
+`b/good.png`, both `good`) is refused; give such inputs ids in a manifest's `id` column.
 """
 
 from __future__ import annotations
@@ -51,6 +57,7 @@ from apache_beam.io.filesystems import FileSystems
 from apache_beam.io.localfilesystem import LocalFileSystem
 from apache_beam.ml.inference.base import ModelHandler, RunInference
 from apache_beam.options.pipeline_options import PipelineOptions
+from astropy import units as u
 
 from gsfc_tf import __version__, catalogue
 from gsfc_tf.catalogue import IMAGE_STATUSES, CatalogueRow, ImageStatusRow
@@ -64,6 +71,7 @@ __all__ = [
     "DetectClumps",
     "DetectorHandler",
     "OperatingThreshold",
+    "SurveyImageRow",
     "SurveyInput",
     "SurveyRun",
     "completed_runs",
@@ -90,7 +98,7 @@ CLUMP_SCHEMA = pa.schema(
         ("dec", pa.float64()),
     ]
 )
-# One row per input: `ImageStatusRow`'s columns and the manifest's `ra`/`dec` (NaN when not given).
+# One row per input: `SurveyImageRow`'s columns.
 IMAGE_SCHEMA = pa.schema(
     [
         ("galaxy_id", pa.string()),
@@ -102,6 +110,22 @@ IMAGE_SCHEMA = pa.schema(
         ("galaxy_dec", pa.float64()),
     ]
 )
+
+
+@dataclasses.dataclass(frozen=True)
+class SurveyImageRow(ImageStatusRow):
+    """One input of a survey and what became of it: `ImageStatusRow` and the manifest's position.
+
+    Attributes:
+        galaxy_ra: the galaxy's right ascension from the manifest, degrees; NaN if not given.
+        galaxy_dec: its declination, likewise.
+    """
+
+    galaxy_ra: float = math.nan
+    galaxy_dec: float = math.nan
+
+
+_IMAGE_UNITS = {"galaxy_ra": u.deg, "galaxy_dec": u.deg}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -399,8 +423,11 @@ def _clump_records(result: tuple[SurveyInput, list[CatalogueRow]]) -> list[dict[
 
 
 def _image_record(item: SurveyInput, status: str, *, reason: str = "", n_clumps: int = 0) -> dict[str, Any]:
-    row = ImageStatusRow(galaxy_id=item.galaxy_id, path=item.path, status=status, reason=reason, n_clumps=n_clumps)
-    return {**dataclasses.asdict(row), "galaxy_ra": item.galaxy_ra, "galaxy_dec": item.galaxy_dec}
+    row = SurveyImageRow(
+        galaxy_id=item.galaxy_id, path=item.path, status=status, reason=reason, n_clumps=n_clumps,
+        galaxy_ra=item.galaxy_ra, galaxy_dec=item.galaxy_dec,
+    )
+    return dataclasses.asdict(row)
 
 
 def _detected_record(result: tuple[SurveyInput, list[CatalogueRow]]) -> dict[str, Any]:
@@ -443,7 +470,8 @@ class SurveyRun:
 
     Attributes:
         n_inputs: inputs listed.
-        n_already_done: of those, inputs skipped because a completed run processed them.
+        n_already_done: of those, inputs skipped because a completed run processed them (and,
+            with `retry_unreadable`, could read them).
         threshold: the minimum score applied.
         run: this run's done manifest (`run_id`, `status_counts`, `n_clumps`, shard lists, ...), or
             None when every input was already done.
@@ -470,6 +498,7 @@ def operating_threshold(detector: Detector, min_score: float | None = None) -> O
 
 def completed_runs(out_prefix: str) -> list[dict[str, Any]]:
     """The done manifests of the completed runs under `out_prefix`, oldest first."""
+    out_prefix = _output_prefix(out_prefix)
     pattern = re.compile(re.escape(out_prefix) + rf"-({_RUN_ID_PATTERN})-done\.json$")
     paths = sorted(
         metadata.path
@@ -481,6 +510,36 @@ def completed_runs(out_prefix: str) -> list[dict[str, Any]]:
         with FileSystems.open(path) as file:
             runs.append(json.loads(file.read()))
     return runs
+
+
+def _output_prefix(out_prefix: str) -> str:
+    """`out_prefix` as runs record it: absolute when local, so a rerun may start anywhere.
+
+    Raises:
+        ValueError: `out_prefix` ends with a slash or is a directory, where the outputs would be
+            hidden files named `-<run id>-...`.
+    """
+    if out_prefix.endswith("/") or (_is_local(out_prefix) and os.path.isdir(out_prefix)):
+        example = FileSystems.join(out_prefix.rstrip("/"), "survey")
+        raise ValueError(f"{out_prefix} is a directory; give a file-name prefix inside it, e.g. {example}")
+    return os.path.abspath(out_prefix) if _is_local(out_prefix) else out_prefix
+
+
+def _check_writable(run_prefix: str, merged: Sequence[str]) -> None:
+    """Checks, before the model loads, that a local run can write its files and the merged tables.
+
+    Raises:
+        ValueError: a folder on the way is a file or is not writable, or a merged table is read-only.
+    """
+    if _is_local(run_prefix):
+        for path in [f"{run_prefix}-done.json", *merged]:
+            catalogue.check_output_file(path)
+
+
+def _merged_paths(out_prefix: str, format: str) -> tuple[str, str]:
+    """The merged catalogue `PREFIX.FORMAT` and its image table `PREFIX.images.FORMAT`."""
+    directory, name = FileSystems.split(f"{out_prefix}.{format}")
+    return FileSystems.join(directory, name), FileSystems.join(directory, catalogue.image_table_path(name).name)
 
 
 def _read_input_paths(inputs_file: str) -> list[str]:
@@ -518,6 +577,44 @@ def _shards(pattern: str) -> list[str]:
     return sorted(metadata.path for metadata in FileSystems.match([pattern])[0].metadata_list)
 
 
+def _latest_image_records(runs: Iterable[dict[str, Any]], out_prefix: str) -> dict[str, dict[str, Any]]:
+    """Path -> its image record (IMAGE_SCHEMA, plus `run_id`) from the latest completed run that processed it.
+
+    Args:
+        runs: done manifests, oldest first.
+        out_prefix: their prefix, for messages.
+
+    Raises:
+        ValueError: two runs processed one path and the earlier one could read it: they ran at once.
+    """
+    latest: dict[str, dict[str, Any]] = {}
+    for run in runs:
+        for shard in run["image_shards"]:
+            for record in _read_table(shard).to_pylist():
+                earlier = latest.get(record["path"])
+                if earlier is not None and earlier["status"] != _UNREADABLE:
+                    raise ValueError(
+                        f"{record['path']} was processed by runs {earlier['run_id']} and {run['run_id']} under "
+                        f"{out_prefix}, which ran at once: delete {out_prefix}-{run['run_id']}-done.json to redo "
+                        "that run's inputs"
+                    )
+                latest[record["path"]] = {**record, "run_id": run["run_id"]}
+    return latest
+
+
+def _check_ids_are_new(todo: Sequence[SurveyInput], latest: dict[str, dict[str, Any]], out_prefix: str) -> None:
+    """Raises ValueError when an input would take the galaxy id an earlier run gave another file."""
+    redone = {item.path for item in todo}
+    owners = {record["galaxy_id"]: record for path, record in latest.items() if path not in redone}
+    for item in todo:
+        owner = owners.get(item.galaxy_id)
+        if owner is not None:
+            raise ValueError(
+                f"{item.path} would be galaxy {item.galaxy_id!r}, the id run {owner['run_id']} under {out_prefix} "
+                f"gave {owner['path']}: give the inputs ids in a manifest's 'id' column, or use another --out"
+            )
+
+
 def run_survey(
     model: str,
     out_prefix: str,
@@ -528,51 +625,67 @@ def run_survey(
     batch_size: int = 8,
     num_shards: int = 0,
     merge: str | None = None,
+    retry_unreadable: bool = False,
     pipeline_args: Sequence[str] = (),
 ) -> SurveyRun:
     """Runs the survey pipeline over the inputs that no completed run under `out_prefix` processed.
 
     Writes `PREFIX-<run id>-inputs.csv`, `PREFIX-<run id>-clumps-SSSSS-of-NNNNN.parquet`,
     `PREFIX-<run id>-images-SSSSS-of-NNNNN.parquet` and, last, `PREFIX-<run id>-done.json` (the
-    model, the threshold and its source, counts and shard names). With `merge`, also
-    `PREFIX.{csv,fits}` (`catalogue.write_catalogue`, rows in input order as `gsfc-tf predict`
-    writes them) and its image table `PREFIX.images.{csv,fits}`, over every completed run.
+    model, the threshold and its source, counts and shard names, absolute paths when local). With
+    `merge`, also `PREFIX.{csv,fits}` (`catalogue.write_catalogue`, rows in input order as
+    `gsfc-tf predict` writes them) and its image table `PREFIX.images.{csv,fits}` (`SurveyImageRow`:
+    predict's columns and the manifest's galaxy_ra, galaxy_dec) over every completed run, each
+    input once with its latest run's row. Inputs, galaxy ids and outputs are checked before the
+    model loads.
 
     Args:
         model: run directory, `.keras` file or SavedModel directory.
-        out_prefix: output path prefix (local or a Beam URL).
+        out_prefix: output path prefix (local or a Beam URL); not a directory.
         patterns: cutout files or glob patterns.
         manifest: CSV of inputs (see `list_inputs`).
         min_score: keep clumps scoring at least this; default the model's operating threshold.
         batch_size: cutouts per detector call.
         num_shards: shards per table; 0 lets the runner choose.
         merge: None, "csv" or "fits".
+        retry_unreadable: also process again the inputs whose latest run found them unreadable.
         pipeline_args: Beam pipeline options, e.g. ["--runner=DataflowRunner", "--project=..."].
 
     Raises:
-        ValueError: bad inputs or options, earlier runs under `out_prefix` made with another
-            model or threshold, or a merge too large for one machine.
+        ValueError: bad inputs or options, outputs that cannot be written, earlier runs under
+            `out_prefix` made with another model or threshold, an input taking a galaxy id an
+            earlier run gave another file, or a merge too large for one machine.
     """
     if merge not in (None, "csv", "fits"):
         raise ValueError(f'merge must be "csv" or "fits", got {merge!r}')
+    out_prefix = _output_prefix(out_prefix)
     items = list_inputs(patterns, manifest=manifest)
-    threshold = operating_threshold(load_detector(_local_model(model)), min_score)
+    run_id = f"{datetime.datetime.now(datetime.timezone.utc):%Y%m%dT%H%M%S}-{uuid.uuid4().hex[:8]}"
+    _check_writable(f"{out_prefix}-{run_id}", _merged_paths(out_prefix, merge) if merge else ())
     runs = completed_runs(out_prefix)
+    latest = _latest_image_records(runs, out_prefix)
+    todo = [
+        item for item in items
+        if item.path not in latest or (retry_unreadable and latest[item.path]["status"] == _UNREADABLE)
+    ]
+    _check_ids_are_new(todo, latest, out_prefix)
+    threshold = operating_threshold(load_detector(_local_model(model)), min_score)
     for run in runs:
         if run["model"] != _normalised(model) or run["min_score"] != threshold.value:
             raise ValueError(
                 f"{out_prefix} holds run {run['run_id']} of {run['model']} at score >= {run['min_score']}, not "
                 f"{_normalised(model)} at >= {threshold.value}: use another --out"
             )
-    done = {path for run in runs for path in _read_input_paths(run["inputs"])}
-    todo = [item for item in items if item.path not in done]
-    run = _run_pipeline(todo, model, out_prefix, threshold, batch_size, num_shards, pipeline_args) if todo else None
+    run = None
+    if todo:
+        run = _run_pipeline(todo, run_id, model, out_prefix, threshold, batch_size, num_shards, pipeline_args)
     merged = _merge([*runs, *([run] if run else [])], out_prefix, merge) if merge else ()
     return SurveyRun(n_inputs=len(items), n_already_done=len(items) - len(todo), threshold=threshold, run=run, merged=merged)
 
 
 def _run_pipeline(
     todo: Sequence[SurveyInput],
+    run_id: str,
     model: str,
     out_prefix: str,
     threshold: OperatingThreshold,
@@ -581,7 +694,6 @@ def _run_pipeline(
     pipeline_args: Sequence[str],
 ) -> dict[str, Any]:
     """One run over `todo`: its inputs file, the pipeline, then its done manifest; returns the manifest."""
-    run_id = f"{datetime.datetime.now(datetime.timezone.utc):%Y%m%dT%H%M%S}-{uuid.uuid4().hex[:8]}"
     run_prefix = f"{out_prefix}-{run_id}"
     inputs_file = f"{run_prefix}-inputs.csv"
     _write_inputs(todo, inputs_file)
@@ -620,7 +732,11 @@ def _run_pipeline(
 
 
 def _merge(runs: Iterable[dict[str, Any]], out_prefix: str, format: str) -> tuple[str, ...]:
-    """Writes every completed run's clumps and image statuses as one CSV or FITS table each."""
+    """Writes every completed run's clumps and image statuses as one CSV or FITS table each.
+
+    Each input appears once, with its latest run's image row: an earlier row was unreadable
+    (`_latest_image_records`), so it has no clumps to drop.
+    """
     runs = list(runs)
     clump_shards = [shard for run in runs for shard in run["clump_shards"]]
     n_rows = sum(run["n_clumps"] for run in runs)
@@ -632,26 +748,21 @@ def _merge(runs: Iterable[dict[str, Any]], out_prefix: str, format: str) -> tupl
     position: dict[str, int] = {}
     for run in runs:
         for path in _read_input_paths(run["inputs"]):
-            if path in position:
-                raise ValueError(f"{path} was processed by two runs under {out_prefix}; were two runs started at once?")
-            position[path] = len(position)
+            position.setdefault(path, len(position))
     clumps = [record for shard in clump_shards for record in _read_table(shard).to_pylist()]
     # Input order, then by decreasing score as the detector returns them: the order `predict` writes.
     clumps.sort(key=lambda record: (position[record["path"]], -record["score"]))
-    images = [record for run in runs for shard in run["image_shards"] for record in _read_table(shard).to_pylist()]
-    images.sort(key=lambda record: position[record["path"]])
+    images = sorted(_latest_image_records(runs, out_prefix).values(), key=lambda record: position[record["path"]])
     names = [field.name for field in dataclasses.fields(CatalogueRow)]
-    status_names = [field.name for field in dataclasses.fields(ImageStatusRow)]
-    directory, name = FileSystems.split(f"{out_prefix}.{format}")
-    outputs = (FileSystems.join(directory, name), FileSystems.join(directory, catalogue.image_table_path(name).name))
+    image_names = [field.name for field in dataclasses.fields(SurveyImageRow)]
+    outputs = _merged_paths(out_prefix, format)
     with tempfile.TemporaryDirectory() as tmp:
         clumps_file = catalogue.write_catalogue(
             [CatalogueRow(**{name: record[name] for name in names}) for record in clumps], Path(tmp) / "clumps", format=format
         )
-        image_rows = [ImageStatusRow(**{name: record[name] for name in status_names}) for record in images]
-        images_file = catalogue.write_image_table(image_rows, Path(tmp) / "images", format=format)
+        image_rows = [SurveyImageRow(**{name: record[name] for name in image_names}) for record in images]
+        images_file = catalogue._write_rows(image_rows, SurveyImageRow, Path(tmp) / "images", format, _IMAGE_UNITS)
         for local, output in zip((clumps_file, images_file), outputs):
             with open(local, "rb") as src, FileSystems.create(output) as dst:
                 shutil.copyfileobj(src, dst)
     return outputs
-

@@ -1,5 +1,6 @@
 """`gsfc-tf survey` (gsfc_tf.survey): the Beam pipeline gives predict's catalogue, every input's
-status, and reruns that never duplicate rows; the operating threshold travels with an export.
+status, and reruns that never duplicate rows; the operating threshold travels with an export;
+inputs, manifests and outputs are checked before the model loads.
 
 One untrained smoke run (scores near 1/3) and its export; the minimum score is set between two
 images' best scores so that the inputs give detected, no_clumps and unreadable statuses.
@@ -285,3 +286,69 @@ def test_a_file_name_that_is_not_utf8_is_reported_unreadable_and_the_rest_proces
     assert list(images["galaxy_id"]) == ["a", "bad\\xff"] and images["status"][0] != "unreadable"
     assert images["status"][1] == "unreadable"
     assert images["reason"][1] == r"bad\xff.png: the file name is not valid UTF-8; rename the file"
+
+
+def _must_not_load(model):
+    raise AssertionError(f"the model {model} was loaded before the check")
+
+
+def test_rerun_from_another_directory_finds_the_earlier_runs(models, cutouts, tmp_path, monkeypatch):
+    paths = _copies(cutouts, tmp_path / "in", ["a.png"])
+    monkeypatch.chdir(tmp_path)
+    first = survey.run_survey(models["export"], "out/gz", patterns=paths)
+    recorded = [first.run["inputs"], *first.run["clump_shards"], *first.run["image_shards"]]
+    assert all(os.path.isabs(path) for path in recorded), recorded
+    (tmp_path / "elsewhere").mkdir()
+    monkeypatch.chdir(tmp_path / "elsewhere")
+    assert survey.run_survey(models["export"], str(tmp_path / "out" / "gz"), patterns=paths).run is None
+
+
+def test_a_run_may_not_give_another_file_a_galaxy_id_an_earlier_run_gave(models, cutouts, tmp_path, monkeypatch):
+    first, second = _copies(cutouts, tmp_path / "svin", ["good.png", "sub/good.png"])
+    prefix = str(tmp_path / "gz")
+    survey.run_survey(models["export"], prefix, patterns=[first])
+    monkeypatch.setattr(survey, "load_detector", _must_not_load)
+    with pytest.raises(ValueError, match=rf"{second} would be galaxy 'good', the id run \S+ under {prefix} gave "
+                                         rf"{first}: give the inputs ids in a manifest's 'id' column"):
+        survey.run_survey(models["export"], prefix, patterns=[second])
+
+
+def test_outputs_that_cannot_be_written_are_refused_before_the_model_loads(models, cutouts, tmp_path, monkeypatch):
+    monkeypatch.setattr(survey, "load_detector", _must_not_load)
+    options = dict(patterns=[cutouts["paths"][0]], merge="csv")
+    (tmp_path / "file").touch()
+    with pytest.raises(ValueError, match=f"{tmp_path / 'file'} is a file, not a folder"):
+        survey.run_survey(models["export"], str(tmp_path / "file" / "gz"), **options)
+    read_only = tmp_path / "read_only"
+    read_only.mkdir()
+    # As root (CI, containers) permission bits do not stop writes: the folder is read-only to os.access.
+    access = os.access
+    monkeypatch.setattr(os, "access", lambda path, mode: Path(path) != read_only and access(path, mode))
+    with pytest.raises(ValueError, match=f"{read_only} is not writable"):
+        survey.run_survey(models["export"], str(read_only / "gz"), **options)
+    # A directory as the prefix would give hidden files named `-<run id>-...` inside it.
+    for directory in (str(tmp_path), f"{tmp_path}/out/"):
+        with pytest.raises(ValueError, match=f"{directory} is a directory; give a file-name prefix inside it, e.g. "):
+            survey.run_survey(models["export"], directory, **options)
+
+
+def test_retry_unreadable_redoes_only_those_and_the_merge_keeps_each_inputs_latest_row(models, cutouts, tmp_path):
+    folder = tmp_path / "in"
+    _copies(cutouts, folder, ["a.png"])
+    manifest = folder / "manifest.csv"
+    manifest.write_text("path,ra,dec\na.png,150.5,2.25\nlate.png,10,-5\n")
+    prefix = str(tmp_path / "gz")
+    first = survey.run_survey(models["export"], prefix, manifest=str(manifest))
+    assert first.run["status_counts"]["unreadable"] == 1, "late.png is missing"
+    _copies(cutouts, folder, ["late.png"])
+    assert survey.run_survey(models["export"], prefix, manifest=str(manifest)).run is None, "done, unless retried"
+
+    retried = survey.run_survey(models["export"], prefix, manifest=str(manifest), merge="fits", retry_unreadable=True)
+    assert retried.n_already_done == 1 and retried.run["n_inputs"] == 1
+    assert retried.run["status_counts"]["unreadable"] == 0
+    clumps, images = Table.read(f"{prefix}.fits"), Table.read(f"{prefix}.images.fits")
+    assert list(images["galaxy_id"]) == ["a", "late"] and "unreadable" not in list(images["status"])
+    assert len(clumps) == first.run["n_clumps"] + retried.run["n_clumps"]
+    # The manifest's positions reach the merged image table, in degrees.
+    assert list(images["galaxy_ra"]) == [150.5, 10] and list(images["galaxy_dec"]) == [2.25, -5]
+    assert images["galaxy_ra"].unit == "deg"
