@@ -11,13 +11,24 @@ on Dataflow, Flink or Spark at scale:
     -> Parquet shards; and every input's status (detected / no_clumps / unreadable) -> Parquet shards.
 
 Paths go through Beam's `FileSystems`, so inputs, the model and the outputs may be `gs://` or
-`s3://` URLs where Beam's filesystem extra (`apache-beam[gcp]`, `[aws]`) is installed.
+`s3://` URLs where Beam's filesystem extra (`apache-beam[gcp]`, `[aws]`) is installed. Local glob
+patterns expand as `gsfc-tf predict` expands them (`catalogue.expand_image_paths`), so both list
+the same files; URL patterns expand through Beam's filesystems. A local input is recorded by its
+absolute path with symlinks resolved, so `a.png`, `./a.png` and `/data/a.png` are one input in
+every run; a file whose name is not valid UTF-8 is recorded, with the name escaped
+(`bad\\xff.png`), as unreadable.
 
 Resuming: a run writes only files named `PREFIX-<run id>-*`: its inputs list first, then its
 shards, and its done manifest `PREFIX-<run id>-done.json` last, once the pipeline has finished
-and its shards have been read back. A later run skips every input listed by a done manifest and
-counts only the shards a done manifest names, so a run killed at any point (even by SIGKILL)
-leaves nothing that is counted twice: its inputs are processed again by the next run.
+and its shards have been read back. A later run skips every input that a completed run (one with a
+done manifest) processed, unless asked to retry the unreadable ones, and counts only the shards a
+done manifest names, so a run killed at any point (even by SIGKILL) leaves nothing that is
+counted twice: its inputs are processed again by the next run. Local prefixes are recorded as
+absolute paths, so a rerun may start from any directory.
+
+Galaxy ids are unique over all the runs of a prefix: rows already written cannot be renamed, so a
+run whose input would take the id that an earlier run gave another file (`a/good.png` then
+`b/good.png`, both `good`) is refused; give such inputs ids in a manifest's `id` column.
 """
 
 from __future__ import annotations
@@ -46,6 +57,7 @@ from apache_beam.io.filesystems import FileSystems
 from apache_beam.io.localfilesystem import LocalFileSystem
 from apache_beam.ml.inference.base import ModelHandler, RunInference
 from apache_beam.options.pipeline_options import PipelineOptions
+from astropy import units as u
 
 from gsfc_tf import __version__, catalogue
 from gsfc_tf.catalogue import IMAGE_STATUSES, CatalogueRow, ImageStatusRow
@@ -59,6 +71,7 @@ __all__ = [
     "DetectClumps",
     "DetectorHandler",
     "OperatingThreshold",
+    "SurveyImageRow",
     "SurveyInput",
     "SurveyRun",
     "completed_runs",
@@ -85,7 +98,7 @@ CLUMP_SCHEMA = pa.schema(
         ("dec", pa.float64()),
     ]
 )
-# One row per input: `ImageStatusRow`'s columns and the manifest's `ra`/`dec` (NaN when not given).
+# One row per input: `SurveyImageRow`'s columns.
 IMAGE_SCHEMA = pa.schema(
     [
         ("galaxy_id", pa.string()),
@@ -100,20 +113,40 @@ IMAGE_SCHEMA = pa.schema(
 
 
 @dataclasses.dataclass(frozen=True)
+class SurveyImageRow(ImageStatusRow):
+    """One input of a survey and what became of it: `ImageStatusRow` and the manifest's position.
+
+    Attributes:
+        galaxy_ra: the galaxy's right ascension from the manifest, degrees; NaN if not given.
+        galaxy_dec: its declination, likewise.
+    """
+
+    galaxy_ra: float = math.nan
+    galaxy_dec: float = math.nan
+
+
+_IMAGE_UNITS = {"galaxy_ra": u.deg, "galaxy_dec": u.deg}
+
+
+@dataclasses.dataclass(frozen=True)
 class SurveyInput:
     """One cutout to process.
 
     Attributes:
-        path: the cutout file, a local path or a Beam filesystem URL.
+        path: the cutout file: a local path made absolute with symlinks resolved, or a Beam
+            filesystem URL as given.
         galaxy_id: the id written in its rows.
         galaxy_ra: the galaxy's right ascension from the manifest, degrees; NaN if not given.
         galaxy_dec: its declination, likewise.
+        unreadable_reason: why the cutout is unreadable without trying it (its file name is not
+            valid UTF-8, so `path` and `galaxy_id` hold it escaped); empty otherwise.
     """
 
     path: str
     galaxy_id: str
     galaxy_ra: float = math.nan
     galaxy_dec: float = math.nan
+    unreadable_reason: str = ""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -137,16 +170,48 @@ class OperatingThreshold:
 # Listing inputs.
 
 
+@dataclasses.dataclass(frozen=True)
+class _Listed:
+    """One input as listed: its path as given (galaxy ids derive from it) and the manifest's values.
+
+    `line` is its manifest line, 0 for an `--inputs` match.
+    """
+
+    path: str
+    given_id: str | None = None
+    ra: float = math.nan
+    dec: float = math.nan
+    line: int = 0
+
+
 def _is_local(path: str) -> bool:
     return isinstance(FileSystems.get_filesystem(path), LocalFileSystem)
+
+
+def _is_url(path: str) -> bool:
+    return "://" in path
+
+
+def _normalised(path: str) -> str:
+    """One spelling per file: a local path absolute with symlinks resolved, a URL without a trailing slash."""
+    return os.path.realpath(path) if _is_local(path) else path.rstrip("/")
+
+
+def _escaped(text: str) -> str:
+    """`text` with the bytes of a name that is not valid UTF-8 written as `\\xff` (outputs are UTF-8)."""
+    return os.fsencode(text).decode("utf-8", "backslashreplace")
 
 
 def _expand(pattern: str) -> list[str]:
     """Sorted matches of a glob; a plain path, or a glob matching nothing, stays as given.
 
-    Like `catalogue.expand_image_paths` (an unmatched name is then reported unreadable, not
-    dropped), but through Beam's filesystems, so `gs://` and `s3://` patterns expand too.
+    A local pattern expands exactly as `gsfc-tf predict` expands it (`catalogue.expand_image_paths`:
+    Python's glob, `**/` matching any folders or none), so both list the same files; only URL
+    patterns (`gs://`, `s3://`) go through Beam's filesystems, whose `**` rules differ. An
+    unmatched name is kept, to be reported unreadable instead of dropped.
     """
+    if not _is_url(pattern):
+        return [str(path) for path in catalogue.expand_image_paths([pattern])]
     if not catalogue.is_glob_pattern(pattern):
         return [pattern]
     return sorted(metadata.path for metadata in FileSystems.match([pattern])[0].metadata_list) or [pattern]
@@ -161,54 +226,85 @@ def _number(text: str | None, where: str) -> float:
         raise ValueError(f"{where}: {text!r} is not a number") from None
 
 
-def _read_manifest(manifest: str) -> list[tuple[str, str | None, float, float]]:
-    """(path, id or None, ra, dec) per row of a CSV with a `path` column and optional `id`, `ra`, `dec`.
+def _read_manifest(manifest: str) -> list[_Listed]:
+    """The rows of a CSV with a `path` column and optional `id`, `ra`, `dec` (degrees) columns.
 
-    Relative paths are relative to the manifest's directory.
+    Relative paths are relative to the manifest's directory. A UTF-8 byte-order mark, as
+    spreadsheet programs write, is allowed.
+
+    Raises:
+        ValueError: not UTF-8, no `path` column or one of those columns twice, or a row without a
+            path or with ra outside [0, 360) or dec outside [-90, 90]; the message names the line.
     """
     with FileSystems.open(manifest) as file:
-        reader = csv.DictReader(io.StringIO(file.read().decode("utf-8")))
-        rows = list(reader)
-    if "path" not in (reader.fieldnames or []):
-        raise ValueError(f"{manifest}: a manifest needs a 'path' column, got {reader.fieldnames}")
+        data = file.read()
+    try:
+        text = data.decode("utf-8-sig")
+    except UnicodeDecodeError as error:
+        raise ValueError(f"{manifest}: not UTF-8 text (byte {error.start}); save it as UTF-8 CSV") from None
+    reader = csv.DictReader(io.StringIO(text))
+    columns = reader.fieldnames or []
+    if "path" not in columns:
+        raise ValueError(f"{manifest}: a manifest needs a 'path' column, got {columns}")
+    for column in ("path", "id", "ra", "dec"):
+        if columns.count(column) > 1:
+            times = columns.count(column)
+            raise ValueError(f"{manifest} line 1: the column {column!r} appears {times} times; keep one")
     directory = FileSystems.split(manifest)[0]
     entries = []
-    for line, row in enumerate(rows, start=2):
-        path = row["path"].strip()
-        if "://" not in path and not os.path.isabs(path):
+    for row in reader:
+        where = f"{manifest} line {reader.line_num}"
+        path = (row["path"] or "").strip()  # None: the row is shorter than the header
+        if not path:
+            raise ValueError(f"{where}: no path; give every row a path, or delete the row")
+        if not _is_url(path) and not os.path.isabs(path):
             path = FileSystems.join(directory, path)
-        where = f"{manifest} line {line}"
+        ra, dec = _number(row.get("ra"), f"{where} ra"), _number(row.get("dec"), f"{where} dec")
+        if not (math.isnan(ra) or 0 <= ra < 360):
+            raise ValueError(f"{where}: ra {ra} is outside [0, 360) degrees")
+        if not (math.isnan(dec) or -90 <= dec <= 90):
+            raise ValueError(f"{where}: dec {dec} is outside [-90, 90] degrees")
         given_id = (row.get("id") or "").strip() or None
-        entries.append((path, given_id, _number(row.get("ra"), f"{where} ra"), _number(row.get("dec"), f"{where} dec")))
+        entries.append(_Listed(path, given_id, ra, dec, line=reader.line_num))
     return entries
 
 
 def list_inputs(patterns: Sequence[str] = (), *, manifest: str | None = None) -> list[SurveyInput]:
-    """The survey's inputs: a manifest's rows, then glob matches, each path once (first kept).
+    """The survey's inputs: a manifest's rows, then glob matches, each file once (first kept).
 
-    Galaxy ids are the manifest's `id` where given, else `catalogue.unique_galaxy_ids` of all
-    the paths, as `gsfc-tf predict` makes them.
+    Files are compared by `path` (absolute, symlinks resolved), so a file given both in the
+    manifest and by a pattern, or by two spellings, is one input. Galaxy ids are the manifest's
+    `id` where given, else `catalogue.unique_galaxy_ids` of the paths as listed, as
+    `gsfc-tf predict` makes them. A file whose name is not valid UTF-8 gets its name escaped and
+    an `unreadable_reason`.
 
     Args:
         patterns: cutout files or glob patterns (local or Beam filesystem URLs).
         manifest: a CSV with a `path` column and optional `id`, `ra`, `dec` (degrees) columns.
 
     Raises:
-        ValueError: no inputs, a malformed manifest, or two inputs with one galaxy id.
+        ValueError: no inputs, a malformed manifest (see `_read_manifest`), a manifest listing
+            one file twice, or two inputs with one galaxy id.
     """
-    by_path: dict[str, tuple[str, str | None, float, float]] = {}
-    for entry in [*(_read_manifest(manifest) if manifest else []), *(
-        (path, None, math.nan, math.nan) for pattern in patterns for path in _expand(pattern)
-    )]:
-        by_path.setdefault(entry[0], entry)
-    entries = list(by_path.values())
-    if not entries:
+    by_file: dict[str, _Listed] = {}
+    matched = [_Listed(path) for pattern in patterns for path in _expand(pattern)]
+    for entry in [*(_read_manifest(manifest) if manifest else []), *matched]:
+        file = _normalised(entry.path)
+        first = by_file.setdefault(file, entry)
+        if first is not entry and first.line and entry.line:
+            raise ValueError(
+                f"{manifest} line {entry.line}: {entry.path} is already listed on line {first.line}; "
+                "list each cutout once"
+            )
+    if not by_file:
         raise ValueError("no inputs: give --inputs patterns or a --manifest")
-    derived = catalogue.unique_galaxy_ids([path for path, *_ in entries])
-    items = [
-        SurveyInput(path=path, galaxy_id=given_id or derived_id, galaxy_ra=ra, galaxy_dec=dec)
-        for (path, given_id, ra, dec), derived_id in zip(entries, derived)
-    ]
+    derived = catalogue.unique_galaxy_ids([entry.path for entry in by_file.values()])
+    items = []
+    for (file, entry), derived_id in zip(by_file.items(), derived):
+        path = _escaped(file)
+        reason = f"{FileSystems.split(path)[1]}: the file name is not valid UTF-8; rename the file"
+        galaxy = entry.given_id or _escaped(derived_id)
+        items.append(SurveyInput(path, galaxy, entry.ra, entry.dec, unreadable_reason="" if path == file else reason))
     seen: dict[str, str] = {}
     for item in items:
         if item.galaxy_id in seen:
@@ -264,6 +360,9 @@ class _ReadCutouts(beam.DoFn):
     """SurveyInput -> _Cutout, or (SurveyInput, reason) on the `unreadable` output."""
 
     def process(self, item: SurveyInput) -> Iterator[Any]:
+        if item.unreadable_reason:
+            yield beam.pvalue.TaggedOutput(_UNREADABLE, (item, item.unreadable_reason))
+            return
         try:
             image, wcs = _read(item)
         except UnreadableImageError as error:
@@ -324,8 +423,11 @@ def _clump_records(result: tuple[SurveyInput, list[CatalogueRow]]) -> list[dict[
 
 
 def _image_record(item: SurveyInput, status: str, *, reason: str = "", n_clumps: int = 0) -> dict[str, Any]:
-    row = ImageStatusRow(galaxy_id=item.galaxy_id, path=item.path, status=status, reason=reason, n_clumps=n_clumps)
-    return {**dataclasses.asdict(row), "galaxy_ra": item.galaxy_ra, "galaxy_dec": item.galaxy_dec}
+    row = SurveyImageRow(
+        galaxy_id=item.galaxy_id, path=item.path, status=status, reason=reason, n_clumps=n_clumps,
+        galaxy_ra=item.galaxy_ra, galaxy_dec=item.galaxy_dec,
+    )
+    return dataclasses.asdict(row)
 
 
 def _detected_record(result: tuple[SurveyInput, list[CatalogueRow]]) -> dict[str, Any]:
@@ -368,7 +470,8 @@ class SurveyRun:
 
     Attributes:
         n_inputs: inputs listed.
-        n_already_done: of those, inputs skipped because a completed run processed them.
+        n_already_done: of those, inputs skipped because a completed run processed them (and,
+            with `retry_unreadable`, could read them).
         threshold: the minimum score applied.
         run: this run's done manifest (`run_id`, `status_counts`, `n_clumps`, shard lists, ...), or
             None when every input was already done.
@@ -393,12 +496,9 @@ def operating_threshold(detector: Detector, min_score: float | None = None) -> O
     return OperatingThreshold(value, f"validation operating threshold of {detector.source} ({where})")
 
 
-def _normalised(path: str) -> str:
-    return str(Path(path).resolve()) if _is_local(path) else path.rstrip("/")
-
-
 def completed_runs(out_prefix: str) -> list[dict[str, Any]]:
     """The done manifests of the completed runs under `out_prefix`, oldest first."""
+    out_prefix = _output_prefix(out_prefix)
     pattern = re.compile(re.escape(out_prefix) + rf"-({_RUN_ID_PATTERN})-done\.json$")
     paths = sorted(
         metadata.path
@@ -412,6 +512,36 @@ def completed_runs(out_prefix: str) -> list[dict[str, Any]]:
     return runs
 
 
+def _output_prefix(out_prefix: str) -> str:
+    """`out_prefix` as runs record it: absolute when local, so a rerun may start anywhere.
+
+    Raises:
+        ValueError: `out_prefix` ends with a slash or is a directory, where the outputs would be
+            hidden files named `-<run id>-...`.
+    """
+    if out_prefix.endswith("/") or (_is_local(out_prefix) and os.path.isdir(out_prefix)):
+        example = FileSystems.join(out_prefix.rstrip("/"), "survey")
+        raise ValueError(f"{out_prefix} is a directory; give a file-name prefix inside it, e.g. {example}")
+    return os.path.abspath(out_prefix) if _is_local(out_prefix) else out_prefix
+
+
+def _check_writable(run_prefix: str, merged: Sequence[str]) -> None:
+    """Checks, before the model loads, that a local run can write its files and the merged tables.
+
+    Raises:
+        ValueError: a folder on the way is a file or is not writable, or a merged table is read-only.
+    """
+    if _is_local(run_prefix):
+        for path in [f"{run_prefix}-done.json", *merged]:
+            catalogue.check_output_file(path)
+
+
+def _merged_paths(out_prefix: str, format: str) -> tuple[str, str]:
+    """The merged catalogue `PREFIX.FORMAT` and its image table `PREFIX.images.FORMAT`."""
+    directory, name = FileSystems.split(f"{out_prefix}.{format}")
+    return FileSystems.join(directory, name), FileSystems.join(directory, catalogue.image_table_path(name).name)
+
+
 def _read_input_paths(inputs_file: str) -> list[str]:
     with FileSystems.open(inputs_file) as file:
         return [row["path"] for row in csv.DictReader(io.StringIO(file.read().decode("utf-8")))]
@@ -420,15 +550,15 @@ def _read_input_paths(inputs_file: str) -> list[str]:
 def _write_inputs(items: Sequence[SurveyInput], path: str) -> None:
     text = io.StringIO()
     writer = csv.writer(text, lineterminator="\n")
-    writer.writerow(["path", "galaxy_id", "galaxy_ra", "galaxy_dec"])
-    writer.writerows([item.path, item.galaxy_id, item.galaxy_ra, item.galaxy_dec] for item in items)
+    writer.writerow([field.name for field in dataclasses.fields(SurveyInput)])
+    writer.writerows(dataclasses.astuple(item) for item in items)
     with FileSystems.create(path) as file:
         file.write(text.getvalue().encode("utf-8"))
 
 
 def _parse_input_line(line: str) -> SurveyInput:
-    path, galaxy_id, ra, dec = next(csv.reader([line]))
-    return SurveyInput(path=path, galaxy_id=galaxy_id, galaxy_ra=float(ra), galaxy_dec=float(dec))
+    path, galaxy_id, ra, dec, unreadable_reason = next(csv.reader([line]))
+    return SurveyInput(path, galaxy_id, float(ra), float(dec), unreadable_reason)
 
 
 def _read_bytes(path: str) -> bytes:
@@ -437,11 +567,52 @@ def _read_bytes(path: str) -> bytes:
 
 
 def _read_table(path: str, columns: Sequence[str] | None = None) -> pa.Table:
-    return pq.read_table(pa.BufferReader(_read_bytes(path)), columns=columns)
+    # Not `pq.read_table`: it starts Arrow's I/O and CPU thread pools, whose workers are still
+    # alive when the process exits and about one run in 40 aborts tearing them down ("terminate
+    # called without an active exception", apache/arrow#34314). This reader starts no thread.
+    return pq.ParquetFile(pa.BufferReader(_read_bytes(path))).read(columns=columns, use_threads=False)
 
 
 def _shards(pattern: str) -> list[str]:
     return sorted(metadata.path for metadata in FileSystems.match([pattern])[0].metadata_list)
+
+
+def _latest_image_records(runs: Iterable[dict[str, Any]], out_prefix: str) -> dict[str, dict[str, Any]]:
+    """Path -> its image record (IMAGE_SCHEMA, plus `run_id`) from the latest completed run that processed it.
+
+    Args:
+        runs: done manifests, oldest first.
+        out_prefix: their prefix, for messages.
+
+    Raises:
+        ValueError: two runs processed one path and the earlier one could read it: they ran at once.
+    """
+    latest: dict[str, dict[str, Any]] = {}
+    for run in runs:
+        for shard in run["image_shards"]:
+            for record in _read_table(shard).to_pylist():
+                earlier = latest.get(record["path"])
+                if earlier is not None and earlier["status"] != _UNREADABLE:
+                    raise ValueError(
+                        f"{record['path']} was processed by runs {earlier['run_id']} and {run['run_id']} under "
+                        f"{out_prefix}, which ran at once: delete {out_prefix}-{run['run_id']}-done.json to redo "
+                        "that run's inputs"
+                    )
+                latest[record["path"]] = {**record, "run_id": run["run_id"]}
+    return latest
+
+
+def _check_ids_are_new(todo: Sequence[SurveyInput], latest: dict[str, dict[str, Any]], out_prefix: str) -> None:
+    """Raises ValueError when an input would take the galaxy id an earlier run gave another file."""
+    redone = {item.path for item in todo}
+    owners = {record["galaxy_id"]: record for path, record in latest.items() if path not in redone}
+    for item in todo:
+        owner = owners.get(item.galaxy_id)
+        if owner is not None:
+            raise ValueError(
+                f"{item.path} would be galaxy {item.galaxy_id!r}, the id run {owner['run_id']} under {out_prefix} "
+                f"gave {owner['path']}: give the inputs ids in a manifest's 'id' column, or use another --out"
+            )
 
 
 def run_survey(
@@ -454,51 +625,67 @@ def run_survey(
     batch_size: int = 8,
     num_shards: int = 0,
     merge: str | None = None,
+    retry_unreadable: bool = False,
     pipeline_args: Sequence[str] = (),
 ) -> SurveyRun:
     """Runs the survey pipeline over the inputs that no completed run under `out_prefix` processed.
 
     Writes `PREFIX-<run id>-inputs.csv`, `PREFIX-<run id>-clumps-SSSSS-of-NNNNN.parquet`,
     `PREFIX-<run id>-images-SSSSS-of-NNNNN.parquet` and, last, `PREFIX-<run id>-done.json` (the
-    model, the threshold and its source, counts and shard names). With `merge`, also
-    `PREFIX.{csv,fits}` (`catalogue.write_catalogue`, rows in input order as `gsfc-tf predict`
-    writes them) and its image table `PREFIX.images.{csv,fits}`, over every completed run.
+    model, the threshold and its source, counts and shard names, absolute paths when local). With
+    `merge`, also `PREFIX.{csv,fits}` (`catalogue.write_catalogue`, rows in input order as
+    `gsfc-tf predict` writes them) and its image table `PREFIX.images.{csv,fits}` (`SurveyImageRow`:
+    predict's columns and the manifest's galaxy_ra, galaxy_dec) over every completed run, each
+    input once with its latest run's row. Inputs, galaxy ids and outputs are checked before the
+    model loads.
 
     Args:
         model: run directory, `.keras` file or SavedModel directory.
-        out_prefix: output path prefix (local or a Beam URL).
+        out_prefix: output path prefix (local or a Beam URL); not a directory.
         patterns: cutout files or glob patterns.
         manifest: CSV of inputs (see `list_inputs`).
         min_score: keep clumps scoring at least this; default the model's operating threshold.
         batch_size: cutouts per detector call.
         num_shards: shards per table; 0 lets the runner choose.
         merge: None, "csv" or "fits".
+        retry_unreadable: also process again the inputs whose latest run found them unreadable.
         pipeline_args: Beam pipeline options, e.g. ["--runner=DataflowRunner", "--project=..."].
 
     Raises:
-        ValueError: bad inputs or options, earlier runs under `out_prefix` made with another
-            model or threshold, or a merge too large for one machine.
+        ValueError: bad inputs or options, outputs that cannot be written, earlier runs under
+            `out_prefix` made with another model or threshold, an input taking a galaxy id an
+            earlier run gave another file, or a merge too large for one machine.
     """
     if merge not in (None, "csv", "fits"):
         raise ValueError(f'merge must be "csv" or "fits", got {merge!r}')
+    out_prefix = _output_prefix(out_prefix)
     items = list_inputs(patterns, manifest=manifest)
-    threshold = operating_threshold(load_detector(_local_model(model)), min_score)
+    run_id = f"{datetime.datetime.now(datetime.timezone.utc):%Y%m%dT%H%M%S}-{uuid.uuid4().hex[:8]}"
+    _check_writable(f"{out_prefix}-{run_id}", _merged_paths(out_prefix, merge) if merge else ())
     runs = completed_runs(out_prefix)
+    latest = _latest_image_records(runs, out_prefix)
+    todo = [
+        item for item in items
+        if item.path not in latest or (retry_unreadable and latest[item.path]["status"] == _UNREADABLE)
+    ]
+    _check_ids_are_new(todo, latest, out_prefix)
+    threshold = operating_threshold(load_detector(_local_model(model)), min_score)
     for run in runs:
         if run["model"] != _normalised(model) or run["min_score"] != threshold.value:
             raise ValueError(
                 f"{out_prefix} holds run {run['run_id']} of {run['model']} at score >= {run['min_score']}, not "
                 f"{_normalised(model)} at >= {threshold.value}: use another --out"
             )
-    done = {path for run in runs for path in _read_input_paths(run["inputs"])}
-    todo = [item for item in items if item.path not in done]
-    run = _run_pipeline(todo, model, out_prefix, threshold, batch_size, num_shards, pipeline_args) if todo else None
+    run = None
+    if todo:
+        run = _run_pipeline(todo, run_id, model, out_prefix, threshold, batch_size, num_shards, pipeline_args)
     merged = _merge([*runs, *([run] if run else [])], out_prefix, merge) if merge else ()
     return SurveyRun(n_inputs=len(items), n_already_done=len(items) - len(todo), threshold=threshold, run=run, merged=merged)
 
 
 def _run_pipeline(
     todo: Sequence[SurveyInput],
+    run_id: str,
     model: str,
     out_prefix: str,
     threshold: OperatingThreshold,
@@ -507,7 +694,6 @@ def _run_pipeline(
     pipeline_args: Sequence[str],
 ) -> dict[str, Any]:
     """One run over `todo`: its inputs file, the pipeline, then its done manifest; returns the manifest."""
-    run_id = f"{datetime.datetime.now(datetime.timezone.utc):%Y%m%dT%H%M%S}-{uuid.uuid4().hex[:8]}"
     run_prefix = f"{out_prefix}-{run_id}"
     inputs_file = f"{run_prefix}-inputs.csv"
     _write_inputs(todo, inputs_file)
@@ -546,7 +732,11 @@ def _run_pipeline(
 
 
 def _merge(runs: Iterable[dict[str, Any]], out_prefix: str, format: str) -> tuple[str, ...]:
-    """Writes every completed run's clumps and image statuses as one CSV or FITS table each."""
+    """Writes every completed run's clumps and image statuses as one CSV or FITS table each.
+
+    Each input appears once, with its latest run's image row: an earlier row was unreadable
+    (`_latest_image_records`), so it has no clumps to drop.
+    """
     runs = list(runs)
     clump_shards = [shard for run in runs for shard in run["clump_shards"]]
     n_rows = sum(run["n_clumps"] for run in runs)
@@ -558,26 +748,21 @@ def _merge(runs: Iterable[dict[str, Any]], out_prefix: str, format: str) -> tupl
     position: dict[str, int] = {}
     for run in runs:
         for path in _read_input_paths(run["inputs"]):
-            if path in position:
-                raise ValueError(f"{path} was processed by two runs under {out_prefix}; were two runs started at once?")
-            position[path] = len(position)
+            position.setdefault(path, len(position))
     clumps = [record for shard in clump_shards for record in _read_table(shard).to_pylist()]
     # Input order, then by decreasing score as the detector returns them: the order `predict` writes.
     clumps.sort(key=lambda record: (position[record["path"]], -record["score"]))
-    images = [record for run in runs for shard in run["image_shards"] for record in _read_table(shard).to_pylist()]
-    images.sort(key=lambda record: position[record["path"]])
+    images = sorted(_latest_image_records(runs, out_prefix).values(), key=lambda record: position[record["path"]])
     names = [field.name for field in dataclasses.fields(CatalogueRow)]
-    status_names = [field.name for field in dataclasses.fields(ImageStatusRow)]
-    directory, name = FileSystems.split(f"{out_prefix}.{format}")
-    outputs = (FileSystems.join(directory, name), FileSystems.join(directory, catalogue.image_table_path(name).name))
+    image_names = [field.name for field in dataclasses.fields(SurveyImageRow)]
+    outputs = _merged_paths(out_prefix, format)
     with tempfile.TemporaryDirectory() as tmp:
         clumps_file = catalogue.write_catalogue(
             [CatalogueRow(**{name: record[name] for name in names}) for record in clumps], Path(tmp) / "clumps", format=format
         )
-        image_rows = [ImageStatusRow(**{name: record[name] for name in status_names}) for record in images]
-        images_file = catalogue.write_image_table(image_rows, Path(tmp) / "images", format=format)
+        image_rows = [SurveyImageRow(**{name: record[name] for name in image_names}) for record in images]
+        images_file = catalogue._write_rows(image_rows, SurveyImageRow, Path(tmp) / "images", format, _IMAGE_UNITS)
         for local, output in zip((clumps_file, images_file), outputs):
             with open(local, "rb") as src, FileSystems.create(output) as dst:
                 shutil.copyfileobj(src, dst)
     return outputs
-

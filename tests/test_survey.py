@@ -1,5 +1,6 @@
 """`gsfc-tf survey` (gsfc_tf.survey): the Beam pipeline gives predict's catalogue, every input's
-status, and reruns that never duplicate rows; the operating threshold travels with an export.
+status, and reruns that never duplicate rows; the operating threshold travels with an export;
+inputs, manifests and outputs are checked before the model loads.
 
 One untrained smoke run (scores near 1/3) and its export; the minimum score is set between two
 images' best scores so that the inputs give detected, no_clumps and unreadable statuses.
@@ -9,9 +10,14 @@ import csv
 import dataclasses
 import json
 import math
+import os
+import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
+import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 from apache_beam.testing.test_pipeline import TestPipeline
@@ -20,7 +26,7 @@ from astropy.table import Table
 
 import apache_beam as beam
 from gsfc_tf import cli, survey
-from gsfc_tf.catalogue import image_table_path, predict_catalogue
+from gsfc_tf.catalogue import expand_image_paths, image_table_path, predict_catalogue
 from gsfc_tf.detector import METADATA_PATH, default_min_score, load_detector
 from test_detector import as_cutout, save_png, save_run_dir
 from test_evaluate_predict_cli import fits_cutout
@@ -189,3 +195,160 @@ def test_export_records_the_runs_operating_threshold(models):
     metadata = json.loads((Path(models["export"]) / "1" / METADATA_PATH).read_text())
     assert metadata["operating_threshold"] == VALIDATION_THRESHOLD
     assert "recorded in the export's metadata" in survey.operating_threshold(exported).source
+
+
+@pytest.mark.skipif(not Path("/proc/self/task").is_dir(), reason="counts the process's threads in /proc")
+def test_reading_shards_back_starts_no_thread(tmp_path):
+    # Arrow's thread pools, once started, are still alive at exit, and tearing them down aborted
+    # about one survey in 40 ("terminate called without an active exception", apache/arrow#34314).
+    # A fresh process, since another test may have started them in this one.
+    shard = tmp_path / "images.parquet"
+    pq.write_table(pa.table({"path": ["a.png", "b.png"], "status": ["detected", "unreadable"]}), shard)
+    script = (
+        "import os\n"
+        "from gsfc_tf import survey\n"
+        "before = len(os.listdir('/proc/self/task'))\n"
+        f"assert survey._read_table({str(shard)!r}, ['status'])['status'].to_pylist() == ['detected', 'unreadable']\n"
+        "print('new threads:', len(os.listdir('/proc/self/task')) - before)\n"
+    )
+    result = subprocess.run([sys.executable, "-c", script], cwd=Path(survey.__file__).parents[1], capture_output=True,
+                            text=True, check=True)
+    assert result.stdout.splitlines()[-1] == "new threads: 0"
+
+
+def _copies(cutouts, folder, names):
+    """Copies of the fixture's PNG cutouts under `folder` with the given relative names."""
+    sources = [cutouts["folder"] / f"{letter}.png" for letter in "abc"]
+    for source, name in zip(sources, names):
+        (folder / name).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy(source, folder / name)
+    return [str(folder / name) for name in names]
+
+
+def test_rerun_with_the_inputs_spelled_otherwise_processes_nothing_again(models, cutouts, tmp_path, monkeypatch):
+    monkeypatch.chdir(cutouts["folder"])
+    prefix = str(tmp_path / "gz")
+    first = survey.run_survey(models["export"], prefix, patterns=["a.png", "b.png"], merge="csv")
+    spelled_otherwise = [str(cutouts["folder"] / "a.png"), f"../{cutouts['folder'].name}/b.png"]
+    again = survey.run_survey(models["export"], prefix, patterns=spelled_otherwise, merge="csv")
+    assert again.run is None and again.n_already_done == 2
+    clumps, images = _merged(prefix)
+    assert list(images["galaxy_id"]) == ["a", "b"] and len(clumps) == first.run["n_clumps"]
+    assert list(images["path"]) == [str((cutouts["folder"] / name).resolve()) for name in ("a.png", "b.png")]
+
+
+def test_local_globs_match_the_files_predict_matches(tmp_path):
+    for name in ("a.png", "sub/b.png", "sub/deeper/c.png"):
+        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / name).touch()
+    # Beam's matcher gives 2 and 3 files: `**/` there needs a folder, and `**.png` crosses folders.
+    for pattern, n_files in (("**/*.png", 3), ("**.png", 1)):
+        expected = [str(path.resolve()) for path in expand_image_paths([str(tmp_path / pattern)])]
+        assert [item.path for item in survey.list_inputs([str(tmp_path / pattern)])] == expected
+        assert len(expected) == n_files, pattern
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("path,id,path\na.png,J1,b.png\n", "line 1: the column 'path' appears 2 times; keep one"),
+        ("path,id\na.png,J1\nb.png,J2\n./a.png,J3\n", r"line 4: .*a.png is already listed on line 2; list each"),
+        ("path,id\na.png,J1\n,J2\n", "line 3: no path; give every row a path"),
+        ("id,path\nJ1,a.png\nJ2\n", "line 3: no path; give every row a path"),
+        ("path,ra,dec\na.png,999,0\n", r"line 2: ra 999.0 is outside \[0, 360\) degrees"),
+        ("path,ra,dec\na.png,10,-200\n", r"line 2: dec -200.0 is outside \[-90, 90\] degrees"),
+    ],
+    ids=["column twice", "path twice", "empty path", "short row", "ra", "dec"],
+)
+def test_malformed_manifest_is_refused_naming_its_line(tmp_path, text, message):
+    manifest = tmp_path / "manifest.csv"
+    manifest.write_text(text)
+    with pytest.raises(ValueError, match=f"^{manifest} {message}"):
+        survey.list_inputs(manifest=str(manifest))
+
+
+def test_manifest_with_a_byte_order_mark_is_read(tmp_path):
+    manifest = tmp_path / "manifest.csv"
+    manifest.write_text("path,id,ra,dec\na.png,J1,359.5,-90\n", encoding="utf-8-sig")
+    (item,) = survey.list_inputs(manifest=str(manifest))
+    assert (item.path, item.galaxy_id, item.galaxy_ra, item.galaxy_dec) == (str(tmp_path / "a.png"), "J1", 359.5, -90)
+
+
+def test_a_file_name_that_is_not_utf8_is_reported_unreadable_and_the_rest_processed(models, cutouts, tmp_path):
+    folder = tmp_path / "in"
+    _copies(cutouts, folder, ["a.png"])
+    shutil.copy(cutouts["folder"] / "b.png", os.fsencode(folder / "bad") + b"\xff.png")
+    prefix = str(tmp_path / "gz")
+    assert cli.main(["survey", "--model", models["export"], "--inputs", str(folder / "*.png"), "--out", prefix,
+                     "--merge", "csv"]) == 0
+    images = Table.read(f"{prefix}.images.csv", format="ascii.csv")
+    assert list(images["path"]) == [str(folder / "a.png"), str(folder / "bad\\xff.png")]
+    assert list(images["galaxy_id"]) == ["a", "bad\\xff"] and images["status"][0] != "unreadable"
+    assert images["status"][1] == "unreadable"
+    assert images["reason"][1] == r"bad\xff.png: the file name is not valid UTF-8; rename the file"
+
+
+def _must_not_load(model):
+    raise AssertionError(f"the model {model} was loaded before the check")
+
+
+def test_rerun_from_another_directory_finds_the_earlier_runs(models, cutouts, tmp_path, monkeypatch):
+    paths = _copies(cutouts, tmp_path / "in", ["a.png"])
+    monkeypatch.chdir(tmp_path)
+    first = survey.run_survey(models["export"], "out/gz", patterns=paths)
+    recorded = [first.run["inputs"], *first.run["clump_shards"], *first.run["image_shards"]]
+    assert all(os.path.isabs(path) for path in recorded), recorded
+    (tmp_path / "elsewhere").mkdir()
+    monkeypatch.chdir(tmp_path / "elsewhere")
+    assert survey.run_survey(models["export"], str(tmp_path / "out" / "gz"), patterns=paths).run is None
+
+
+def test_a_run_may_not_give_another_file_a_galaxy_id_an_earlier_run_gave(models, cutouts, tmp_path, monkeypatch):
+    first, second = _copies(cutouts, tmp_path / "svin", ["good.png", "sub/good.png"])
+    prefix = str(tmp_path / "gz")
+    survey.run_survey(models["export"], prefix, patterns=[first])
+    monkeypatch.setattr(survey, "load_detector", _must_not_load)
+    with pytest.raises(ValueError, match=rf"{second} would be galaxy 'good', the id run \S+ under {prefix} gave "
+                                         rf"{first}: give the inputs ids in a manifest's 'id' column"):
+        survey.run_survey(models["export"], prefix, patterns=[second])
+
+
+def test_outputs_that_cannot_be_written_are_refused_before_the_model_loads(models, cutouts, tmp_path, monkeypatch):
+    monkeypatch.setattr(survey, "load_detector", _must_not_load)
+    options = dict(patterns=[cutouts["paths"][0]], merge="csv")
+    (tmp_path / "file").touch()
+    with pytest.raises(ValueError, match=f"{tmp_path / 'file'} is a file, not a folder"):
+        survey.run_survey(models["export"], str(tmp_path / "file" / "gz"), **options)
+    read_only = tmp_path / "read_only"
+    read_only.mkdir()
+    # As root (CI, containers) permission bits do not stop writes: the folder is read-only to os.access.
+    access = os.access
+    monkeypatch.setattr(os, "access", lambda path, mode: Path(path) != read_only and access(path, mode))
+    with pytest.raises(ValueError, match=f"{read_only} is not writable"):
+        survey.run_survey(models["export"], str(read_only / "gz"), **options)
+    # A directory as the prefix would give hidden files named `-<run id>-...` inside it.
+    for directory in (str(tmp_path), f"{tmp_path}/out/"):
+        with pytest.raises(ValueError, match=f"{directory} is a directory; give a file-name prefix inside it, e.g. "):
+            survey.run_survey(models["export"], directory, **options)
+
+
+def test_retry_unreadable_redoes_only_those_and_the_merge_keeps_each_inputs_latest_row(models, cutouts, tmp_path):
+    folder = tmp_path / "in"
+    _copies(cutouts, folder, ["a.png"])
+    manifest = folder / "manifest.csv"
+    manifest.write_text("path,ra,dec\na.png,150.5,2.25\nlate.png,10,-5\n")
+    prefix = str(tmp_path / "gz")
+    first = survey.run_survey(models["export"], prefix, manifest=str(manifest))
+    assert first.run["status_counts"]["unreadable"] == 1, "late.png is missing"
+    _copies(cutouts, folder, ["late.png"])
+    assert survey.run_survey(models["export"], prefix, manifest=str(manifest)).run is None, "done, unless retried"
+
+    retried = survey.run_survey(models["export"], prefix, manifest=str(manifest), merge="fits", retry_unreadable=True)
+    assert retried.n_already_done == 1 and retried.run["n_inputs"] == 1
+    assert retried.run["status_counts"]["unreadable"] == 0
+    clumps, images = Table.read(f"{prefix}.fits"), Table.read(f"{prefix}.images.fits")
+    assert list(images["galaxy_id"]) == ["a", "late"] and "unreadable" not in list(images["status"])
+    assert len(clumps) == first.run["n_clumps"] + retried.run["n_clumps"]
+    # The manifest's positions reach the merged image table, in degrees.
+    assert list(images["galaxy_ra"]) == [150.5, 10] and list(images["galaxy_dec"]) == [2.25, -5]
+    assert images["galaxy_ra"].unit == "deg"

@@ -2,6 +2,10 @@
 
 Beam pipeline options follow `--`, e.g.
 `gsfc-tf survey --model m --inputs 'cutouts/*.png' --out out/survey -- --direct_num_workers=2`.
+
+Reruns under one --out skip the inputs that earlier runs processed (compared by absolute path, so
+`a.png` and `/data/a.png` are one input) and refuse an input that would take a galaxy id an earlier
+run gave another file. Inputs, the manifest and the outputs are checked before the model loads.
 """
 
 from __future__ import annotations
@@ -16,16 +20,23 @@ __all__ = ["configure_parser", "run"]
 def configure_parser(parser) -> None:
     parser.add_argument("--model", required=True, help="exported SavedModel, run directory or .keras file")
     parser.add_argument("--inputs", nargs="+", default=[], metavar="PATTERN",
-                        help="cutout files or glob patterns (quote globs); local, gs:// or s3://")
-    parser.add_argument("--manifest", help="CSV of inputs: a path column, optional id, ra, dec (degrees) columns")
+                        help="cutout files or glob patterns (quote globs; local ones expand as in predict, "
+                             "'**/' matching any folders); local, gs:// or s3://")
+    parser.add_argument("--manifest",
+                        help="CSV of inputs (UTF-8, a BOM allowed): a path column (relative to the manifest), optional "
+                             "id, ra [0, 360) and dec [-90, 90] (degrees) columns; each path once")
     parser.add_argument("--out", required=True, metavar="PREFIX",
-                        help="output prefix: PREFIX-<run id>-{clumps,images}-*.parquet and PREFIX-<run id>-done.json")
+                        help="output prefix, not a directory (out/survey, not out/): PREFIX-<run id>-inputs.csv, "
+                             "PREFIX-<run id>-{clumps,images}-*.parquet and PREFIX-<run id>-done.json")
     parser.add_argument("--runner", default="DirectRunner", help="Beam runner (default DirectRunner)")
     add_min_score_argument(parser, use="keep clumps scoring at least this")
     parser.add_argument("--batch-size", type=int, default=8, help="cutouts per detector call (default 8)")
     parser.add_argument("--num-shards", type=int, default=0, help="Parquet shards per table (default: the runner's choice)")
     parser.add_argument("--merge", choices=("csv", "fits"),
-                        help="also write the whole catalogue as PREFIX.FORMAT and its image table as PREFIX.images.FORMAT")
+                        help="also write the whole catalogue as PREFIX.FORMAT and its image table (with the manifest's "
+                             "galaxy_ra, galaxy_dec) as PREFIX.images.FORMAT, each input once with its latest row")
+    parser.add_argument("--retry-unreadable", action="store_true",
+                        help="also process again the inputs that the latest run to see them found unreadable")
     parser.add_argument("beam_options", nargs=argparse.REMAINDER, metavar="-- BEAM_OPTIONS",
                         help="Beam pipeline options, after --")
 
@@ -37,7 +48,7 @@ def run(args) -> int:
     result = run_survey(
         args.model, args.out, patterns=args.inputs, manifest=args.manifest, min_score=args.min_score,
         batch_size=args.batch_size, num_shards=args.num_shards, merge=args.merge,
-        pipeline_args=[f"--runner={args.runner}", *beam_options],
+        retry_unreadable=args.retry_unreadable, pipeline_args=[f"--runner={args.runner}", *beam_options],
     )
     threshold = f"score >= {result.threshold.value:.2f} ({result.threshold.source})"
     run = result.run
