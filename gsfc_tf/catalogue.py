@@ -27,7 +27,7 @@ import os
 import warnings
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, NamedTuple
+from typing import TYPE_CHECKING, ClassVar, NamedTuple
 
 import numpy as np
 from astropy import units as u
@@ -95,6 +95,11 @@ class CatalogueRow:
     ra: float = math.nan  # degrees (ICRS or the WCS's frame); NaN without a WCS
     dec: float = math.nan
 
+    # Units of the columns that have one, for the table writers.
+    UNITS: ClassVar[dict[str, u.Unit]] = {
+        "ra": u.deg, "dec": u.deg, **{name: u.pix for name in ("x_min", "y_min", "x_max", "y_max", "x_centre", "y_centre")}
+    }
+
 
 @dataclasses.dataclass(frozen=True)
 class ImageStatusRow:
@@ -116,6 +121,8 @@ class ImageStatusRow:
     n_clumps: int = 0
     n_bad_pixels: int = 0
 
+    UNITS: ClassVar[dict[str, u.Unit]] = {}
+
     def __post_init__(self):
         if self.status not in IMAGE_STATUSES:
             raise ValueError(f"status must be one of {IMAGE_STATUSES}, got {self.status!r}")
@@ -127,8 +134,6 @@ class ImageStatusRow:
 
 # Table column types follow the row dataclasses' field annotations.
 _COLUMN_DTYPES = {"str": str, "int": np.int64, "float": np.float64}
-_PIXEL_COLUMNS = ("x_min", "y_min", "x_max", "y_max", "x_centre", "y_centre")
-_COLUMN_UNITS = {"ra": u.deg, "dec": u.deg, **{name: u.pix for name in _PIXEL_COLUMNS}}
 
 
 def _as_wcs(header_or_wcs: fits.Header | WCS) -> WCS:
@@ -203,8 +208,8 @@ def rows_from_detections(
     ]
 
 
-def _write_rows(rows: Iterable, row_type: type, path: str | Path, format: str, units: dict) -> Path:
-    """Writes dataclass rows as a CSV or FITS table, one column per field; replaces `path`."""
+def _write_rows(rows: Iterable, row_type: type, path: str | Path, format: str) -> Path:
+    """Writes dataclass rows as a CSV or FITS table, one column per field, units from `row_type.UNITS`; replaces `path`."""
     if format not in ("csv", "fits"):
         raise ValueError(f'format must be "csv" or "fits", got {format!r}')
     rows = list(rows)
@@ -212,7 +217,7 @@ def _write_rows(rows: Iterable, row_type: type, path: str | Path, format: str, u
     table = Table(
         [np.array([getattr(row, f.name) for row in rows], dtype=_COLUMN_DTYPES[f.type]) for f in fields],
         names=[f.name for f in fields],
-        units=units,
+        units=row_type.UNITS,
     )
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -231,21 +236,28 @@ def write_catalogue(rows: Iterable[CatalogueRow], path: str | Path, *, format: s
     Returns:
         The path written.
     """
-    return _write_rows(rows, CatalogueRow, path, format, _COLUMN_UNITS)
+    return _write_rows(rows, CatalogueRow, path, format)
 
 
-def write_image_table(rows: Iterable[ImageStatusRow], path: str | Path, *, format: str = "csv") -> Path:
-    """Writes the image table (`ImageStatusRow` columns) as CSV or FITS, replacing any file at `path`.
+def write_image_table(
+    rows: Iterable[ImageStatusRow],
+    path: str | Path,
+    *,
+    format: str = "csv",
+    row_type: type[ImageStatusRow] = ImageStatusRow,
+) -> Path:
+    """Writes the image table (`row_type` columns) as CSV or FITS, replacing any file at `path`.
 
     Args:
         rows: one row per input image.
         path: the output file, by convention `image_table_path(catalogue_path)`.
         format: "csv" or "fits".
+        row_type: `ImageStatusRow` or a subclass with more columns (a survey's `SurveyImageRow`).
 
     Returns:
         The path written.
     """
-    return _write_rows(rows, ImageStatusRow, path, format, {})
+    return _write_rows(rows, row_type, path, format)
 
 
 def image_table_path(catalogue_path: str | Path) -> Path:

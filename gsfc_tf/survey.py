@@ -46,7 +46,7 @@ import tempfile
 import uuid
 from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import apache_beam as beam
 import numpy as np
@@ -106,6 +106,7 @@ IMAGE_SCHEMA = pa.schema(
         ("status", pa.string()),
         ("reason", pa.string()),
         ("n_clumps", pa.int64()),
+        ("n_bad_pixels", pa.int64()),
         ("galaxy_ra", pa.float64()),
         ("galaxy_dec", pa.float64()),
     ]
@@ -124,8 +125,7 @@ class SurveyImageRow(ImageStatusRow):
     galaxy_ra: float = math.nan
     galaxy_dec: float = math.nan
 
-
-_IMAGE_UNITS = {"galaxy_ra": u.deg, "galaxy_dec": u.deg}
+    UNITS: ClassVar[dict[str, u.Unit]] = {"galaxy_ra": u.deg, "galaxy_dec": u.deg}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -151,11 +151,12 @@ class SurveyInput:
 
 @dataclasses.dataclass(frozen=True)
 class _Cutout:
-    """A read cutout on its way to the detector: uint8 image [H, W, 3] and celestial WCS or None."""
+    """A read cutout on its way to the detector: uint8 image [H, W, 3], celestial WCS or None, bad pixels."""
 
     item: SurveyInput
     image: np.ndarray
     wcs: Any
+    n_bad_pixels: int
 
 
 @dataclasses.dataclass(frozen=True)
@@ -196,10 +197,6 @@ def _normalised(path: str) -> str:
     """One spelling per file: a local path absolute with symlinks resolved, a URL without a trailing slash."""
     return os.path.realpath(path) if _is_local(path) else path.rstrip("/")
 
-
-def _escaped(text: str) -> str:
-    """`text` with the bytes of a name that is not valid UTF-8 written as `\\xff` (outputs are UTF-8)."""
-    return os.fsencode(text).decode("utf-8", "backslashreplace")
 
 
 def _expand(pattern: str) -> list[str]:
@@ -301,9 +298,10 @@ def list_inputs(patterns: Sequence[str] = (), *, manifest: str | None = None) ->
     derived = catalogue.unique_galaxy_ids([entry.path for entry in by_file.values()])
     items = []
     for (file, entry), derived_id in zip(by_file.items(), derived):
-        path = _escaped(file)
+        # The inputs file and Parquet shards are UTF-8 text, which cannot carry such a name to the workers.
+        path = catalogue.printable(file)
         reason = f"{FileSystems.split(path)[1]}: the file name is not valid UTF-8; rename the file"
-        galaxy = entry.given_id or _escaped(derived_id)
+        galaxy = entry.given_id or derived_id
         items.append(SurveyInput(path, galaxy, entry.ra, entry.dec, unreadable_reason="" if path == file else reason))
     seen: dict[str, str] = {}
     for item in items:
@@ -323,7 +321,7 @@ def _copy_to(source: str, destination: Path) -> None:
         shutil.copyfileobj(src, dst)
 
 
-def _read(item: SurveyInput) -> tuple[np.ndarray, Any]:
+def _read(item: SurveyInput) -> catalogue.Cutout:
     """`catalogue.read_cutout` of a local or remote cutout.
 
     Raises:
@@ -364,15 +362,15 @@ class _ReadCutouts(beam.DoFn):
             yield beam.pvalue.TaggedOutput(_UNREADABLE, (item, item.unreadable_reason))
             return
         try:
-            image, wcs = _read(item)
+            cutout = _read(item)
         except UnreadableImageError as error:
             yield beam.pvalue.TaggedOutput(_UNREADABLE, (item, str(error)))
             return
-        yield _Cutout(item, image, wcs)
+        yield _Cutout(item, *cutout)
 
 
 class DetectorHandler(ModelHandler):
-    """RunInference handler: batches of cutouts -> (SurveyInput, clump rows) per cutout.
+    """RunInference handler: batches of cutouts -> (SurveyInput, clump rows, bad pixels) per cutout.
 
     Beam's stock TensorFlow handler imports tensorflow_hub; this one loads any model
     `detector.load_detector` loads (a run directory or an exported SavedModel). RunInference keeps
@@ -399,7 +397,7 @@ class DetectorHandler(ModelHandler):
 
     def run_inference(
         self, batch: Sequence[_Cutout], model: Detector, inference_args: dict | None = None
-    ) -> list[tuple[SurveyInput, list[CatalogueRow]]]:
+    ) -> list[tuple[SurveyInput, list[CatalogueRow], int]]:
         by_size: dict[tuple[int, ...], list[int]] = {}
         for index, cutout in enumerate(batch):
             by_size.setdefault(cutout.image.shape, []).append(index)
@@ -409,7 +407,8 @@ class DetectorHandler(ModelHandler):
             for index, found in zip(indices, detections):
                 cutout = batch[index]
                 rows = catalogue.rows_from_detections(cutout.item.galaxy_id, found, wcs=cutout.wcs, min_score=self._min_score)
-                results[index] = (cutout.item, rows)
+                # Not the cutout itself: its image need not travel on.
+                results[index] = (cutout.item, rows, cutout.n_bad_pixels)
         return results
 
     def get_num_bytes(self, batch: Sequence[_Cutout]) -> int:
@@ -417,22 +416,24 @@ class DetectorHandler(ModelHandler):
         return sum(cutout.image.nbytes for cutout in batch)
 
 
-def _clump_records(result: tuple[SurveyInput, list[CatalogueRow]]) -> list[dict[str, Any]]:
-    item, rows = result
+def _clump_records(result: tuple[SurveyInput, list[CatalogueRow], int]) -> list[dict[str, Any]]:
+    item, rows, _ = result
     return [{**dataclasses.asdict(row), "path": item.path} for row in rows]
 
 
-def _image_record(item: SurveyInput, status: str, *, reason: str = "", n_clumps: int = 0) -> dict[str, Any]:
+def _image_record(
+    item: SurveyInput, status: str, *, reason: str = "", n_clumps: int = 0, n_bad_pixels: int = 0
+) -> dict[str, Any]:
     row = SurveyImageRow(
-        galaxy_id=item.galaxy_id, path=item.path, status=status, reason=reason, n_clumps=n_clumps,
-        galaxy_ra=item.galaxy_ra, galaxy_dec=item.galaxy_dec,
+        galaxy_id=item.galaxy_id, path=item.path, status=status, reason=catalogue.printable(reason), n_clumps=n_clumps,
+        n_bad_pixels=n_bad_pixels, galaxy_ra=item.galaxy_ra, galaxy_dec=item.galaxy_dec,
     )
     return dataclasses.asdict(row)
 
 
-def _detected_record(result: tuple[SurveyInput, list[CatalogueRow]]) -> dict[str, Any]:
-    item, rows = result
-    return _image_record(item, "detected" if rows else "no_clumps", n_clumps=len(rows))
+def _detected_record(result: tuple[SurveyInput, list[CatalogueRow], int]) -> dict[str, Any]:
+    item, rows, n_bad_pixels = result
+    return _image_record(item, "detected" if rows else "no_clumps", n_clumps=len(rows), n_bad_pixels=n_bad_pixels)
 
 
 class DetectClumps(beam.PTransform):
@@ -761,7 +762,7 @@ def _merge(runs: Iterable[dict[str, Any]], out_prefix: str, format: str) -> tupl
             [CatalogueRow(**{name: record[name] for name in names}) for record in clumps], Path(tmp) / "clumps", format=format
         )
         image_rows = [SurveyImageRow(**{name: record[name] for name in image_names}) for record in images]
-        images_file = catalogue._write_rows(image_rows, SurveyImageRow, Path(tmp) / "images", format, _IMAGE_UNITS)
+        images_file = catalogue.write_image_table(image_rows, Path(tmp) / "images", format=format, row_type=SurveyImageRow)
         for local, output in zip((clumps_file, images_file), outputs):
             with open(local, "rb") as src, FileSystems.create(output) as dst:
                 shutil.copyfileobj(src, dst)
