@@ -31,6 +31,7 @@ Shape shorthand: H x W images, N clumps, B bands.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections.abc import Mapping
 
@@ -51,7 +52,7 @@ __all__ = [
     "MERGE_DISTANCE_FWHM",
     "NANOMAGGY_ZERO_POINT",
     "clump_photometry",
-    "gaussian_aperture_fraction",
+    "clump_light_fraction",
     "merge_detections",
 ]
 
@@ -60,14 +61,32 @@ ANNULUS_FWHM = (1.5, 2.5)
 NANOMAGGY_ZERO_POINT = 22.5  # AB magnitude of one nanomaggy
 FLUX_RATIO_FLAGS = (0.03, 0.08)  # clump/host flux ratios of the catalogue's flags
 MERGE_DISTANCE_FWHM = 1.0  # see `merge_detections`
+_MAX_SIZE_FWHM = 2.0  # widest clump size `resolved` photometry fits, in FWHMs
 _FWHM_PER_SIGMA = 2 * math.sqrt(2 * math.log(2))
 _SIGMA_CLIP = SigmaClip(sigma=3.0, maxiters=10)
 
 
-def gaussian_aperture_fraction(radius_px, fwhm_px):
-    """Fraction of a Gaussian PSF's light within `radius_px` of its centre: 1 - exp(-r^2 / 2 sigma^2)."""
-    sigma = np.asarray(fwhm_px, np.float64) / _FWHM_PER_SIGMA
-    return -np.expm1(-0.5 * (np.asarray(radius_px, np.float64) / sigma) ** 2)
+def clump_light_fraction(radius_px, fwhm_px, *, size_px=0.0):
+    """Fraction of a clump's light that its background-subtracted aperture of `radius_px` keeps.
+
+    The clump is a circular Gaussian of intrinsic sigma `size_px` (0: a point source) seen
+    through a Gaussian PSF of FWHM `fwhm_px`, so a Gaussian of sigma^2 = (FWHM / 2.3548)^2 +
+    size^2. The aperture holds 1 - exp(-r^2 / 2 sigma^2) of its light (the analytic aperture
+    correction), less the clump's own light in the annulus, whose median (the light at the radius
+    halving the annulus' area) is subtracted over the aperture as background. For a point
+    source that second term is 3e-5.
+
+    Args:
+        radius_px, fwhm_px, size_px: numbers or arrays that broadcast, px.
+
+    Returns:
+        float64 fraction(s) in (0, 1).
+    """
+    fwhm = np.asarray(fwhm_px, np.float64)
+    two_sigma_sq = 2 * ((fwhm / _FWHM_PER_SIGMA) ** 2 + np.asarray(size_px, np.float64) ** 2)
+    radius_sq = np.asarray(radius_px, np.float64) ** 2
+    annulus_median_sq = (ANNULUS_FWHM[0] ** 2 + ANNULUS_FWHM[1] ** 2) / 2 * fwhm**2
+    return -np.expm1(-radius_sq / two_sigma_sq) - radius_sq / two_sigma_sq * np.exp(-annulus_median_sq / two_sigma_sq)
 
 
 def merge_detections(centres_xy, *, fwhm_px: float, labels=None, distance_fwhm: float = MERGE_DISTANCE_FWHM):
@@ -147,11 +166,26 @@ def _other_apertures_mask(shape, centres, radius) -> np.ndarray:
     return near.sum(axis=0, keepdims=True) - near > 0
 
 
-def _band_photometry(image, centres, *, fwhm, gain):
-    """Background-subtracted, aperture-corrected flux, error and background of each clump, image units."""
+@dataclasses.dataclass(frozen=True)
+class _Apertures:
+    """One band's background-subtracted sums in the aperture and in one of half its radius.
+
+    Attributes (each [N]): `flux` and `inner_flux` (image units, masked pixels taken as the mean
+    of the rest), `variance` of `flux`, `background` per pixel, `n_masked` pixels.
+    """
+
+    flux: np.ndarray
+    inner_flux: np.ndarray
+    variance: np.ndarray
+    background: np.ndarray
+    n_masked: np.ndarray
+
+
+def _measure_band(image, centres, *, fwhm, gain) -> _Apertures:
+    if not len(centres):
+        return _Apertures(*(np.zeros(0) for _ in range(5)))
     invalid = ~np.isfinite(image)
     radius = APERTURE_FWHM * fwhm
-    aperture = CircularAperture(centres, r=radius)
     annulus = CircularAnnulus(centres, r_in=ANNULUS_FWHM[0] * fwhm, r_out=ANNULUS_FWHM[1] * fwhm)
     others = _other_apertures_mask(image.shape, centres, radius)
     background, scatter, n_background = (np.empty(len(centres)) for _ in range(3))
@@ -159,17 +193,39 @@ def _band_photometry(image, centres, *, fwhm, gain):
         stats = ApertureStats(image, annulus[k], mask=invalid | others[k], sigma_clip=_SIGMA_CLIP)
         background[k], scatter[k], n_background[k] = stats.median, stats.std, stats.sum_aper_area.value
     filled = np.where(invalid, 0.0, image)
-    total = np.asarray(aperture_photometry(filled, aperture, mask=invalid)["aperture_sum"], np.float64)
-    area = np.asarray(aperture.area_overlap(filled, mask=invalid), np.float64)
-    n_masked = np.asarray(aperture.area_overlap(filled), np.float64) - area
-    flux_in_aperture = total - background * area
+    fluxes, areas = [], []
+    for r in (radius, radius / 2):
+        aperture = CircularAperture(centres, r=r)
+        total = np.asarray(aperture_photometry(filled, aperture, mask=invalid)["aperture_sum"], np.float64)
+        area = np.asarray(aperture.area_overlap(filled, mask=invalid), np.float64)
+        fluxes.append((total - background * area) * aperture.area / area)
+        areas.append(area)
+    n_masked = np.pi * radius**2 - areas[0]
     # The background's own error (the median's, ~ sqrt(pi / 2) of the mean's) adds to the pixels'.
-    variance = area * scatter**2 * (1 + math.pi / 2 * area / n_background)
+    variance = areas[0] * scatter**2 * (1 + math.pi / 2 * areas[0] / n_background)
     if math.isfinite(gain):
-        variance += np.maximum(flux_in_aperture, 0.0) / gain
-    # Masked pixels in the aperture are taken as the mean of the rest, then the PSF correction.
-    correction = aperture.area / area / gaussian_aperture_fraction(radius, fwhm)
-    return flux_in_aperture * correction, np.sqrt(variance) * correction, background, n_masked
+        variance += np.maximum(fluxes[0], 0.0) / gain
+    return _Apertures(fluxes[0], fluxes[1], variance * (np.pi * radius**2 / areas[0]) ** 2, background, n_masked)
+
+
+def _clump_sizes(inner_over_outer, fwhm) -> np.ndarray:
+    """Intrinsic Gaussian sigmas [N] (px) whose `clump_light_fraction` ratios match the measured.
+
+    Point sources (0) where the ratio is at or above a point source's or not finite; capped at
+    `_MAX_SIZE_FWHM` FWHMs.
+    """
+    radius = APERTURE_FWHM * fwhm
+
+    def model(size):
+        return clump_light_fraction(radius / 2, fwhm, size_px=size) / clump_light_fraction(radius, fwhm, size_px=size)
+
+    ratio = np.where(np.isfinite(inner_over_outer), inner_over_outer, np.inf)
+    low, high = np.zeros(len(ratio)), np.full(len(ratio), _MAX_SIZE_FWHM * fwhm)
+    for _ in range(40):  # bisection: the ratio falls as the clump widens
+        middle = (low + high) / 2
+        wider = model(middle) > ratio
+        low, high = np.where(wider, middle, low), np.where(wider, high, middle)
+    return (low + high) / 2
 
 
 def clump_photometry(
@@ -181,6 +237,8 @@ def clump_photometry(
     gain: Mapping[str, float] | None = None,
     host: Host | None = None,
     flag_band: str | None = None,
+    resolved: bool = False,
+    size_band: str | None = None,
     pixel_scale_arcsec: float | None = None,
     wcs: WCS | None = None,
 ) -> Table:
@@ -197,12 +255,18 @@ def clump_photometry(
         host: the host from `host.segment_host` on these images; None leaves out the host
             columns.
         flag_band: band of the flux-ratio flags; default the first (bluest) band.
+        resolved: correct for each clump's own size, not only the PSF: its intrinsic Gaussian
+            sigma (`size` column) is fitted, in `size_band`, to the ratio of its fluxes in the
+            aperture and in one of half its radius, and every band's correction is
+            `clump_light_fraction` of that size. False: point sources, as the authors' catalogue.
+        size_band: band the sizes are measured in; default "r" if given, else the middle band.
         pixel_scale_arcsec: arcsec per pixel, for distances in arcsec (else from `wcs`).
         wcs: celestial WCS of the arrays: sky positions and angular distances.
 
     Returns:
         A `Table`, one row per clump: `clump_id`, `x`, `y` (px), `ra`, `dec` (deg, with a WCS),
-        `n_masked` (masked pixels in the widest aperture); per band b: `flux_b`, `flux_err_b`
+        `n_masked` (masked pixels in the widest aperture), `size` (px, 0 unless `resolved`);
+        per band b: `flux_b`, `flux_err_b`
         (nmgy), `mag_b`, `mag_err_b` (AB mag; NaN where the flux is not positive),
         `background_b` (nmgy per pixel); `{b1}_{b2}` colours (mag) of adjacent bands; with a
         host: `host_flux_b`, `flux_ratio_b`, `off_host`, `host_flag`, `distance` (px),
@@ -211,7 +275,8 @@ def clump_photometry(
 
     Raises:
         ValueError: no bands, a band not 2-D, shapes differ, a band without FWHM or zero
-            point, a non-positive FWHM, centres not [N, 2], or an unknown `flag_band`.
+            point, a non-positive FWHM, centres not [N, 2], or an unknown `flag_band` or
+            `size_band`.
     """
     images = _check_bands(bands, {"fwhm_px": fwhm_px, "zero_point": zero_point})
     centres = np.asarray(centres_xy, np.float64)
@@ -219,9 +284,21 @@ def clump_photometry(
         raise ValueError(f"centres_xy must be [N, 2] (x, y), got shape {centres.shape}")
     names = list(images)
     flag_band = names[0] if flag_band is None else flag_band
-    if flag_band not in images:
-        raise ValueError(f"flag_band {flag_band!r} is not one of the bands {names}")
+    if size_band is None:
+        size_band = "r" if "r" in images else names[len(names) // 2]
+    for option, band in (("flag_band", flag_band), ("size_band", size_band)):
+        if band not in images:
+            raise ValueError(f"{option} {band!r} is not one of the bands {names}")
     gain = gain or {}
+    measured = {
+        name: _measure_band(image, centres.reshape(-1, 2), fwhm=fwhm_px[name], gain=gain.get(name, math.inf))
+        for name, image in images.items()
+    }
+    size = np.zeros(len(centres))
+    if resolved and len(centres):
+        reference = measured[size_band]
+        with np.errstate(divide="ignore", invalid="ignore"):
+            size = _clump_sizes(reference.inner_flux / reference.flux, fwhm_px[size_band])
 
     table = Table()
     table["clump_id"] = np.arange(len(centres))
@@ -229,18 +306,13 @@ def clump_photometry(
     if wcs is not None:
         sky = wcs.pixel_to_world(centres[:, 0], centres[:, 1])
         table["ra"], table["dec"] = sky.ra.to(u.deg), sky.dec.to(u.deg)
-    n_masked = np.zeros(len(centres))
+    table["size"] = size * u.pix
     magnitudes = {}
-    for name, image in images.items():
-        if len(centres):
-            flux, error, background, masked = _band_photometry(
-                image, centres, fwhm=fwhm_px[name], gain=gain.get(name, math.inf)
-            )
-        else:
-            flux = error = background = masked = np.zeros(0)
-        n_masked = np.maximum(n_masked, masked)
+    for name, band in measured.items():
+        fraction = clump_light_fraction(APERTURE_FWHM * fwhm_px[name], fwhm_px[name], size_px=size)
         to_nmgy = _to_nanomaggies(1.0, zero_point[name])
-        flux, error = flux * to_nmgy, error * to_nmgy
+        flux, error = band.flux / fraction * to_nmgy, np.sqrt(band.variance) / fraction * to_nmgy
+        background = band.background
         with np.errstate(divide="ignore", invalid="ignore"):
             magnitude = np.where(flux > 0, NANOMAGGY_ZERO_POINT - 2.5 * np.log10(flux), np.nan)
             magnitude_error = np.where(flux > 0, 2.5 / math.log(10) * error / flux, np.nan)
@@ -250,6 +322,7 @@ def clump_photometry(
         table[f"mag_{name}"] = magnitude * u.mag
         table[f"mag_err_{name}"] = magnitude_error * u.mag
         table[f"background_{name}"] = background * to_nmgy * u.nmgy
+    n_masked = np.max([band.n_masked for band in measured.values()], axis=0, initial=0.0)
     table["n_masked"] = np.round(n_masked).astype(np.int64)
     for bluer, redder in zip(names, names[1:]):
         table[f"{bluer}_{redder}"] = (magnitudes[bluer] - magnitudes[redder]) * u.mag

@@ -9,7 +9,7 @@ from gsfc_tf.host import segment_host
 from gsfc_tf.photometry import (
     APERTURE_FWHM,
     clump_photometry,
-    gaussian_aperture_fraction,
+    clump_light_fraction,
     merge_detections,
 )
 
@@ -34,9 +34,23 @@ def _measure(image, centres, **kwargs):
     return clump_photometry({"r": image}, centres, fwhm_px={"r": _FWHM}, zero_point={"r": 22.5}, **kwargs)
 
 
-def test_gaussian_aperture_fraction():
-    assert gaussian_aperture_fraction(APERTURE_FWHM * _FWHM, _FWHM) == pytest.approx(1 - 2 ** (-4 * APERTURE_FWHM**2))
-    assert gaussian_aperture_fraction(0.0, _FWHM) == 0.0
+def test_clump_light_fraction():
+    # A point source: the Gaussian PSF's 1 - exp(-r^2 / 2 sigma^2) = 1 - 2^(-4 (r / FWHM)^2).
+    point = clump_light_fraction(APERTURE_FWHM * _FWHM, _FWHM)
+    assert point == pytest.approx(1 - 2 ** (-4 * APERTURE_FWHM**2), abs=3e-5)
+    assert clump_light_fraction(0.0, _FWHM) == 0.0
+    # A clump as wide as the PSF's sigma loses more light outside and into the annulus.
+    wide = clump_light_fraction(APERTURE_FWHM * _FWHM, _FWHM, size_px=_FWHM / 2.3548)
+    assert 0.5 < wide < point
+    # Numerically: a Gaussian of sigma^2 = 2 PSF sigma^2, its aperture less the annulus median.
+    sigma = math.sqrt(2) * _FWHM / 2.3548200450309493
+    y, x = (np.mgrid[:2001, :2001] - 1000) / 40
+    profile = np.exp(-(x**2 + y**2) / (2 * sigma**2)) / (2 * np.pi * sigma**2) / 40**2
+    distance = np.hypot(x, y)
+    in_annulus = (distance >= 1.5 * _FWHM) & (distance < 2.5 * _FWHM)
+    background = np.median(profile[in_annulus])
+    in_aperture = distance < APERTURE_FWHM * _FWHM
+    assert wide == pytest.approx(profile[in_aperture].sum() - background * in_aperture.sum(), abs=0.005)
 
 
 def test_point_source_is_recovered():
