@@ -4,13 +4,15 @@ Model-free (numpy, astropy, photutils; no TensorFlow), like `evaluation`: it tak
 and clump centres (from any detector, or the truth) and returns an astropy `Table` with units.
 After the authors' GZ2 clump catalogue (Popp et al. 2024):
 
-    1. Each clump gets a circular aperture of radius `aperture_fwhm` (1.125) x the band's PSF
-       FWHM and an annulus from 1.5 to 2.5 FWHM (`annulus_fwhm`).
+    1. Each clump gets a circular aperture of radius `APERTURE_FWHM` (1.125) x the band's PSF
+       FWHM and an annulus from 1.5 to 2.5 FWHM (`ANNULUS_FWHM`).
     2. The local background per pixel, mostly the host's diffuse light, is the sigma-clipped
        median of the annulus, with the other clumps' apertures and NaN pixels masked; it is
        subtracted over the aperture's area.
     3. A Gaussian PSF puts 1 - exp(-r^2 / (2 sigma^2)) of a point source's light inside radius
-       r (sigma = FWHM / 2.3548); the flux is divided by it (the analytic aperture correction).
+       r (sigma = FWHM / 2.3548); the flux is divided by it (the analytic aperture correction,
+       `clump_light_fraction`). With `resolved=True` the clump's own Gaussian size, fitted to
+       its light in two apertures, widens that Gaussian (not in the authors' catalogue).
     4. Errors: the annulus' pixel scatter over the aperture, the background estimate's own error
        and, where the gain is known, the clump's Poisson noise.
     5. Fluxes are converted to nanomaggies with each band's zero point (AB magnitude of one unit
@@ -22,6 +24,23 @@ After the authors' GZ2 clump catalogue (Popp et al. 2024):
 
 `merge_detections` first joins detections of one clump: centres closer than `MERGE_DISTANCE_FWHM`
 PSF FWHMs become one, at their mean position.
+
+Accuracy, measured against the generator's truth (`synthetic_fits.write_synthetic_fits(.., 150,
+seed=2026)`, photometry at the true centres, host from `segment_host` on the ugriz sum,
+2026-12-06; true flux = the clump's whole PSF-blurred light). Median |relative error| (median
+error) for the 144 normal clumps with r-band box SNR > 10:
+
+                      u              g              r              i              z
+    point (default)   0.19 (-0.19)   0.18 (-0.18)   0.19 (-0.18)   0.20 (-0.19)   0.21 (-0.19)
+    resolved          0.065 (-0.03)  0.058 (-0.03)  0.061 (-0.03)  0.067 (-0.04)  0.094 (-0.03)
+
+The point-source correction misses the light of resolved clumps (the generator's are 1.0 PSF
+sigma wide, median): r-band bias -0.02 for clumps under 0.5 sigma, -0.17 at 0.75-1, -0.58
+above 1.5. The remaining -0.03 is the PSF's wing (10 % of its light, twice as wide), which a
+Gaussian of its FWHM leaves out. Odd clumps (70; elongated or diffuse) are far from Gaussian:
+0.45-0.62 point, 0.17-0.45 resolved. The 8 % flag in u agrees with the truth for 0.986 of the
+214 clumps with SNR > 10 in both modes (4 truly above 8 %: point finds 1 and no false one,
+resolved 3 of 5 flagged are true), the 3 % flag for 0.949 (point) and 0.958 (resolved).
 
 Pixel frame: centres are 0-based pixel coordinates of the arrays as given (photutils' frame;
 `conventions.image_to_fits_pixels` maps boxes of a FITS cutout's image there).
@@ -60,7 +79,7 @@ APERTURE_FWHM = 1.125
 ANNULUS_FWHM = (1.5, 2.5)
 NANOMAGGY_ZERO_POINT = 22.5  # AB magnitude of one nanomaggy
 FLUX_RATIO_FLAGS = (0.03, 0.08)  # clump/host flux ratios of the catalogue's flags
-MERGE_DISTANCE_FWHM = 1.0  # see `merge_detections`
+MERGE_DISTANCE_FWHM = 1.5  # see `merge_detections`
 _MAX_SIZE_FWHM = 2.0  # widest clump size `resolved` photometry fits, in FWHMs
 _FWHM_PER_SIGMA = 2 * math.sqrt(2 * math.log(2))
 _SIGMA_CLIP = SigmaClip(sigma=3.0, maxiters=10)
@@ -94,6 +113,17 @@ def merge_detections(centres_xy, *, fwhm_px: float, labels=None, distance_fwhm: 
 
     A merged clump sits at its members' mean position and is odd (label 1) if any member is,
     as in the authors' catalogue.
+
+    The distance, measured on synthetic truth (48 bright clumps of `synthetic_fits` seed 2026,
+    r band, point-source photometry, 2026-12-06): a second detection of a clump d FWHM away
+    changes the clump's catalogued flux, against one detection, by
+
+        d (FWHM)                     0.5     1.0     1.25    1.5     2.0
+        kept (both rows' sum)       +0.67   +0.42   +0.30   +0.20   +0.08
+        merged (one, mis-centred)   -0.02   -0.09   -0.13   -0.19   -0.35
+
+    so merging wins up to 1.5 FWHM, where the two errors meet; and no two of the generator's
+    335 true clumps (150 galaxies) are closer than 2.2 FWHM, so distinct clumps stay apart.
 
     Args:
         centres_xy: [N, 2] detection centres (x, y), px.

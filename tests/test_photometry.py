@@ -116,7 +116,7 @@ def test_host_ratio_flags_and_distances():
     rng = np.random.default_rng(1)
     host_light = _disc(peak=5.0)
     bright, faint = _gaussian(70.0, 50.0, 800.0), _gaussian(30.0, 50.0, 20.0)
-    image = host_light + bright + faint + rng.normal(0.0, 0.05, host_light.shape)
+    image = host_light + bright + faint + rng.normal(0.0, 0.2, host_light.shape)
     host = segment_host(image, fwhm_px=_FWHM)
     # The centroid is the light-weighted one over the segment: it leans towards the bright clump.
     assert host.found and host.mask[50, 50] and not host.mask[2, 2]
@@ -128,7 +128,7 @@ def test_host_ratio_flags_and_distances():
     true_host = host_light.sum() + 820.0
     ratios = np.array([800.0, 20.0]) / true_host
     # The host's Kron flux holds nearly all its light; the faint clump gains the curved disc's
-    # +2.8 (as in `test_point_source_on_a_disc_is_recovered`): measured +0.5 % and +13 %.
+    # +2.8 (as in `test_point_source_on_a_disc_is_recovered`): measured +0.3 % and +8.8 %.
     np.testing.assert_allclose(table["flux_ratio_r"][:2], ratios, rtol=0.15)
     assert list(table["is_clump_8pct"][:2]) == list(ratios > 0.08) == [True, False]
     assert list(table["is_clump_3pct"][:2]) == [True, False]

@@ -65,8 +65,8 @@ def test_host_is_the_central_galaxy(measured):
     _, hosts = measured
     assert all(host.found for host, _, _ in hosts)
     offsets = np.array([np.hypot(host.x - x, host.y - y) for host, x, y in hosts])
-    # Measured: median 0.74 px; one of 16 is 26 px off, a neighbour sharing the host's segment.
-    assert np.median(offsets) < 0.8 and np.mean(offsets < 5) >= 15 / 16
+    # Measured: median 0.84 px; one of 16 is 26 px off, a neighbour sharing the host's segment.
+    assert np.median(offsets) < 0.9 and np.mean(offsets < 5) >= 15 / 16
     assert all(host.contains(host.x, host.y) for host, _, _ in hosts if np.hypot(host.x - 100, host.y - 100) < 20)
 
 
@@ -115,9 +115,9 @@ def test_flux_ratio_flags_agree_with_truth(measured):
 
 def test_clumps_lie_on_the_host(measured):
     table = measured[0][True]
-    # Measured 0.76 here, 0.84 on 150 galaxies: the rest are far-out clumps that the 1.5-sigma
+    # Measured 0.87 here, 0.90 on 150 galaxies: the rest are far-out clumps that the 1-sigma
     # isophote leaves in segments of their own.
-    assert np.mean(~np.asarray(table["off_host"])) >= 0.76
+    assert np.mean(~np.asarray(table["off_host"])) >= 0.86
     assert set(table["host_flag"]) == {""}
     assert np.all(np.asarray(table["distance_arcsec"]) > 0)
     np.testing.assert_allclose(table["distance_arcsec"], table["distance"] * 0.396, rtol=1e-3)
