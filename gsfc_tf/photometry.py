@@ -200,8 +200,8 @@ def _other_apertures_mask(shape, centres, radius) -> np.ndarray:
 class _Apertures:
     """One band's background-subtracted sums in the aperture and in one of half its radius.
 
-    Attributes (each [N]): `flux` and `inner_flux` (image units, masked pixels taken as the mean
-    of the rest), `variance` of `flux`, `background` per pixel, `n_masked` pixels.
+    Attributes (each [N]): `flux` and `inner_flux` (image units, masked or off-image pixels taken
+    as the mean of the rest), `variance` of `flux`, `background` per pixel, `n_masked` pixels.
     """
 
     flux: np.ndarray
@@ -212,6 +212,7 @@ class _Apertures:
 
 
 def _measure_band(image, centres, *, fwhm, gain) -> _Apertures:
+    """Steps 1, 2 and 4 of the module docstring in one band: apertures, annuli and errors."""
     if not len(centres):
         return _Apertures(*(np.zeros(0) for _ in range(5)))
     invalid = ~np.isfinite(image)
@@ -295,7 +296,8 @@ def clump_photometry(
 
     Returns:
         A `Table`, one row per clump: `clump_id`, `x`, `y` (px), `ra`, `dec` (deg, with a WCS),
-        `n_masked` (masked pixels in the widest aperture), `size` (px, 0 unless `resolved`);
+        `n_masked` (masked or off-image pixels in the aperture, the most of any band), `size`
+        (px, 0 unless `resolved`);
         per band b: `flux_b`, `flux_err_b`
         (nmgy), `mag_b`, `mag_err_b` (AB mag; NaN where the flux is not positive),
         `background_b` (nmgy per pixel); `{b1}_{b2}` colours (mag) of adjacent bands; with a

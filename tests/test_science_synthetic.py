@@ -1,18 +1,15 @@
 """Host segmentation and clump photometry on synthetic FITS cutouts against the generator's truth.
 
 The numbers asserted are those measured on this fixture (16 galaxies of seed 2026, 200 px); the
-larger measurement (150 galaxies) is in the photometry module's docstring.
+larger measurement (150 galaxies, `python -m benchmarks.bench_photometry`) is in the photometry
+module's docstring.
 """
 
 import numpy as np
 import pytest
-from astropy.table import Table, vstack
 
-from gsfc_tf.host import segment_host
-from gsfc_tf.photometry import clump_photometry
-from tfds_clumpscout.clump_scout.synthetic_fits import read_bands, write_synthetic_fits
-
-_BANDS = ("u", "g", "r", "i", "z")
+from benchmarks.bench_photometry import measure_against_truth, relative_errors
+from tfds_clumpscout.clump_scout.synthetic import BAND_NAMES as _BANDS
 
 
 _N_GALAXIES = 16
@@ -20,45 +17,7 @@ _N_GALAXIES = 16
 
 @pytest.fixture(scope="module")
 def measured(tmp_path_factory):
-    return measure(tmp_path_factory.mktemp("synthetic_fits"), _N_GALAXIES)
-
-
-def measure(out, n):
-    """Truth rows with the measured columns (`meas_` where the names clash), both corrections."""
-    _, truth_path = write_synthetic_fits(out, n, seed=2026)
-    truth = Table.read(truth_path)
-    tables = {False: [], True: []}
-    hosts = []
-    for galaxy_id in np.unique(truth["galaxy_id"]):
-        rows = truth[truth["galaxy_id"] == galaxy_id]
-        cutout = read_bands(out / rows["file"][0])
-        images = {band: cutout.images[band] for band in _BANDS}
-        host = segment_host(sum(images.values()), fwhm_px=cutout.psf_fwhm_px["r"])
-        hosts.append((host, rows["host_x"][0] - 0.5, 199.5 - rows["host_y"][0]))
-        centres = np.stack([rows["x_fits"], rows["y_fits"]], axis=1)
-        for resolved in tables:
-            table = clump_photometry(
-                images,
-                centres,
-                fwhm_px=cutout.psf_fwhm_px,
-                zero_point=cutout.zero_points,
-                gain=cutout.gains,
-                host=host,
-                wcs=cutout.wcs,
-                resolved=resolved,
-            )
-            table.rename_columns(
-                [c for c in table.colnames if c in rows.colnames],
-                ["meas_" + c for c in table.colnames if c in rows.colnames],
-            )
-            for name in rows.colnames:
-                table[name] = rows[name]
-            tables[resolved].append(table)
-    return {resolved: vstack(parts) for resolved, parts in tables.items()}, hosts
-
-
-def _relative_errors(table, band, selection):
-    return np.asarray((table[f"meas_flux_{band}"] - table[f"flux_{band}"]) / table[f"flux_{band}"])[selection]
+    return measure_against_truth(tmp_path_factory.mktemp("synthetic_fits"), _N_GALAXIES)
 
 
 def test_host_is_the_central_galaxy(measured):
@@ -84,7 +43,7 @@ def _normal_bright(table):
 @pytest.mark.parametrize("band", _BANDS)
 def test_resolved_photometry_recovers_true_fluxes(measured, band):
     table = measured[0][True]
-    errors = _relative_errors(table, band, _normal_bright(table))
+    errors = relative_errors(table, band, _normal_bright(table))
     assert len(errors) == 13
     assert np.median(np.abs(errors)) == pytest.approx(_RESOLVED_MEDIAN_ABS[band], abs=0.005)
     assert -0.1 < np.median(errors) < 0.0
@@ -96,7 +55,7 @@ def test_point_source_photometry_misses_resolved_light(measured, band):
     # aperture and into the annulus (without the background the fluxes would be several times
     # the truth instead; without any correction 3 % lower still).
     table = measured[0][False]
-    errors = _relative_errors(table, band, _normal_bright(table))
+    errors = relative_errors(table, band, _normal_bright(table))
     assert np.median(errors) == pytest.approx(_POINT_MEDIAN[band], abs=0.005)
     assert np.all(np.asarray(table["background_r"])[_normal_bright(table)] > 0)
 
