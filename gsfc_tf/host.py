@@ -48,6 +48,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import warnings
 from collections.abc import Mapping
 
 import numpy as np
@@ -56,6 +57,7 @@ from astropy.convolution import convolve
 from astropy.stats import SigmaClip
 from astropy.table import Table
 from photutils.background import MADStdBackgroundRMS
+from photutils.utils import NoDetectionsWarning
 from photutils.segmentation import (
     SegmentationImage,
     SourceCatalog,
@@ -204,7 +206,10 @@ def segment_host(
     # astropy's convolve fills masked pixels from their neighbours rather than spreading NaN.
     smoothed = convolve(np.where(invalid, np.nan, image), kernel, nan_treatment="interpolate")
     threshold = detect_threshold(image, n_sigma, background=background, error=noise, mask=invalid)
-    segmentation = detect_sources(smoothed, threshold, n_pixels, mask=invalid)
+    with warnings.catch_warnings():
+        # Nothing detected is the "no_segment_at_centre" flag, not a warning.
+        warnings.simplefilter("ignore", NoDetectionsWarning)
+        segmentation = detect_sources(smoothed, threshold, n_pixels, mask=invalid)
     if segmentation is not None:
         segmentation = deblend_sources(
             smoothed, segmentation, n_pixels, contrast=deblend_contrast, progress_bar=False

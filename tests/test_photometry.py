@@ -168,6 +168,28 @@ def test_merge_detections():
     assert merged.shape == (0, 2) and labels is None
 
 
+def test_host_shape_of_an_inclined_disc():
+    # An exponential disc inclined to axis ratio 0.5, major axis 30 deg from +x, centred off the
+    # image centre: the segment under the centre is it, with its centroid, shape and size.
+    rng = np.random.default_rng(2)
+    y, x = np.mgrid[:_SIZE, :_SIZE]
+    angle = np.radians(30.0)
+    major = (x - 52.0) * np.cos(angle) + (y - 48.0) * np.sin(angle)
+    minor = ((y - 48.0) * np.cos(angle) - (x - 52.0) * np.sin(angle)) / 0.5
+    disc = 5.0 * np.exp(-np.hypot(major, minor) / 8.0)
+    host = segment_host(disc + rng.normal(0.0, 0.05, disc.shape), fwhm_px=_FWHM)
+    # Measured: centre (51.89, 47.89), axis ratio 0.508, 29.6 deg, half-light radius 9.67 px.
+    assert (host.x, host.y) == (pytest.approx(52.0, abs=0.15), pytest.approx(48.0, abs=0.15))
+    assert host.axis_ratio == pytest.approx(0.5, abs=0.015)
+    assert host.position_angle == pytest.approx(30.0, abs=0.6)
+    # An exponential disc holds half its light within 1.678 scale lengths (circularised radius).
+    assert host.half_light_radius == pytest.approx(1.678 * 8.0 * np.sqrt(0.5), rel=0.03)
+    row = host.table()
+    assert len(row) == 1 and row["host_flag"][0] == ""
+    assert row["host_semi_major_axis"].unit == "pix" and row["host_position_angle"].unit == "deg"
+    assert row["host_area"][0] == host.mask.sum() and host.n_invalid == 0
+
+
 def test_host_not_found_is_a_flag():
     host = segment_host(np.zeros((40, 40)), fwhm_px=_FWHM)
     assert host.flag == "no_segment_at_centre" and not host.found
