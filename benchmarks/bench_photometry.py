@@ -5,7 +5,9 @@ Writes `synthetic_fits.write_synthetic_fits(.., n, seed=2026)` cutouts, finds ea
 `photometry.clump_photometry`, with the authors' point-source correction and with `resolved`.
 Reports, per band, the median |relative flux error| and the median error of the normal clumps
 with r-band box SNR > 10 (the generator's), the 8 % and 3 % u-band flags' agreement with the
-truth, the share of true clumps on the host and the host's flux over its truth.
+truth, the share of true clumps on the host and the host's flux over its truth. Then the
+evidence for `photometry.MERGE_DISTANCE_FWHM`: how a second detection of a clump, d FWHM away,
+changes its catalogued flux when kept or merged, and how close the true clumps come.
 
     python -m benchmarks.bench_photometry [--quick] [--galaxies N] [--results PATH]
 """
@@ -21,13 +23,14 @@ from astropy.table import Table, vstack
 
 from benchmarks.results import RESULTS_PATH, markdown_table, write_section
 from gsfc_tf.host import segment_host
-from gsfc_tf.photometry import clump_photometry
+from gsfc_tf.photometry import clump_photometry, merge_detections
 from tfds_clumpscout.clump_scout.synthetic import BAND_NAMES
-from tfds_clumpscout.clump_scout.synthetic_fits import read_bands, write_synthetic_fits
+from tfds_clumpscout.clump_scout.synthetic_fits import TRUTH_TABLE_NAME, read_bands, write_synthetic_fits
 
-__all__ = ["main", "measure_against_truth", "relative_errors"]
+__all__ = ["duplicate_detection_changes", "main", "measure_against_truth", "relative_errors"]
 
 SEED = 2026
+DUPLICATE_DISTANCES_FWHM = (0.5, 1.0, 1.25, 1.5, 2.0)
 
 
 def measure_against_truth(out_dir: Path, n: int, *, seed: int = SEED) -> tuple[dict[bool, Table], list]:
@@ -67,6 +70,46 @@ def measure_against_truth(out_dir: Path, n: int, *, seed: int = SEED) -> tuple[d
     return {resolved: vstack(parts) for resolved, parts in tables.items()}, hosts
 
 
+def duplicate_detection_changes(out_dir: Path, *, seed: int = SEED) -> tuple[list[list], float]:
+    """How a duplicate detection of each galaxy's brightest clump (r SNR > 10) changes its flux.
+
+    A second detection d FWHM away (random direction) is either kept, the clump's flux then being
+    both rows' sum, or merged with the first (`merge_detections`: one row at their mean). r band,
+    point-source photometry, the other clumps measured too.
+
+    Returns:
+        (rows [d, kept, merged, n]: median changes against one detection, over the true flux;
+        the closest two true clumps of a galaxy come, in FWHM).
+    """
+    truth = Table.read(out_dir / TRUTH_TABLE_NAME)
+    rng = np.random.default_rng(seed)
+    changes = {d: ([], []) for d in DUPLICATE_DISTANCES_FWHM}
+    closest = np.inf
+    for galaxy_id in np.unique(truth["galaxy_id"]):
+        rows = truth[truth["galaxy_id"] == galaxy_id]
+        fwhm = float(rows["psf_fwhm"][0])
+        centres = np.stack([rows["x_fits"], rows["y_fits"]], axis=1)
+        gaps = np.hypot(*(centres[:, None] - centres[None]).transpose(2, 0, 1)) + np.diag(np.full(len(rows), np.inf))
+        closest = min(closest, float(gaps.min()) / fwhm)
+        k = int(np.argmax(rows["snr_r"]))
+        if rows["snr_r"][k] <= 10:
+            continue
+        image = {"r": read_bands(out_dir / rows["file"][0]).images["r"]}
+        options = {"fwhm_px": {"r": fwhm}, "zero_point": {"r": 22.5}}
+        true_flux = float(rows["flux_r"][k])
+        single = float(clump_photometry(image, centres, **options)["flux_r"][k])
+        for distance, (kept, merged) in changes.items():
+            angle = rng.uniform(0.0, 2 * np.pi)
+            duplicate = centres[k] + distance * fwhm * np.array([np.cos(angle), np.sin(angle)])
+            detections = np.vstack([centres, duplicate])
+            both = clump_photometry(image, detections, **options)["flux_r"]
+            kept.append((both[k] + both[-1] - single) / true_flux)
+            joined, _, member_of = merge_detections(detections, fwhm_px=fwhm, distance_fwhm=distance * 1.01)
+            merged.append((clump_photometry(image, joined, **options)["flux_r"][member_of[k]] - single) / true_flux)
+    rows = [[d, f"{np.median(k):+.3f}", f"{np.median(m):+.3f}", len(k)] for d, (k, m) in changes.items()]
+    return rows, closest
+
+
 def relative_errors(table: Table, band: str, selection) -> np.ndarray:
     """(measured - true) / true flux in `band` of the rows in `selection`."""
     return np.asarray((table[f"meas_flux_{band}"] - table[f"flux_{band}"]) / table[f"flux_{band}"])[selection]
@@ -92,6 +135,7 @@ def main(argv: list[str] | None = None) -> int:
     n = 8 if args.quick else args.galaxies
     with tempfile.TemporaryDirectory() as folder:
         tables, hosts = measure_against_truth(Path(folder), n)
+        duplicates, closest = duplicate_detection_changes(Path(folder))
 
     rows = []
     for resolved, table in tables.items():
@@ -119,7 +163,11 @@ def main(argv: list[str] | None = None) -> int:
         )
         + f"\n\nHost: found in {sum(host.found for host, _, _ in hosts)}/{n}; centroid {np.median(offsets):.2f} px "
         f"from the truth (median); {np.mean(~np.asarray(table['off_host'])):.3f} of the true clumps on its "
-        f"segment; r-band Kron flux / true {np.median(host_ratio):.3f} (median)."
+        f"segment; r-band Kron flux / true {np.median(host_ratio):.3f} (median).\n\n"
+        "A second detection of each galaxy's brightest clump, d FWHM away: median change of the clump's "
+        "catalogued r flux (over its true flux) when both rows are kept (their sum) or merged into one. "
+        f"The closest two true clumps are {closest:.2f} FWHM apart.\n\n"
+        + markdown_table(["d (FWHM)", "kept", "merged", "clumps"], duplicates)
     )
     write_section("photometry", "Clump photometry against synthetic truth", body, path=args.results)
     print(body)

@@ -114,16 +114,17 @@ def merge_detections(centres_xy, *, fwhm_px: float, labels=None, distance_fwhm: 
     A merged clump sits at its members' mean position and is odd (label 1) if any member is,
     as in the authors' catalogue.
 
-    The distance, measured on synthetic truth (48 bright clumps of `synthetic_fits` seed 2026,
-    r band, point-source photometry, 2026-12-06): a second detection of a clump d FWHM away
-    changes the clump's catalogued flux, against one detection, by
+    The distance, measured on synthetic truth (`benchmarks.bench_photometry`: the brightest
+    clump of each of 121 of 150 galaxies, seed 2026, r band, point-source photometry,
+    2026-12-06): a second detection of a clump d FWHM away changes the clump's catalogued flux,
+    against one detection and over its true flux, by (medians)
 
         d (FWHM)                     0.5     1.0     1.25    1.5     2.0
-        kept (both rows' sum)       +0.67   +0.42   +0.30   +0.20   +0.08
-        merged (one, mis-centred)   -0.02   -0.09   -0.13   -0.19   -0.35
+        kept (both rows' sum)       +0.68   +0.41   +0.30   +0.18   +0.07
+        merged (one, mis-centred)   -0.02   -0.08   -0.14   -0.20   -0.32
 
     so merging wins up to 1.5 FWHM, where the two errors meet; and no two of the generator's
-    335 true clumps (150 galaxies) are closer than 2.2 FWHM, so distinct clumps stay apart.
+    335 true clumps are closer than 2.2 FWHM, so distinct clumps stay apart.
 
     Args:
         centres_xy: [N, 2] detection centres (x, y), px.
