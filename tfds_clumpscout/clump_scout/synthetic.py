@@ -17,6 +17,10 @@ so a detector can tell them apart by colour and shape.
 Each clump's signal-to-noise ratio and contrast are recorded (`SyntheticGalaxy.snr`, `.contrast`),
 measured in the r band within its box, so evaluation can tell faint misses from bright ones.
 
+`generate_bands` gives the same galaxies' linear u, g, r, i, z light with every clump's and the
+host's true flux per band (`SyntheticBands`), the truth for photometry; u and z add no draw to a
+galaxy's random stream, so its composite, boxes and the `clump_scout/synthetic` data are unchanged.
+
 The box and count statistics below are those of the Galaxy Zoo: Clump Scout consensus boxes used by
 Popp et al. 2024 (RASTI 3(1):174), measured in the central 200x200 crop from the authors'
 `imageGroups_{train,valid}.pkl`. Lengths are in pixels of a 200-pixel crop and scale with
@@ -151,7 +155,7 @@ class SyntheticBands:
         sky_sigma: float32 [5] per-band sky noise per pixel.
         gain: Poisson counts per flux unit (variance of a pixel = sky_sigma**2 + light / gain).
         psf_fwhm: full width at half maximum of the double-Gaussian PSF, px (every band).
-        clump_yx: float32 [N] x 2 true clump centres (y, x), px, in the image frame (the box centres).
+        clump_yx: float32 [N, 2] true clump centres (y, x), px, in the image frame (the box centres).
         clump_flux: float64 [N, 5] each clump's total flux per band.
         clump_sigma: float32 [N, 2] each clump's intrinsic Gaussian sigmas (major, minor), px,
             before the PSF.
