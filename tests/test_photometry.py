@@ -190,6 +190,19 @@ def test_host_shape_of_an_inclined_disc():
     assert row["host_area"][0] == host.mask.sum() and host.n_invalid == 0
 
 
+def test_nan_pixels_in_the_host_are_masked_and_counted():
+    image = _disc() + _gaussian(70.0, 50.0, 800.0) + np.random.default_rng(3).normal(0.0, 0.2, (_SIZE, _SIZE))
+    clean = segment_host(image, fwhm_px=_FWHM)
+    expected = _measure(image, [[70.0, 50.0]], host=clean)["flux_ratio_r"][0]
+    image[40:43, 40:45] = np.nan  # a 3 x 5 patch of bad pixels on the disc
+    host = segment_host(image, fwhm_px=_FWHM)
+    assert host.found and host.n_invalid == 15
+    # Measured: the centroid moves 0.05 px; the host's Kron flux leaves the patch's 0.48 % of
+    # its light out, so the clump's ratio rises 0.47 %.
+    assert (host.x, host.y) == (pytest.approx(clean.x, abs=0.1), pytest.approx(clean.y, abs=0.1))
+    assert _measure(image, [[70.0, 50.0]], host=host)["flux_ratio_r"][0] == pytest.approx(expected, rel=0.006)
+
+
 def test_host_not_found_is_a_flag():
     host = segment_host(np.zeros((40, 40)), fwhm_px=_FWHM)
     assert host.flag == "no_segment_at_centre" and not host.found
