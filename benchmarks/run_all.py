@@ -46,6 +46,7 @@ BENCHMARKS: dict[str, tuple[str, list[str], bool]] = {
     "accuracy": ("benchmarks.bench_accuracy", [], True),
     "accuracy_torchvision": ("benchmarks.bench_accuracy_torchvision", [], True),
     "survey": ("benchmarks.bench_survey", [], False),
+    "photometry": ("benchmarks.bench_photometry", [], False),
     "gpu": ("benchmarks.bench_gpu", [], False),
 }
 

@@ -34,6 +34,9 @@ Box frames:
       - input image -> model input: the offset and scale `data.model_inputs` returns;
       - normalised -> pixels: offset 0, scale (H, W) (pixels are a window on the unit square).
     `yxyx_to_xywh` and `box_centres_xy` give the forms the catalogue, COCO and matplotlib use.
+    Image coordinates are continuous with the origin at the top-left corner and y down; a FITS
+    array stores the bottom row first and astropy and photutils put the centre of its first
+    stored pixel at (0, 0): `image_to_fits_pixels` and `fits_pixels_to_image` map between them.
 
 IoU:
     IoU of two boxes is their intersection over their union, and 0 when the union is empty
@@ -70,8 +73,10 @@ __all__ = [
     "PADDING",
     "box_centres_xy",
     "crop_offset",
+    "fits_pixels_to_image",
     "from_model_class",
     "from_window",
+    "image_to_fits_pixels",
     "operating_index",
     "operating_score",
     "pairwise_iou",
@@ -162,6 +167,26 @@ def box_centres_xy(boxes_yxyx) -> np.ndarray:
     """[..., 2] `(x, y)` centres of [..., 4] yxyx boxes."""
     boxes = np.asarray(boxes_yxyx)
     return (boxes[..., [1, 0]] + boxes[..., [3, 2]]) / 2
+
+
+def image_to_fits_pixels(x, y, *, height: int) -> tuple[np.ndarray, np.ndarray]:
+    """astropy's 0-based pixel coordinates, in the stored FITS array, of image coordinates.
+
+    Args:
+        x, y: [...] image coordinates (px, continuous, origin at the top-left corner, y down).
+        height: rows H of the image.
+
+    Returns:
+        float64 (x_fits, y_fits) shaped like the broadcast inputs: x - 0.5 and H - 0.5 - y.
+    """
+    x, y = np.broadcast_arrays(np.asarray(x, np.float64), np.asarray(y, np.float64))
+    return x - 0.5, height - 0.5 - y
+
+
+def fits_pixels_to_image(x_fits, y_fits, *, height: int) -> tuple[np.ndarray, np.ndarray]:
+    """Inverse of `image_to_fits_pixels`: image coordinates of FITS array pixel coordinates."""
+    x_fits, y_fits = np.broadcast_arrays(np.asarray(x_fits, np.float64), np.asarray(y_fits, np.float64))
+    return x_fits + 0.5, height - 0.5 - y_fits
 
 
 # --------------------------------------------------------------------------------------------

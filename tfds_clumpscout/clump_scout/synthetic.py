@@ -17,6 +17,10 @@ so a detector can tell them apart by colour and shape.
 Each clump's signal-to-noise ratio and contrast are recorded (`SyntheticGalaxy.snr`, `.contrast`),
 measured in the r band within its box, so evaluation can tell faint misses from bright ones.
 
+`generate_bands` gives the same galaxies' linear u, g, r, i, z light with every clump's and the
+host's true flux per band (`SyntheticBands`), the truth for photometry; u and z add no draw to a
+galaxy's random stream, so its composite, boxes and the `clump_scout/synthetic` data are unchanged.
+
 The box and count statistics below are those of the Galaxy Zoo: Clump Scout consensus boxes used by
 Popp et al. 2024 (RASTI 3(1):174), measured in the central 200x200 crop from the authors'
 `imageGroups_{train,valid}.pkl`. Lengths are in pixels of a 200-pixel crop and scale with
@@ -69,13 +73,19 @@ _Z95 = statistics.NormalDist().inv_cdf(0.95)
 _LOG_SIDE_SIGMA_LOW = math.log(BOX_SIDE_MEDIAN_PX / BOX_SIDE_P05_PX) / _Z95
 _LOG_SIDE_SIGMA_HIGH = math.log(BOX_SIDE_P95_PX / BOX_SIDE_MEDIAN_PX) / _Z95
 
-_SKY_SIGMA_GRI = np.array([1.1, 1.0, 1.4], np.float32)  # per-band sky noise; g and i noisier than r
+BAND_NAMES = ("u", "g", "r", "i", "z")  # the order of every per-band array here
+_GRI = slice(1, 4)  # g, r, i: the bands of the composite, drawn from the galaxy's main stream
+_UZ = [BAND_NAMES.index("u"), BAND_NAMES.index("z")]  # drawn from a stream of their own
+_R = BAND_NAMES.index("r")
+# Per-band sky noise in r-band sky sigmas; as in SDSS, g and i are noisier than r, u and z more so.
+_SKY_SIGMA = np.array([1.6, 1.1, 1.0, 1.4, 3.5], np.float32)
 _GAIN = 4.0  # source counts per flux unit: Poisson variance is flux / _GAIN
 _COMPOSITE_WEIGHTS_GRI = np.array([1.8, 1.1, 0.85], np.float32)  # balance as in SDSS gri composites
 _STRETCH = 18.0
 _Q = 9.0
 _BULGE_B4 = 7.669  # Sersic b_n for n = 4 (half light inside R_e)
 _PSF_WEIGHTS = (0.9, 0.1)  # double-Gaussian PSF as SDSS models it: a core and a 2x wider wing
+_PSF_WING_SCALE = 2.0
 _CLUMP_SPREAD = 1.5  # clumps' radial scale over the disc's; gives BOX_CENTRE_{MEAN,STD}_PX
 _STARS_PER_IMAGE = 0.8  # mean number of foreground stars in a crop
 # A 200-px SDSS crop is 79" on a side: to r ~ 22.5 it holds a few field galaxies, most of them
@@ -89,6 +99,9 @@ _CLUMP_CONTRAST_RANGE = (0.5, 8.0)
 _HII_REGIONS_PER_ARM_AMPLITUDE = 60.0
 _HII_CONTRAST_RANGE = (0.15, 0.8)
 _MIN_IMAGE_SIZE = 32
+_U_MINUS_G_AT_ZERO = 0.2  # u - g = 0.2 + 2 (g - r); i - z = 0.6 (r - i): see `_colour_to_ugriz`
+_U_MINUS_G_PER_G_MINUS_R = 2.0
+_I_MINUS_Z_PER_R_MINUS_I = 0.6
 _COUNT_PROBABILITIES = np.array(CLUMP_COUNT_HISTOGRAM, np.float64) / sum(CLUMP_COUNT_HISTOGRAM)
 
 
@@ -124,6 +137,48 @@ class SyntheticGalaxy:
     contrast: np.ndarray
 
 
+@dataclasses.dataclass(frozen=True)
+class SyntheticBands:
+    """One synthetic galaxy's linear u, g, r, i, z light and the true fluxes behind it.
+
+    Fluxes are in the generator's unit, in which the r-band sky noise is 1 per pixel. A clump's
+    flux is its whole PSF-blurred light (over the plane, also what falls off the image). The host
+    is the galaxy's own light: disc, bulge, HII regions and clumps, not the foreground stars and
+    field galaxies; its flux is that light's noise-free sum over the image, which is all a
+    measurement on the crop can recover.
+
+    Attributes:
+        galaxy: the `SyntheticGalaxy` (composite, boxes, labels...), the same as `generate_galaxy`
+            and `generate_galaxies` give for the same seed.
+        images: float32 [5, H, W] u, g, r, i, z (`BAND_NAMES`) with sky and Poisson noise, top row
+            first like `galaxy.image`; g, r, i are the planes of the composite.
+        sky_sigma: float32 [5] per-band sky noise per pixel.
+        gain: Poisson counts per flux unit (variance of a pixel = sky_sigma**2 + light / gain).
+        psf_fwhm: full width at half maximum of the double-Gaussian PSF, px (every band).
+        clump_yx: float32 [N, 2] true clump centres (y, x), px, in the image frame (the box centres).
+        clump_flux: float64 [N, 5] each clump's total flux per band.
+        clump_sigma: float32 [N, 2] each clump's intrinsic Gaussian sigmas (major, minor), px,
+            before the PSF.
+        host_flux: float64 [5] the host's flux per band.
+        host_yx: (y, x) of the host's centre, px, image frame.
+        host_axis_ratio: minor over major axis of the inclined disc.
+        host_scale_length: the disc's exponential scale length, px (half light at 1.678 of it).
+    """
+
+    galaxy: SyntheticGalaxy
+    images: np.ndarray
+    sky_sigma: np.ndarray
+    gain: float
+    psf_fwhm: float
+    clump_yx: np.ndarray
+    clump_flux: np.ndarray
+    clump_sigma: np.ndarray
+    host_flux: np.ndarray
+    host_yx: tuple[float, float]
+    host_axis_ratio: float
+    host_scale_length: float
+
+
 def generate_galaxy(seed: int, *, image_size: int = REFERENCE_IMAGE_SIZE) -> SyntheticGalaxy:
     """Draws one galaxy, the same for the same `seed` and `image_size`.
 
@@ -136,7 +191,7 @@ def generate_galaxy(seed: int, *, image_size: int = REFERENCE_IMAGE_SIZE) -> Syn
     """
     _check_integer("seed", seed, minimum=0)
     _check_integer("image_size", image_size, minimum=_MIN_IMAGE_SIZE)
-    return _draw(np.random.default_rng(seed), image_size)
+    return _draw(np.random.default_rng(seed), image_size).galaxy
 
 
 def generate_galaxies(
@@ -151,6 +206,24 @@ def generate_galaxies(
 
     Returns:
         An iterator of `SyntheticGalaxy` objects, as in `generate_galaxy`.
+    """
+    return (bands.galaxy for bands in generate_bands(n, seed=seed, image_size=image_size))
+
+
+def generate_bands(n: int, *, seed: int, image_size: int = REFERENCE_IMAGE_SIZE) -> Iterator[SyntheticBands]:
+    """Lazily draws the u, g, r, i, z light and true fluxes of the galaxies of `generate_galaxies`.
+
+    Galaxy k's `.galaxy` is exactly `generate_galaxies(n, seed=seed, image_size=image_size)`'s
+    k-th: u and z add no draw to the galaxy's random stream (their colours follow from g - r
+    and r - i, their noise comes from a stream spawned from the galaxy's seed).
+
+    Args:
+        n: number of galaxies (>= 0).
+        seed: non-negative integer seed.
+        image_size: side H = W of the square images in pixels (>= 32).
+
+    Returns:
+        An iterator of `SyntheticBands` objects.
     """
     _check_integer("n", n, minimum=0)
     _check_integer("seed", seed, minimum=0)
@@ -174,9 +247,36 @@ def _pixel_centres(image_size: int) -> np.ndarray:
     return centres
 
 
-def _colour_to_gri(g_minus_r: float, r_minus_i: float) -> np.ndarray:
-    """float32 [3]: g, r, i fluxes of a source with unit r flux and the given colours."""
-    return np.array([10 ** (-0.4 * g_minus_r), 1.0, 10 ** (0.4 * r_minus_i)], np.float32)
+def _colour_to_ugriz(g_minus_r: float, r_minus_i: float) -> np.ndarray:
+    """float32 [5]: u, g, r, i, z fluxes of a source with unit r flux and the given colours.
+
+    u and z follow from g - r and r - i on rough linear colour-colour relations of galaxies and
+    stars (u - g from 0.4 for young clumps to 1.9 for bulges, i - z = 0.6 (r - i)), so they need no
+    random draw and the g, r, i light is the same as before u and z were added.
+    """
+    g, i = 10 ** (-0.4 * g_minus_r), 10 ** (0.4 * r_minus_i)
+    u_minus_g = _U_MINUS_G_AT_ZERO + _U_MINUS_G_PER_G_MINUS_R * g_minus_r
+    i_minus_z = _I_MINUS_Z_PER_R_MINUS_I * r_minus_i
+    return np.array([g * 10 ** (-0.4 * u_minus_g), g, 1.0, i, i * 10 ** (0.4 * i_minus_z)], np.float32)
+
+
+def _fwhm_per_core_sigma() -> float:
+    """The double-Gaussian PSF's full width at half maximum in core sigmas (about 2.42, not 2.35)."""
+
+    def profile(radius):
+        return sum(
+            weight / scale**2 * math.exp(-0.5 * (radius / scale) ** 2)
+            for weight, scale in zip(_PSF_WEIGHTS, (1.0, _PSF_WING_SCALE))
+        )
+
+    low, high = 0.0, 10.0
+    for _ in range(60):  # bisection down to double precision
+        middle = (low + high) / 2
+        low, high = (middle, high) if profile(middle) > profile(0.0) / 2 else (low, middle)
+    return 2 * low
+
+
+_FWHM_PER_CORE_SIGMA = _fwhm_per_core_sigma()
 
 
 def _plane_coordinates(cy, cx, axis_ratio, angle, y, x):
@@ -228,8 +328,8 @@ def _blur(profiles, psf_vars):
     ]
 
 
-def _add_gaussian(bands, cy, cx, var_major, var_minor, angle, flux_gri):
-    """Adds an elliptical Gaussian of total flux `flux_gri` [3] to `bands` [3, H, W] in place.
+def _add_gaussian(bands, cy, cx, var_major, var_minor, angle, flux_ugriz):
+    """Adds an elliptical Gaussian of total flux `flux_ugriz` [5] to `bands` [5, H, W] in place.
 
     Only a +-5 sigma stamp is evaluated, which keeps the many compact sources cheap.
     """
@@ -244,13 +344,13 @@ def _add_gaussian(bands, cy, cx, var_major, var_minor, angle, flux_gri):
     major, minor = _plane_coordinates(cy, cx, 1.0, angle, y, x)
     profile = np.exp(-0.5 * (major * major / var_major + minor * minor / var_minor))
     profile *= 1.0 / (2 * math.pi * math.sqrt(var_major * var_minor))
-    bands[:, y0:y1, x0:x1] += flux_gri[:, None, None] * profile
+    bands[:, y0:y1, x0:x1] += flux_ugriz[:, None, None] * profile
 
 
-def _add_blurred_gaussian(bands, psf_vars, cy, cx, var_major, var_minor, angle, flux_gri):
+def _add_blurred_gaussian(bands, psf_vars, cy, cx, var_major, var_minor, angle, flux_ugriz):
     """Adds a Gaussian blurred by the double-Gaussian PSF: variances add, component by component."""
     for weight, var in zip(_PSF_WEIGHTS, psf_vars):
-        _add_gaussian(bands, cy, cx, var_major + var, var_minor + var, angle, weight * flux_gri)
+        _add_gaussian(bands, cy, cx, var_major + var, var_minor + var, angle, weight * flux_ugriz)
 
 
 def _box_sides(rng, count, scale):
@@ -314,10 +414,10 @@ def _draw_disc(rng: np.random.Generator, image_size: int, scale: float, redshift
 
 
 def _galaxy_light(rng: np.random.Generator, disc: _Disc, arms: _Arms, y, x, psf_vars):
-    """The disc (with its arms) and bulge in g, r, i, blurred by the PSF, before any compact source.
+    """The disc (with its arms) and bulge in u, g, r, i, z, blurred by the PSF, before any compact source.
 
     Returns:
-        (bands float32 [3, H, W], the unblurred disc light [H, W] that places HII regions).
+        (bands float32 [5, H, W] (`BAND_NAMES`), the unblurred disc light [H, W] that places HII regions).
     """
     disc_light = disc.surface_brightness(y, x) * disc.spiral_arms(y, x, arms.amplitude, arms.pitch, arms.phase)
     # The bulge is rounder than the disc; 0.5 px of softening keeps its n=4 cusp off one pixel.
@@ -327,14 +427,18 @@ def _galaxy_light(rng: np.random.Generator, disc: _Disc, arms: _Arms, y, x, psf_
     disc_flux = 2 * math.pi * disc.scale_length**2 * disc.axis_ratio * disc.peak
     bulge *= rng.uniform(0.05, 0.6) * disc_flux / bulge.sum()
     blurred_disc, bulge = _blur([disc_light, bulge], psf_vars)
-    disc_gri = _colour_to_gri(rng.normal(0.35, 0.06), rng.normal(0.15, 0.04))
-    bulge_gri = _colour_to_gri(rng.normal(0.85, 0.05), rng.normal(0.38, 0.03))
-    bands = blurred_disc[None] * disc_gri[:, None, None] + bulge[None] * bulge_gri[:, None, None]
+    disc_ugriz = _colour_to_ugriz(rng.normal(0.35, 0.06), rng.normal(0.15, 0.04))
+    bulge_ugriz = _colour_to_ugriz(rng.normal(0.85, 0.05), rng.normal(0.38, 0.03))
+    bands = blurred_disc[None] * disc_ugriz[:, None, None] + bulge[None] * bulge_ugriz[:, None, None]
     return bands.astype(np.float32), disc_light
 
 
-def _draw(rng: np.random.Generator, image_size: int) -> SyntheticGalaxy:
-    """Draws the layout, renders the gri light, adds noise and maps it to an 8-bit composite."""
+def _draw(rng: np.random.Generator, image_size: int) -> SyntheticBands:
+    """Draws the layout, renders the ugriz light, adds noise and maps gri to an 8-bit composite.
+
+    Only g, r and i draw from `rng`, in the order they always have; u and z take their noise from
+    a stream spawned from `rng`'s seed, which leaves `rng`'s state alone.
+    """
     scale = image_size / REFERENCE_IMAGE_SIZE
     centres = _pixel_centres(image_size)
     y, x = centres[:, None], centres[None, :]
@@ -346,7 +450,7 @@ def _draw(rng: np.random.Generator, image_size: int) -> SyntheticGalaxy:
     dec = float(np.degrees(np.arcsin(sin_dec)))
     disc = _draw_disc(rng, image_size, scale, redshift)
     psf_sigma = rng.uniform(2.6, 4.0) * scale / 2.3548  # FWHM of SDSS seeing, 1.0-1.6 arcsec
-    psf_vars = (psf_sigma**2, (2 * psf_sigma) ** 2)
+    psf_vars = (psf_sigma**2, (_PSF_WING_SCALE * psf_sigma) ** 2)
 
     count = int(rng.choice(len(CLUMP_COUNT_HISTOGRAM), p=_COUNT_PROBABILITIES)) + 1
     labels = (rng.random(count) < ODD_FRACTION).astype(np.int64)
@@ -361,22 +465,26 @@ def _draw(rng: np.random.Generator, image_size: int) -> SyntheticGalaxy:
         phase=rng.uniform(0.0, 2 * math.pi),
     )
     bands, disc_light = _galaxy_light(rng, disc, arms, y, x, psf_vars)
-    galaxy_r = bands[1].copy()  # the disc and bulge alone, for the clumps' contrast
+    galaxy_r = bands[_R].copy()  # the disc and bulge alone, for the clumps' contrast
 
     hii_regions_yx = _add_hii_regions(rng, bands, disc, arms, disc_light, boxes_yxyx, psf_vars)
     # Compact sources are added already blurred: Gaussian variances add.
-    clump_flux_r = _add_clumps(rng, bands, disc, clump_yx, sides, labels, psf_vars)
+    clumps = _add_clumps(rng, bands, disc, clump_yx, sides, labels, psf_vars)
+    host_flux = bands.sum(axis=(1, 2), dtype=np.float64)  # before stars and field galaxies
     distractors_yx = _add_stars(rng, bands, boxes_yxyx, psf_vars)
     distractors_yx += _add_field_galaxies(rng, bands, boxes_yxyx, psf_vars)
-    snr, contrast = _clump_snr_and_contrast(clump_flux_r, bands[1], galaxy_r, boxes_yxyx)
+    snr, contrast = _clump_snr_and_contrast(clumps.flux_in_box_r, bands[_R], galaxy_r, boxes_yxyx)
 
-    noise_sigma = np.sqrt(_SKY_SIGMA_GRI[:, None, None] ** 2 + np.maximum(bands, 0.0) / _GAIN)
-    bands += noise_sigma * rng.standard_normal(bands.shape, dtype=np.float32)
-    g, r, i = bands * _COMPOSITE_WEIGHTS_GRI[:, None, None]
+    noise_sigma = np.sqrt(_SKY_SIGMA[:, None, None] ** 2 + np.maximum(bands, 0.0) / _GAIN)
+    noise = np.empty_like(bands)
+    noise[_GRI] = rng.standard_normal(noise[_GRI].shape, dtype=np.float32)
+    noise[_UZ] = rng.spawn(1)[0].standard_normal(noise[_UZ].shape, dtype=np.float32)
+    bands += noise_sigma * noise
+    g, r, i = bands[_GRI] * _COMPOSITE_WEIGHTS_GRI[:, None, None]
     with np.errstate(invalid="ignore"):  # astropy divides 0 / 0 where all bands are <= 0
         image = make_lupton_rgb(i, r, g, stretch=_STRETCH, Q=_Q)
 
-    return SyntheticGalaxy(
+    galaxy = SyntheticGalaxy(
         image=image,
         boxes_yxyx=boxes_yxyx.astype(np.float32),
         labels=labels,
@@ -387,6 +495,20 @@ def _draw(rng: np.random.Generator, image_size: int) -> SyntheticGalaxy:
         hii_regions_yx=hii_regions_yx,
         snr=snr,
         contrast=contrast,
+    )
+    return SyntheticBands(
+        galaxy=galaxy,
+        images=bands,
+        sky_sigma=_SKY_SIGMA.copy(),
+        gain=_GAIN,
+        psf_fwhm=_FWHM_PER_CORE_SIGMA * psf_sigma,
+        clump_yx=clump_yx,
+        clump_flux=clumps.flux,
+        clump_sigma=clumps.sigma,
+        host_flux=host_flux,
+        host_yx=(disc.cy, disc.cx),
+        host_axis_ratio=disc.axis_ratio,
+        host_scale_length=disc.scale_length,
     )
 
 
@@ -435,29 +557,36 @@ def _clump_snr_and_contrast(clump_flux_r, total_r, galaxy_r, boxes_yxyx):
     for flux, box in zip(clump_flux_r, boxes_yxyx):
         pixels = _box_pixels(box, total_r.shape[0])
         n_pixels = total_r[pixels].size
-        variance = n_pixels * float(_SKY_SIGMA_GRI[1]) ** 2 + float(np.maximum(total_r[pixels], 0.0).sum()) / _GAIN
+        variance = n_pixels * float(_SKY_SIGMA[_R]) ** 2 + float(np.maximum(total_r[pixels], 0.0).sum()) / _GAIN
         snr.append(flux / math.sqrt(variance))
         contrast.append(flux / float(galaxy_r[pixels].sum()))
     return np.array(snr, np.float32), np.array(contrast, np.float32)
 
 
-def _add_clumps(rng, bands, disc: _Disc, clump_yx, sides, labels, psf_vars):
-    """Adds PSF-blurred clumps; their peak is a random multiple of the local disc plus sky noise.
+@dataclasses.dataclass(frozen=True)
+class _Clumps:
+    """What `_add_clumps` put in: r flux within each box [N], total flux [N, 5], sigmas [N, 2] px."""
 
-    Returns:
-        float64 [N]: each clump's own r-band flux within its box.
-    """
+    flux_in_box_r: np.ndarray
+    flux: np.ndarray
+    sigma: np.ndarray
+
+
+def _add_clumps(rng, bands, disc: _Disc, clump_yx, sides, labels, psf_vars) -> _Clumps:
+    """Adds PSF-blurred clumps; their peak is a random multiple of the local disc plus sky noise."""
     image_size = bands.shape[-1]
     flux_in_box = np.zeros(len(labels))
+    total_flux = np.zeros((len(labels), len(BAND_NAMES)))
+    sigma = np.zeros((len(labels), 2), np.float32)
     low, high = _CLUMP_CONTRAST_RANGE
     for k, ((py, px), side, odd) in enumerate(zip(clump_yx, sides, labels)):
         half = side / 2
         pixels = _box_pixels((py - half, px - half, py + half, px + half), image_size)
-        before = float(bands[1][pixels].sum())
+        before = float(bands[_R][pixels].sum())
         contrast = 10 ** rng.uniform(math.log10(low), math.log10(high))
-        peak = contrast * (float(disc.surface_brightness(py, px)) + 3.0 * float(_SKY_SIGMA_GRI[1]))
+        peak = contrast * (float(disc.surface_brightness(py, px)) + 3.0 * float(_SKY_SIGMA[_R]))
         if odd:
-            gri = _colour_to_gri(rng.normal(1.0, 0.12), rng.normal(0.45, 0.06))
+            ugriz = _colour_to_ugriz(rng.normal(1.0, 0.12), rng.normal(0.45, 0.06))
             if rng.random() < 0.5:  # elongated
                 sigma_major = side * rng.uniform(0.12, 0.2)
                 sigma_minor = sigma_major * rng.uniform(0.25, 0.5)
@@ -466,16 +595,18 @@ def _add_clumps(rng, bands, disc: _Disc, clump_yx, sides, labels, psf_vars):
                 sigma_minor = sigma_major * rng.uniform(0.7, 1.0)
                 peak *= 0.5
         else:
-            gri = _colour_to_gri(rng.normal(0.1, 0.1), rng.normal(-0.05, 0.08))
+            ugriz = _colour_to_ugriz(rng.normal(0.1, 0.1), rng.normal(-0.05, 0.08))
             sigma_major = side * rng.uniform(0.06, 0.12)
             sigma_minor = sigma_major * rng.uniform(0.7, 1.0)
         var_major, var_minor = sigma_major**2, sigma_minor**2
         # Flux giving `peak` after the PSF core blur.
         flux = peak * 2 * math.pi * math.sqrt((var_major + psf_vars[0]) * (var_minor + psf_vars[0]))
         angle = rng.uniform(0.0, math.pi)
-        _add_blurred_gaussian(bands, psf_vars, py, px, var_major, var_minor, angle, flux * gri)
-        flux_in_box[k] = float(bands[1][pixels].sum()) - before
-    return flux_in_box
+        _add_blurred_gaussian(bands, psf_vars, py, px, var_major, var_minor, angle, flux * ugriz)
+        flux_in_box[k] = float(bands[_R][pixels].sum()) - before
+        total_flux[k] = flux * ugriz  # the PSF's two components hold all of it
+        sigma[k] = sigma_major, sigma_minor
+    return _Clumps(flux_in_box_r=flux_in_box, flux=total_flux, sigma=sigma)
 
 
 def _distance_to_boxes(py, px, boxes_yxyx):
@@ -502,9 +633,9 @@ def _add_stars(rng, bands, boxes_yxyx, psf_vars):
             py, px = rng.uniform(0.0, image_size, size=2)
             if _distance_to_boxes(py, px, boxes_yxyx) > margin:
                 g_minus_r = rng.uniform(0.3, 1.5)
-                gri = _colour_to_gri(g_minus_r, 0.05 + 0.35 * g_minus_r)  # along the stellar locus
-                flux = peak * float(_SKY_SIGMA_GRI[1]) / psf_peak
-                _add_blurred_gaussian(bands, psf_vars, py, px, 0.0, 0.0, 0.0, flux * gri)
+                ugriz = _colour_to_ugriz(g_minus_r, 0.05 + 0.35 * g_minus_r)  # along the stellar locus
+                flux = peak * float(_SKY_SIGMA[_R]) / psf_peak
+                _add_blurred_gaussian(bands, psf_vars, py, px, 0.0, 0.0, 0.0, flux * ugriz)
                 centres.append((py, px))
                 break
     return centres
@@ -527,10 +658,10 @@ def _add_field_galaxies(rng, bands, boxes_yxyx, psf_vars):
         if rng.random() < 0.35:
             sigma_major *= 0.7
             sigma_minor = sigma_major * rng.uniform(0.6, 1.0)
-            gri = _colour_to_gri(rng.normal(1.1, 0.15), rng.normal(0.45, 0.08))
+            ugriz = _colour_to_ugriz(rng.normal(1.1, 0.15), rng.normal(0.45, 0.08))
         else:
             sigma_minor = sigma_major * rng.uniform(0.25, 1.0)
-            gri = _colour_to_gri(rng.normal(0.6, 0.2), rng.normal(0.3, 0.1))
+            ugriz = _colour_to_ugriz(rng.normal(0.6, 0.2), rng.normal(0.3, 0.1))
         margin = 3 * sigma_major + 2 * math.sqrt(psf_vars[1])
         for _ in range(20):
             py, px = rng.uniform(0.0, image_size, size=2)
@@ -538,9 +669,9 @@ def _add_field_galaxies(rng, bands, boxes_yxyx, psf_vars):
                 break
         else:
             continue
-        flux = peak * float(_SKY_SIGMA_GRI[1]) * 2 * math.pi * sigma_major * sigma_minor
+        flux = peak * float(_SKY_SIGMA[_R]) * 2 * math.pi * sigma_major * sigma_minor
         var_major, var_minor = sigma_major**2, sigma_minor**2
-        _add_blurred_gaussian(bands, psf_vars, py, px, var_major, var_minor, rng.uniform(0.0, math.pi), flux * gri)
+        _add_blurred_gaussian(bands, psf_vars, py, px, var_major, var_minor, rng.uniform(0.0, math.pi), flux * ugriz)
         centres.append((py, px))
     return centres
 
@@ -562,7 +693,7 @@ def _add_hii_regions(rng, bands, disc: _Disc, arms: _Arms, disc_light, boxes_yxy
     unresolved, each is one PSF stamp centred on a pixel, which keeps many knots cheap.
 
     Args:
-        bands: float32 [3, H, W] g, r, i light, added to in place.
+        bands: float32 [5, H, W] u, g, r, i, z light, added to in place.
         disc_light: [H, W] the disc's r light with its arms, before the PSF blur.
 
     Returns:
@@ -578,7 +709,7 @@ def _add_hii_regions(rng, bands, disc: _Disc, arms: _Arms, disc_light, boxes_yxy
     radius *= disc.scale_length
     py, px = disc.image_position(radius * np.cos(theta), radius * np.sin(theta))
     contrast = 10 ** rng.uniform(*np.log10(_HII_CONTRAST_RANGE), size=count)  # faint ones common
-    gri = _colour_to_gri(rng.normal(0.1, 0.1), rng.normal(-0.05, 0.08))  # as blue as young clumps
+    ugriz = _colour_to_ugriz(rng.normal(0.1, 0.1), rng.normal(-0.05, 0.08))  # as blue as young clumps
 
     rows, columns = np.floor(py).astype(int), np.floor(px).astype(int)
     inside = (rows >= 0) & (rows < image_size) & (columns >= 0) & (columns < image_size)
@@ -595,7 +726,7 @@ def _add_hii_regions(rng, bands, disc: _Disc, arms: _Arms, disc_light, boxes_yxy
         y0, x0 = max(0, row - half), max(0, column - half)
         y1, x1 = min(image_size, row + half + 1), min(image_size, column + half + 1)
         cut = stamp[y0 - row + half : y1 - row + half, x0 - column + half : x1 - column + half]
-        bands[:, y0:y1, x0:x1] += gri[:, None, None] * (peak * cut)
+        bands[:, y0:y1, x0:x1] += ugriz[:, None, None] * (peak * cut)
     return centres_yx[clear]
 
 

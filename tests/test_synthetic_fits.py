@@ -1,0 +1,137 @@
+"""Tests for the synthetic galaxies' u, g, r, i, z light, their FITS cutouts and truth table."""
+
+import hashlib
+
+import numpy as np
+import pytest
+from astropy.io import fits
+from astropy.table import Table
+
+from gsfc_tf import conventions
+from gsfc_tf.catalogue import pixel_to_world
+from gsfc_tf.images import read_image
+from tfds_clumpscout.clump_scout import synthetic
+from tfds_clumpscout.clump_scout.synthetic_fits import (
+    FITS_BAND_ORDER,
+    NANOMAGGIES_PER_UNIT,
+    ZERO_POINT,
+    read_bands,
+    write_synthetic_fits,
+)
+
+# sha256 (first 16 hex digits) of every field of `generate_galaxy(seed, image_size=size)`, taken
+# from the generator before u and z were added: the gri light, boxes and so the clump_scout
+# synthetic data must not change.
+_DIGESTS = {
+    (0, 200): "e97138f73001490c",
+    (7, 200): "fad8bc0885181851",
+    (2024, 200): "122ce24042ceb293",
+    (5, 64): "637d9d988517977b",
+    (11, 320): "96f9f4b2b951c00d",
+}
+_DIGESTS_OF_GENERATE_GALAXIES_3_SEED_42 = ["d28aa92254283316", "b1d3726f8c47abab", "df2ffcc6d65133b5"]
+
+
+def _digest(galaxy: synthetic.SyntheticGalaxy) -> str:
+    h = hashlib.sha256()
+    for array in (
+        galaxy.image,
+        galaxy.boxes_yxyx,
+        galaxy.labels,
+        galaxy.distractors_yx,
+        galaxy.hii_regions_yx,
+        galaxy.snr,
+        galaxy.contrast,
+    ):
+        h.update(np.ascontiguousarray(array).tobytes())
+    h.update(repr((galaxy.ra, galaxy.dec, galaxy.redshift)).encode())
+    return h.hexdigest()[:16]
+
+
+@pytest.mark.parametrize("seed, size", sorted(_DIGESTS))
+def test_generate_galaxy_is_unchanged(seed, size):
+    assert _digest(synthetic.generate_galaxy(seed, image_size=size)) == _DIGESTS[seed, size]
+
+
+def test_generate_galaxies_and_bands_are_unchanged():
+    assert [_digest(g) for g in synthetic.generate_galaxies(3, seed=42)] == _DIGESTS_OF_GENERATE_GALAXIES_3_SEED_42
+    assert [_digest(b.galaxy) for b in synthetic.generate_bands(3, seed=42)] == _DIGESTS_OF_GENERATE_GALAXIES_3_SEED_42
+
+
+def test_bands_contract_and_truth():
+    for bands in synthetic.generate_bands(4, seed=3, image_size=96):
+        n = len(bands.galaxy.labels)
+        assert bands.images.shape == (5, 96, 96) and bands.images.dtype == np.float32
+        assert bands.clump_flux.shape == (n, 5) and bands.clump_sigma.shape == (n, 2)
+        assert np.all(bands.clump_flux > 0) and np.all(bands.host_flux > bands.clump_flux.sum(axis=0))
+        np.testing.assert_array_equal(bands.clump_yx, conventions.box_centres_xy(bands.galaxy.boxes_yxyx)[:, ::-1])
+        # Young clumps are blue and odd ones red: u over r follows the label.
+        u_over_r = bands.clump_flux[:, 0] / bands.clump_flux[:, 2]
+        assert np.all(np.where(bands.galaxy.labels == 0, u_over_r > 0.25, u_over_r < 0.15))
+        # The PSF's FWHM is that of the double Gaussian, a little wider than its core's.
+        assert 2.6 * 96 / 200 <= bands.psf_fwhm <= 4.0 * 96 / 200 * 2.39 / 2.3548
+
+
+def test_u_and_z_noise_has_the_sky_sigma():
+    # Far from the galaxy (a corner), u and z are sky noise of their own sigma.
+    bands = next(synthetic.generate_bands(1, seed=9))
+    for k in (0, 4):
+        corner = bands.images[k, :40, :40]
+        assert abs(corner.std() / bands.sky_sigma[k] - 1) < 0.15
+
+
+@pytest.fixture(scope="module")
+def written(tmp_path_factory):
+    return write_synthetic_fits(tmp_path_factory.mktemp("fits"), 3, seed=5, image_size=96)
+
+
+def test_fits_layout(written):
+    paths, truth_path = written
+    assert [p.name for p in paths] == ["galaxy_00000.fits", "galaxy_00001.fits", "galaxy_00002.fits"]
+    with fits.open(paths[0]) as hdul:
+        assert hdul[0].data is None and hdul[0].header["OBJECT"] == "galaxy_00000"
+        assert [h.header["FILTER"] for h in hdul[1:]] == list(FITS_BAND_ORDER)
+        assert all(h.header["MAGZP"] == ZERO_POINT and h.header["BUNIT"] == "nanomaggy" for h in hdul[1:])
+
+
+def test_fits_planes_are_the_generator_light(written):
+    paths, _ = written
+    for path, bands in zip(paths, synthetic.generate_bands(3, seed=5, image_size=96)):
+        read = read_bands(path)
+        for k, band in enumerate(synthetic.BAND_NAMES):
+            expected = bands.images[k][::-1] * np.float32(NANOMAGGIES_PER_UNIT)
+            np.testing.assert_array_equal(read.images[band], expected)
+            assert read.psf_fwhm_px[band] == pytest.approx(bands.psf_fwhm)
+        # The gri reader sees g, r, i flipped back to the boxes' frame: its green follows the
+        # (asinh-stretched) r light there, far better than upside down (measured 0.94 vs 0.68).
+        green = read_image(path)[0][..., 1].ravel().astype(np.float64)
+        r = np.arcsinh(bands.images[2])
+        assert np.corrcoef(green, r.ravel())[0, 1] > 0.9 > 0.75 > np.corrcoef(green, r[::-1].ravel())[0, 1]
+
+
+def test_truth_table(written):
+    paths, truth_path = written
+    truth = Table.read(truth_path)
+    bands = list(synthetic.generate_bands(3, seed=5, image_size=96))
+    assert len(truth) == sum(len(b.galaxy.labels) for b in bands)
+    assert truth["flux_r"].unit == "nmgy" and truth["x"].unit == "pix"
+    first = truth[truth["galaxy_id"] == "galaxy_00000"]
+    np.testing.assert_allclose(first["flux_u"], bands[0].clump_flux[:, 0] * NANOMAGGIES_PER_UNIT)
+    np.testing.assert_allclose(first["flux_ratio_g"], first["flux_g"] / first["host_flux_g"])
+    back = conventions.fits_pixels_to_image(first["x_fits"], first["y_fits"], height=96)
+    np.testing.assert_allclose(back, (first["x"], first["y"]), atol=1e-9)
+    # Sky positions agree with the catalogue's image-to-sky mapping of the same pixels.
+    ra, dec = pixel_to_world(read_bands(paths[0]).wcs, first["x"], first["y"], image_height=96)
+    np.testing.assert_allclose(first["ra"], ra, atol=1e-9)
+    np.testing.assert_allclose(first["dec"], dec, atol=1e-9)
+    # The generator's clump centre is where its light peaks in the stored (bottom-first) array.
+    image_r = read_bands(paths[0]).images["r"]
+    brightest = int(np.argmax(first["flux_r"]))
+    row, column = round(float(first["y_fits"][brightest])), round(float(first["x_fits"][brightest]))
+    window = image_r[row - 1 : row + 2, column - 1 : column + 2]
+    assert window.max() > np.median(image_r) + 3 * 0.026
+
+
+def test_bad_arguments(tmp_path):
+    with pytest.raises(ValueError, match="n must be an integer >= 1"):
+        write_synthetic_fits(tmp_path, 0, seed=1)
