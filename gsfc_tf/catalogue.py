@@ -163,8 +163,7 @@ def pixel_to_world(
         if wcs.pixel_shape is None:
             raise ValueError("the WCS has no image size (NAXIS2): pass image_height")
         image_height = wcs.pixel_shape[1]
-    x, y = np.broadcast_arrays(np.asarray(x, float), np.asarray(y, float))
-    ra, dec = wcs.all_pix2world(x - 0.5, image_height - 0.5 - y, 0)
+    ra, dec = wcs.all_pix2world(*conventions.image_to_fits_pixels(x, y, height=image_height), 0)
     return np.asarray(ra), np.asarray(dec)
 
 
