@@ -43,7 +43,8 @@ class Image(NamedTuple):
 
     Attributes:
         rgb: uint8 [H, W, 3], top row first.
-        header: the first image HDU's `astropy.io.fits.Header` (FITS), else None.
+        header: the g band's image HDU header when the file names its bands, else the first
+            image HDU's `astropy.io.fits.Header` (FITS); None for PNG/JPEG.
         n_bad_pixels: pixels with a NaN or infinite value in any FITS plane, drawn as 0 (black);
             0 for PNG/JPEG.
     """
@@ -58,10 +59,22 @@ def _read_fits(path: Path, lupton_q: float, lupton_stretch: float) -> Image:
     from astropy.io import fits
     from astropy.visualization import make_lupton_rgb
 
+    from gsfc_tf.bands import band_name, names_its_bands
+
     with fits.open(path, memmap=False) as hdul:
         hdus = [h for h in hdul if h.is_image and h.data is not None]
         planes = [np.asarray(h.data, np.float32) for h in hdus]
-        header = hdus[0].header.copy() if hdus else None
+        headers = [h.header.copy() for h in hdus]
+    header = headers[0] if headers else None
+    if len(planes) > 1 and names_its_bands(headers):
+        # The file names its bands (`gsfc_tf.bands`): g, r, i by name, in any HDU order.
+        named = {band_name(h): (h, p) for h, p in zip(headers, planes) if band_name(h) is not None}
+        missing = [band for band in ("g", "r", "i") if band not in named]
+        if missing:
+            raise UnreadableImageError(
+                f"{path.name}: names bands {', '.join(named)} but lacks {', '.join(missing)} (FILTER or EXTNAME)"
+            )
+        header, planes = named["g"][0], [named[band][1] for band in ("g", "r", "i")]
     if len(planes) == 1 and planes[0].ndim == 3 and planes[0].shape[0] == 3:
         g, r, i = planes[0]
     elif len(planes) == 1 and planes[0].ndim == 2:
@@ -105,8 +118,9 @@ def read_image(path: str | Path, *, lupton_q: float = LUPTON_Q, lupton_stretch: 
     PNG/JPEG (any Pillow format): RGB, RGBA (alpha dropped), greyscale or palette, 8 or
     16 bits, exactly as ``tf.io.decode_image(channels=3, dtype=tf.uint8)`` (and so the
     SavedModel) decodes a PNG: 16-bit values keep their high byte (``v >> 8``). FITS
-    (`FITS_SUFFIXES`, optionally gzipped): g, r, i planes as a (3, H, W) cube in one HDU or as
-    the first three image HDUs, combined with `make_lupton_rgb` (i -> R, r -> G, g -> B), or a
+    (`FITS_SUFFIXES`, optionally gzipped): g, r, i planes taken by name when the image HDUs
+    name their bands (FILTER or EXTNAME, any case and order: `gsfc_tf.bands.names_its_bands`),
+    else as a (3, H, W) cube in one HDU or as the first three image HDUs; combined with `make_lupton_rgb` (i -> R, r -> G, g -> B), or a
     single 2-D plane shown grey; flipped to top row first. NaN or infinite FITS pixels are
     drawn black and counted (`Image.n_bad_pixels`); a FITS file without one finite pixel is
     unreadable.
@@ -116,10 +130,11 @@ def read_image(path: str | Path, *, lupton_q: float = LUPTON_Q, lupton_stretch: 
         lupton_q, lupton_stretch: ``Q`` and ``stretch`` of `make_lupton_rgb`, FITS only.
 
     Returns:
-        An `Image`: uint8 [H, W, 3], the first image HDU's header or None, the bad-pixel count.
+        An `Image`: uint8 [H, W, 3], a FITS header (`Image.header`) or None, the bad-pixel count.
 
     Raises:
-        UnreadableImageError: missing or corrupt file, unsupported layout.
+        UnreadableImageError: missing or corrupt file, unsupported layout, a file naming its
+            bands without one of g, r, i.
     """
     path = Path(path)
     try:

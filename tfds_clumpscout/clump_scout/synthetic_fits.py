@@ -3,14 +3,14 @@
 `write_synthetic_fits` writes galaxy k of `synthetic.generate_bands(n, seed=seed)` (the same
 galaxies, boxes and gri light as `generate_galaxies` and the `clump_scout/synthetic` data) to
 one multi-extension FITS file per galaxy, and every clump's true position, box, label and fluxes
-to one ECSV table beside them. `read_bands` reads such a file back. Model-free: numpy and
+to one ECSV table beside them. `read_bands` (`gsfc_tf.bands.read_bands`) reads such a file back. Model-free: numpy and
 astropy only.
 
 File layout:
     The primary HDU holds no data; its header names the galaxy (OBJECT, RA, DEC, REDSHIFT).
-    Then one image HDU per band in the order g, r, i, u, z, so a reader that takes the first
-    three image HDUs as g, r, i (`gsfc_tf.images.read_image`) sees the gri light; each names
-    its band (EXTNAME, FILTER) and carries
+    Then one image HDU per band in the order g, r, i, u, z (readers take bands by name,
+    `gsfc_tf.bands`; a reader that takes the first three image HDUs as g, r, i sees the gri
+    light too); each names its band (EXTNAME, FILTER) and carries
       - BUNIT 'nanomaggy' and MAGZP 22.5: AB magnitude = 22.5 - 2.5 log10(flux), as SDSS;
       - PSFFWHM (arcsec) and PIXSCALE (0.396 arcsec per pixel, SDSS's);
       - GAIN, Poisson counts per nanomaggy (the noise model's, for flux errors);
@@ -28,8 +28,6 @@ Shape shorthand: H = W = image size, N clumps of a galaxy.
 
 from __future__ import annotations
 
-import dataclasses
-from collections.abc import Mapping
 from pathlib import Path
 
 import numpy as np
@@ -39,6 +37,8 @@ from astropy.table import Table, vstack
 from astropy.wcs import WCS
 
 from gsfc_tf import conventions
+# The one reader of this layout, re-exported here beside its writer.
+from gsfc_tf.bands import BandImages, read_bands
 from tfds_clumpscout.clump_scout.synthetic import (
     BAND_NAMES,
     REFERENCE_IMAGE_SIZE,
@@ -65,27 +65,6 @@ NANOMAGGIES_PER_UNIT = 0.026
 # g, r, i first: readers of gri FITS take the first three image HDUs.
 FITS_BAND_ORDER = ("g", "r", "i", "u", "z")
 TRUTH_TABLE_NAME = "truth.ecsv"
-
-
-@dataclasses.dataclass(frozen=True)
-class BandImages:
-    """The band planes of one multi-band FITS cutout, as stored (bottom row first).
-
-    Attributes:
-        images: band name -> float32 [H, W] flux per pixel (`BUNIT` of the file).
-        zero_points: band name -> AB magnitude of one unit of flux (MAGZP).
-        psf_fwhm_px: band name -> PSF FWHM, px.
-        gains: band name -> Poisson counts per unit of flux (GAIN).
-        wcs: the celestial WCS of the planes (astropy's 0-based pixel frame of the stored array).
-        pixel_scale_arcsec: arcsec per pixel.
-    """
-
-    images: Mapping[str, np.ndarray]
-    zero_points: Mapping[str, float]
-    psf_fwhm_px: Mapping[str, float]
-    gains: Mapping[str, float]
-    wcs: WCS
-    pixel_scale_arcsec: float
 
 
 def _band_header(band: str, bands: SyntheticBands) -> fits.Header:
@@ -220,30 +199,3 @@ def write_synthetic_fits(
     truth.meta.update(seed=seed, n_galaxies=n, image_size=image_size, zero_point=ZERO_POINT)
     truth.write(truth_path, format="ascii.ecsv", overwrite=overwrite)
     return paths, truth_path
-
-
-def read_bands(path: str | Path) -> BandImages:
-    """Reads the band planes of a file `write_galaxy_fits` wrote (or any like it), by FILTER.
-
-    Raises:
-        ValueError: an image HDU without FILTER or EXTNAME, or a band without MAGZP or PSFFWHM.
-    """
-    images, zero_points, fwhm, gains = {}, {}, {}, {}
-    wcs, scale = None, None
-    with fits.open(path, memmap=False) as hdul:
-        for hdu in hdul:
-            if not hdu.is_image or hdu.data is None:
-                continue
-            header = hdu.header
-            band = header.get("FILTER", header.get("EXTNAME"))
-            missing = [key for key in ("MAGZP", "PSFFWHM", "PIXSCALE") if key not in header]
-            if band is None or missing:
-                raise ValueError(f"{Path(path).name}: image HDU {hdu.name!r} lacks {missing or ['FILTER']}")
-            scale = float(header["PIXSCALE"])
-            images[band] = np.asarray(hdu.data, np.float32)
-            zero_points[band] = float(header["MAGZP"])
-            fwhm[band] = float(header["PSFFWHM"]) / scale
-            gains[band] = float(header.get("GAIN", np.inf))
-            if wcs is None:
-                wcs = WCS(header).celestial
-    return BandImages(images, zero_points, fwhm, gains, wcs, scale)

@@ -1,0 +1,186 @@
+"""Named band images of a multi-band FITS cutout: the one reader of that layout.
+
+Model-free (numpy and astropy; no TensorFlow). `gsfc_tf.images.read_image` takes its g, r, i
+planes by the same names (`band_name`); `read_bands` reads every band with what photometry
+needs (`gsfc_tf.photometry.clump_photometry`, `gsfc_tf.host.segment_host`).
+
+File layout (what `tfds_clumpscout.clump_scout.synthetic_fits.write_galaxy_fits` writes):
+    One 2-D image HDU per band, in any order (a primary HDU without data is skipped). Each
+    names its band and may carry, in its own header:
+
+      FILTER or EXTNAME   the band's name (case-insensitive; FILTER first). A file names its
+                          bands when an image HDU has FILTER, or an EXTNAME that is one of
+                          `KNOWN_BANDS`; then every image HDU must name one, once.
+      MAGZP               AB magnitude of one unit of the pixel values (22.5 for nanomaggies).
+      PSFFWHM             the PSF's FWHM, arcsec.
+      PIXSCALE            arcsec per pixel (else the WCS's pixel scale).
+      GAIN                Poisson counts per unit of the pixel values (for clumps' Poisson
+                          noise; none: left out).
+      a celestial WCS     sky positions; the first band's is the file's.
+
+    Options of `read_bands` supply what the headers lack; a header value wins. Pixel values are
+    taken as sky-subtracted flux per pixel. Arrays are returned as stored (bottom row first;
+    `conventions.image_to_fits_pixels` maps image coordinates there).
+
+Shape shorthand: H x W image size.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import warnings
+from collections.abc import Mapping
+from pathlib import Path
+
+import numpy as np
+from astropy.io import fits
+from astropy.wcs import WCS, FITSFixedWarning
+from astropy.wcs.utils import proj_plane_pixel_scales
+
+__all__ = [
+    "KNOWN_BANDS",
+    "BandImages",
+    "BandReadError",
+    "band_name",
+    "names_its_bands",
+    "read_bands",
+]
+
+# Band names in wavelength order (bluest first); others sort after them, in file order.
+KNOWN_BANDS = ("u", "g", "r", "i", "z", "y")
+
+
+class BandReadError(ValueError):
+    """A multi-band FITS file cannot give named bands with what photometry needs (one line)."""
+
+
+@dataclasses.dataclass(frozen=True)
+class BandImages:
+    """The band planes of one multi-band FITS cutout, as stored (bottom row first).
+
+    Attributes:
+        images: band name (lower case) -> float32 [H, W] flux per pixel, bluest band first.
+        zero_points: band name -> AB magnitude of one unit of flux.
+        psf_fwhm_px: band name -> PSF FWHM, px.
+        gains: band name -> Poisson counts per unit of flux (inf where unknown).
+        wcs: the celestial WCS of the planes (astropy's 0-based pixel frame), or None.
+        pixel_scale_arcsec: arcsec per pixel (NaN where unknown).
+    """
+
+    images: Mapping[str, np.ndarray]
+    zero_points: Mapping[str, float]
+    psf_fwhm_px: Mapping[str, float]
+    gains: Mapping[str, float]
+    wcs: WCS | None
+    pixel_scale_arcsec: float
+
+
+def band_name(header: fits.Header) -> str | None:
+    """The band an image HDU holds: its FILTER, else its EXTNAME, stripped and lower case; None if neither."""
+    for key in ("FILTER", "EXTNAME"):
+        value = header.get(key)
+        if value is not None and str(value).strip():
+            return str(value).strip().lower()
+    return None
+
+
+def names_its_bands(headers) -> bool:
+    """Whether image HDUs (their headers) name bands: one has FILTER, or an EXTNAME in `KNOWN_BANDS`."""
+    return any(
+        "FILTER" in header or str(header.get("EXTNAME", "")).strip().lower() in KNOWN_BANDS for header in headers
+    )
+
+
+def _per_band(option, band: str):
+    if isinstance(option, Mapping):
+        return option.get(band)
+    return option
+
+
+def _wavelength_order(names: list[str]) -> list[str]:
+    return sorted(names, key=lambda name: (KNOWN_BANDS.index(name) if name in KNOWN_BANDS else len(KNOWN_BANDS)))
+
+
+def read_bands(
+    path: str | Path,
+    *,
+    zero_point: float | Mapping[str, float] | None = None,
+    fwhm_arcsec: float | Mapping[str, float] | None = None,
+    pixel_scale_arcsec: float | None = None,
+    gain: float | Mapping[str, float] | None = None,
+    required: tuple[str, ...] = (),
+) -> BandImages:
+    """Reads every named band of a multi-band FITS cutout (module docstring).
+
+    Args:
+        path: the FITS file (optionally gzipped).
+        zero_point: AB magnitude of one unit of flux, for bands without MAGZP (a number, or
+            band name -> number).
+        fwhm_arcsec: PSF FWHM (arcsec) for bands without PSFFWHM, likewise.
+        pixel_scale_arcsec: arcsec per pixel where no header has PIXSCALE and the WCS gives none.
+        gain: Poisson counts per unit of flux for bands without GAIN, likewise.
+        required: bands the file must hold.
+
+    Returns:
+        `BandImages`, bands in wavelength order (`KNOWN_BANDS` first, others in file order).
+
+    Raises:
+        BandReadError: no named bands, an unnamed or repeated band, a required band missing,
+            shapes differing between bands, no zero point, or no or non-positive FWHM or pixel scale.
+    """
+    name = Path(path).name
+    try:
+        with fits.open(path, memmap=False) as hdul:
+            hdus = [(hdu.header.copy(), np.asarray(hdu.data, np.float32)) for hdu in hdul
+                    if hdu.is_image and hdu.data is not None and hdu.data.size > 0]
+    except Exception as error:  # astropy raises many types for corrupt files
+        raise BandReadError(f"{name}: {type(error).__name__}: {error}") from error
+    if not names_its_bands([header for header, _ in hdus]):
+        raise BandReadError(f"{name}: no image HDU names its band (FILTER, or EXTNAME one of {', '.join(KNOWN_BANDS)})")
+    planes: dict[str, tuple[fits.Header, np.ndarray]] = {}
+    for index, (header, data) in enumerate(hdus):
+        band = band_name(header)
+        if band is None:
+            raise BandReadError(f"{name}: image HDU {index} names no band (FILTER or EXTNAME) while others do")
+        if band in planes:
+            raise BandReadError(f"{name}: band {band!r} appears twice")
+        if data.ndim != 2:
+            raise BandReadError(f"{name}: band {band!r} is not a 2-D image (shape {data.shape})")
+        planes[band] = (header, data)
+    missing = [band for band in required if band not in planes]
+    if missing:
+        raise BandReadError(f"{name}: bands {', '.join(planes)} lack {', '.join(missing)}")
+    first = next(iter(planes))
+    shapes = {band: data.shape for band, (_, data) in planes.items()}
+    if len(set(shapes.values())) > 1:
+        raise BandReadError(f"{name}: band shapes differ: {shapes}")
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", FITSFixedWarning)
+        wcs = WCS(planes[first][0]).celestial
+    wcs = wcs if wcs.has_celestial else None
+    scale = next((float(header["PIXSCALE"]) for header, _ in planes.values() if "PIXSCALE" in header), None)
+    if scale is None:
+        scale = pixel_scale_arcsec
+    if scale is None and wcs is not None:
+        scale = float(np.mean(proj_plane_pixel_scales(wcs)) * 3600.0)
+    images, zero_points, fwhm_px, gains = {}, {}, {}, {}
+    for band in _wavelength_order(list(planes)):
+        header, data = planes[band]
+        zp = header.get("MAGZP", _per_band(zero_point, band))
+        if zp is None or not math.isfinite(float(zp)):
+            raise BandReadError(f"{name}: band {band!r} has no zero point (MAGZP): give one (zero_point)")
+        fwhm = header.get("PSFFWHM", _per_band(fwhm_arcsec, band))
+        if fwhm is None:
+            raise BandReadError(f"{name}: band {band!r} has no PSF FWHM (PSFFWHM, arcsec): give one (fwhm_arcsec)")
+        if not float(fwhm) > 0:
+            raise BandReadError(f"{name}: band {band!r} has PSF FWHM {fwhm!r} arcsec; it must be > 0")
+        if scale is None or not scale > 0:
+            raise BandReadError(f"{name}: no positive pixel scale (PIXSCALE or a WCS): give one (pixel_scale_arcsec)")
+        band_gain = header.get("GAIN", _per_band(gain, band))
+        images[band] = data
+        zero_points[band] = float(zp)
+        fwhm_px[band] = float(fwhm) / scale
+        gains[band] = math.inf if band_gain is None else float(band_gain)
+    return BandImages(images, zero_points, fwhm_px, gains, wcs, float(scale))
