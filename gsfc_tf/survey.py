@@ -7,8 +7,13 @@ on Dataflow, Flink or Spark at scale:
 
     inputs -> read each cutout (`catalogue.read_cutout`) -> RunInference (`DetectorHandler`:
     the model loaded once per worker process and shared by its threads, batches of one image
-    size) -> clump rows (`catalogue.rows_from_detections`, as `gsfc-tf predict` makes them)
-    -> Parquet shards; and every input's status (detected / no_clumps / unreadable) -> Parquet shards.
+    size) -> clump rows with host and photometry columns (`catalogue.catalogue_galaxy` on the
+    cutout's `catalogue.read_science`, as `gsfc-tf predict` makes them) -> Parquet shards; and
+    every input's status (detected / no_clumps / unreadable) and host columns -> Parquet shards.
+
+Both schemas follow the row dataclasses (`catalogue.CatalogueRow` and the input path,
+`SurveyImageRow`): photometry has a fixed column set, SDSS ugriz (`catalogue.PHOTOMETRY_BANDS`),
+NaN where a cutout lacks a band, so every shard has one schema and `--merge` writes predict's rows.
 
 Paths go through Beam's `FileSystems`, so inputs, the model and the outputs may be `gs://` or
 `s3://` URLs where Beam's filesystem extra (`apache-beam[gcp]`, `[aws]`) is installed. Local glob
@@ -60,7 +65,7 @@ from apache_beam.options.pipeline_options import PipelineOptions
 from astropy import units as u
 
 from gsfc_tf import __version__, catalogue
-from gsfc_tf.catalogue import IMAGE_STATUSES, CatalogueRow, ImageStatusRow
+from gsfc_tf.catalogue import HOST_MASK_MODES, IMAGE_STATUSES, CatalogueRow, GalaxyRows, ImageStatusRow
 from gsfc_tf.detector import Detector, default_min_score, load_detector, validation_threshold
 from gsfc_tf.images import UnreadableImageError
 
@@ -85,34 +90,6 @@ MERGE_MAX_ROWS = 5_000_000
 _RUN_ID_PATTERN = r"\d{8}T\d{6}-[0-9a-f]{8}"
 _UNREADABLE = IMAGE_STATUSES[2]
 
-# One row per clump: `CatalogueRow`'s columns (cutout pixels, RA/Dec from the WCS) and the input path.
-CLUMP_SCHEMA = pa.schema(
-    [
-        ("galaxy_id", pa.string()),
-        ("path", pa.string()),
-        *[(name, pa.float64()) for name in ("x_min", "y_min", "x_max", "y_max", "x_centre", "y_centre")],
-        ("class_name", pa.string()),
-        ("class_id", pa.int64()),
-        ("score", pa.float64()),
-        ("ra", pa.float64()),
-        ("dec", pa.float64()),
-    ]
-)
-# One row per input: `SurveyImageRow`'s columns.
-IMAGE_SCHEMA = pa.schema(
-    [
-        ("galaxy_id", pa.string()),
-        ("path", pa.string()),
-        ("status", pa.string()),
-        ("reason", pa.string()),
-        ("n_clumps", pa.int64()),
-        ("n_bad_pixels", pa.int64()),
-        ("galaxy_ra", pa.float64()),
-        ("galaxy_dec", pa.float64()),
-    ]
-)
-
-
 @dataclasses.dataclass(frozen=True)
 class SurveyImageRow(ImageStatusRow):
     """One input of a survey and what became of it: `ImageStatusRow` and the manifest's position.
@@ -126,6 +103,26 @@ class SurveyImageRow(ImageStatusRow):
     galaxy_dec: float = math.nan
 
     UNITS: ClassVar[dict[str, u.Unit]] = {"galaxy_ra": u.deg, "galaxy_dec": u.deg}
+
+
+_ARROW_TYPES = {"str": pa.string(), "int": pa.int64(), "float": pa.float64(), "bool": pa.bool_()}
+
+
+def _schema(row_type: type, *, path_after: str | None = None) -> pa.Schema:
+    """A Parquet schema with one column per field of `row_type` (and `path` after `path_after`)."""
+    columns = []
+    for field in dataclasses.fields(row_type):
+        columns.append((field.name, _ARROW_TYPES[field.type]))
+        if field.name == path_after:
+            columns.append(("path", pa.string()))
+    return pa.schema(columns)
+
+
+# One row per clump: `CatalogueRow`'s columns (cutout pixels, RA/Dec from the WCS, host and
+# photometry) and the input path.
+CLUMP_SCHEMA = _schema(CatalogueRow, path_after="galaxy_id")
+# One row per input: `SurveyImageRow`'s columns.
+IMAGE_SCHEMA = _schema(SurveyImageRow)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -151,12 +148,14 @@ class SurveyInput:
 
 @dataclasses.dataclass(frozen=True)
 class _Cutout:
-    """A read cutout on its way to the detector: uint8 image [H, W, 3], celestial WCS or None, bad pixels."""
+    """A read cutout on its way to the detector: uint8 image [H, W, 3], celestial WCS or None, bad
+    pixels, and its `catalogue.ScienceImage`."""
 
     item: SurveyInput
     image: np.ndarray
     wcs: Any
     n_bad_pixels: int
+    science: catalogue.ScienceImage
 
 
 @dataclasses.dataclass(frozen=True)
@@ -321,14 +320,19 @@ def _copy_to(source: str, destination: Path) -> None:
         shutil.copyfileobj(src, dst)
 
 
-def _read(item: SurveyInput) -> catalogue.Cutout:
-    """`catalogue.read_cutout` of a local or remote cutout.
+def _read_local(path: str | Path) -> tuple[catalogue.Cutout, catalogue.ScienceImage]:
+    cutout = catalogue.read_cutout(path)
+    return cutout, catalogue.read_science(path, cutout.image)
+
+
+def _read(item: SurveyInput) -> tuple[catalogue.Cutout, catalogue.ScienceImage]:
+    """`catalogue.read_cutout` and `catalogue.read_science` of a local or remote cutout.
 
     Raises:
         UnreadableImageError: the file is missing, unreachable or not a usable image.
     """
     if _is_local(item.path):
-        return catalogue.read_cutout(item.path)
+        return _read_local(item.path)
     with tempfile.TemporaryDirectory() as tmp:
         # read_cutout reads local files; the file's own name picks the format and names it in errors.
         local = Path(tmp) / FileSystems.split(item.path)[1]
@@ -336,7 +340,7 @@ def _read(item: SurveyInput) -> catalogue.Cutout:
             _copy_to(item.path, local)
         except Exception as error:  # each filesystem raises its own types for a missing file
             raise UnreadableImageError(f"{local.name}: {type(error).__name__}: {error}") from error
-        return catalogue.read_cutout(local)
+        return _read_local(local)
 
 
 def _local_model(model: str) -> str:
@@ -362,15 +366,15 @@ class _ReadCutouts(beam.DoFn):
             yield beam.pvalue.TaggedOutput(_UNREADABLE, (item, item.unreadable_reason))
             return
         try:
-            cutout = _read(item)
+            cutout, science = _read(item)
         except UnreadableImageError as error:
             yield beam.pvalue.TaggedOutput(_UNREADABLE, (item, str(error)))
             return
-        yield _Cutout(item, *cutout)
+        yield _Cutout(item, *cutout, science=science)
 
 
 class DetectorHandler(ModelHandler):
-    """RunInference handler: batches of cutouts -> (SurveyInput, clump rows, bad pixels) per cutout.
+    """RunInference handler: batches of cutouts -> (SurveyInput, `GalaxyRows`, bad pixels) per cutout.
 
     Beam's stock TensorFlow handler imports tensorflow_hub; this one loads any model
     `detector.load_detector` loads (a run directory or an exported SavedModel). RunInference keeps
@@ -382,22 +386,26 @@ class DetectorHandler(ModelHandler):
         model: run directory, `.keras` file or SavedModel directory (local or a Beam URL).
         min_score: keep detections scoring at least this.
         batch_size: cutouts per batch.
+        host_mask: one of `catalogue.HOST_MASK_MODES`.
     """
 
-    def __init__(self, model: str, *, min_score: float, batch_size: int = 8):
+    def __init__(self, model: str, *, min_score: float, batch_size: int = 8, host_mask: str = "drop"):
+        if host_mask not in HOST_MASK_MODES:
+            raise ValueError(f"host_mask must be one of {HOST_MASK_MODES}, got {host_mask!r}")
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
         # A fixed batch size; the end of a bundle flushes a smaller batch.
         super().__init__(min_batch_size=batch_size, max_batch_size=batch_size)
         self._model = model
         self._min_score = min_score
+        self._host_mask = host_mask
 
     def load_model(self) -> Detector:
         return load_detector(_local_model(self._model))
 
     def run_inference(
         self, batch: Sequence[_Cutout], model: Detector, inference_args: dict | None = None
-    ) -> list[tuple[SurveyInput, list[CatalogueRow], int]]:
+    ) -> list[tuple[SurveyInput, GalaxyRows, int]]:
         by_size: dict[tuple[int, ...], list[int]] = {}
         for index, cutout in enumerate(batch):
             by_size.setdefault(cutout.image.shape, []).append(index)
@@ -406,34 +414,41 @@ class DetectorHandler(ModelHandler):
             detections = model.detect_boxes(np.stack([batch[index].image for index in indices]))
             for index, found in zip(indices, detections):
                 cutout = batch[index]
-                rows = catalogue.rows_from_detections(cutout.item.galaxy_id, found, wcs=cutout.wcs, min_score=self._min_score)
-                # Not the cutout itself: its image need not travel on.
-                results[index] = (cutout.item, rows, cutout.n_bad_pixels)
+                galaxy = catalogue.catalogue_galaxy(
+                    cutout.item.galaxy_id, found, cutout.science, wcs=cutout.wcs, min_score=self._min_score,
+                    host_mask=self._host_mask,
+                )
+                # Not the cutout itself: its images need not travel on.
+                results[index] = (cutout.item, galaxy, cutout.n_bad_pixels)
         return results
 
     def get_num_bytes(self, batch: Sequence[_Cutout]) -> int:
         # The default pickles the whole batch to measure it.
-        return sum(cutout.image.nbytes for cutout in batch)
+        return sum(cutout.image.nbytes + cutout.science.detection.nbytes for cutout in batch)
 
 
-def _clump_records(result: tuple[SurveyInput, list[CatalogueRow], int]) -> list[dict[str, Any]]:
-    item, rows, _ = result
-    return [{**dataclasses.asdict(row), "path": item.path} for row in rows]
+def _clump_records(result: tuple[SurveyInput, GalaxyRows, int]) -> list[dict[str, Any]]:
+    item, galaxy, _ = result
+    return [{**dataclasses.asdict(row), "path": item.path} for row in galaxy.rows]
 
 
 def _image_record(
-    item: SurveyInput, status: str, *, reason: str = "", n_clumps: int = 0, n_bad_pixels: int = 0
+    item: SurveyInput, status: str, *, reason: str = "", n_clumps: int = 0, n_bad_pixels: int = 0,
+    science_columns: dict | None = None,
 ) -> dict[str, Any]:
     row = SurveyImageRow(
         galaxy_id=item.galaxy_id, path=item.path, status=status, reason=catalogue.printable(reason), n_clumps=n_clumps,
-        n_bad_pixels=n_bad_pixels, galaxy_ra=item.galaxy_ra, galaxy_dec=item.galaxy_dec,
+        n_bad_pixels=n_bad_pixels, galaxy_ra=item.galaxy_ra, galaxy_dec=item.galaxy_dec, **(science_columns or {}),
     )
     return dataclasses.asdict(row)
 
 
-def _detected_record(result: tuple[SurveyInput, list[CatalogueRow], int]) -> dict[str, Any]:
-    item, rows, n_bad_pixels = result
-    return _image_record(item, "detected" if rows else "no_clumps", n_clumps=len(rows), n_bad_pixels=n_bad_pixels)
+def _detected_record(result: tuple[SurveyInput, GalaxyRows, int]) -> dict[str, Any]:
+    item, galaxy, n_bad_pixels = result
+    return _image_record(
+        item, "detected" if galaxy.rows else "no_clumps", n_clumps=len(galaxy.rows), n_bad_pixels=n_bad_pixels,
+        science_columns=galaxy.image_columns,
+    )
 
 
 class DetectClumps(beam.PTransform):
@@ -628,6 +643,7 @@ def run_survey(
     merge: str | None = None,
     retry_unreadable: bool = False,
     pipeline_args: Sequence[str] = (),
+    host_mask: str = "drop",
 ) -> SurveyRun:
     """Runs the survey pipeline over the inputs that no completed run under `out_prefix` processed.
 
@@ -651,14 +667,17 @@ def run_survey(
         merge: None, "csv" or "fits".
         retry_unreadable: also process again the inputs whose latest run found them unreadable.
         pipeline_args: Beam pipeline options, e.g. ["--runner=DataflowRunner", "--project=..."].
+        host_mask: one of `catalogue.HOST_MASK_MODES` (`catalogue.catalogue_galaxy`).
 
     Raises:
         ValueError: bad inputs or options, outputs that cannot be written, earlier runs under
-            `out_prefix` made with another model or threshold, an input taking a galaxy id an
+            `out_prefix` made with another model, threshold or host mask (or before host masks), an input taking a galaxy id an
             earlier run gave another file, or a merge too large for one machine.
     """
     if merge not in (None, "csv", "fits"):
         raise ValueError(f'merge must be "csv" or "fits", got {merge!r}')
+    if host_mask not in HOST_MASK_MODES:
+        raise ValueError(f"host_mask must be one of {HOST_MASK_MODES}, got {host_mask!r}")
     out_prefix = _output_prefix(out_prefix)
     items = list_inputs(patterns, manifest=manifest)
     run_id = f"{datetime.datetime.now(datetime.timezone.utc):%Y%m%dT%H%M%S}-{uuid.uuid4().hex[:8]}"
@@ -677,9 +696,16 @@ def run_survey(
                 f"{out_prefix} holds run {run['run_id']} of {run['model']} at score >= {run['min_score']}, not "
                 f"{_normalised(model)} at >= {threshold.value}: use another --out"
             )
+        if run.get("host_mask") != host_mask:
+            raise ValueError(
+                f"{out_prefix} holds run {run['run_id']} with host mask {run.get('host_mask', '(none: an older version)')}, "
+                f"not {host_mask}: use another --out"
+            )
     run = None
     if todo:
-        run = _run_pipeline(todo, run_id, model, out_prefix, threshold, batch_size, num_shards, pipeline_args)
+        run = _run_pipeline(
+            todo, run_id, model, out_prefix, threshold, batch_size, num_shards, pipeline_args, host_mask
+        )
     merged = _merge([*runs, *([run] if run else [])], out_prefix, merge) if merge else ()
     return SurveyRun(n_inputs=len(items), n_already_done=len(items) - len(todo), threshold=threshold, run=run, merged=merged)
 
@@ -693,6 +719,7 @@ def _run_pipeline(
     batch_size: int,
     num_shards: int,
     pipeline_args: Sequence[str],
+    host_mask: str,
 ) -> dict[str, Any]:
     """One run over `todo`: its inputs file, the pipeline, then its done manifest; returns the manifest."""
     run_prefix = f"{out_prefix}-{run_id}"
@@ -708,7 +735,8 @@ def _run_pipeline(
             | "ReadInputs" >> beam.io.ReadFromText(inputs_file, skip_header_lines=1)
             | "ParseInputs" >> beam.Map(_parse_input_line)
         )
-        outputs = items | DetectClumps(DetectorHandler(model, min_score=threshold.value, batch_size=batch_size))
+        handler = DetectorHandler(model, min_score=threshold.value, batch_size=batch_size, host_mask=host_mask)
+        outputs = items | DetectClumps(handler)
         for name, schema in (("clumps", CLUMP_SCHEMA), ("images", IMAGE_SCHEMA)):
             outputs[name] | f"Write{name.title()}" >> beam.io.WriteToParquet(
                 f"{run_prefix}-{name}", schema.with_metadata(metadata), file_name_suffix=".parquet", num_shards=num_shards
@@ -722,7 +750,7 @@ def _run_pipeline(
     record = {
         "run_id": run_id, "finished": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         "gsfc_tf_version": __version__, "model": _normalised(model), "min_score": threshold.value,
-        "min_score_source": threshold.source, "inputs": inputs_file, "n_inputs": len(todo),
+        "min_score_source": threshold.source, "host_mask": host_mask, "inputs": inputs_file, "n_inputs": len(todo),
         "status_counts": {status: statuses.count(status) for status in IMAGE_STATUSES},
         "n_clumps": sum(pq.read_metadata(pa.BufferReader(_read_bytes(shard))).num_rows for shard in clump_shards),
         "clump_shards": clump_shards, "image_shards": image_shards,

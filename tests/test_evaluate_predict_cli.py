@@ -261,3 +261,43 @@ def test_tta_validation_threshold_needs_tta_and_a_validation_split(run_dir, tmp_
     run_config = json.loads((run_dir / "config.json").read_text())
     (without / "config.json").write_text(json.dumps({**run_config, "validation_split": None}))
     assert tta_validation_threshold(detector.load_detector(without, tta=True)) is None
+
+
+def _texts(column):
+    """A text column as read back, empty strings (masked) as ""."""
+    return ["" if value is np.ma.masked else str(value) for value in column]
+
+
+def test_predict_host_mask_and_photometry_wiring(run_dir, tmp_path, capsys):
+    # Wiring only (the values are tested on truth boxes in test_catalogue_science.py): generator
+    # FITS with named bands get photometry columns with units, the rest host columns only.
+    from tfds_clumpscout.clump_scout.synthetic_fits import write_synthetic_fits
+
+    paths, _ = write_synthetic_fits(tmp_path / "fits", 2, seed=3)
+    inputs = [*map(str, paths), str(fits_cutout(tmp_path / "sky.fits"))]
+    tables = {}
+    for mode in ("flag", "drop", "off"):
+        out = tmp_path / mode / "clumps.fits"
+        argv = ["predict", "--model", str(run_dir), *inputs, "--out", str(out), "--min-score", "0", "--host-mask", mode]
+        assert cli.main(argv) == 0
+        tables[mode] = Table.read(out), Table.read(out.with_name("clumps.images.fits"))
+    capsys.readouterr()
+    clumps, images = tables["flag"]
+    assert clumps["flux_r"].unit.to_string() == "nmgy" and clumps["mag_g"].unit == u.mag
+    assert clumps["distance_arcsec"].unit == u.arcsec and images["host_area"].unit == u.pix**2
+    photometry = np.isfinite(np.asarray(clumps["flux_r"]))
+    assert set(clumps["galaxy_id"][photometry]) == {"galaxy_00000", "galaxy_00001"}
+    assert not photometry[clumps["galaxy_id"] == "sky"].any()
+    assert _texts(images["photometry_note"])[:2] == ["", ""] and images["photometry_note"][2].startswith("no image HDU")
+    assert _texts(images["host_flag"]) == ["", "", ""] and np.isfinite(np.asarray(images["host_x"])).all()
+    # drop keeps exactly the rows flag marks on the host; off segments nothing.
+    dropped = tables["drop"][0]
+    assert len(dropped) == np.sum(~np.asarray(clumps["off_host"])) and not np.asarray(dropped["off_host"]).any()
+    assert len(tables["off"][0]) == len(clumps) and set(tables["off"][1]["host_flag"]) == {"not_segmented"}
+    assert list(tables["flag"][1]["n_off_host"]) == list(tables["drop"][1]["n_off_host"])
+
+
+def test_predict_rejects_an_unknown_host_mask(capsys):
+    with pytest.raises(SystemExit):
+        cli.main(["predict", "--model", "m", "x.png", "--host-mask", "maybe"])
+    assert "--host-mask" in capsys.readouterr().err

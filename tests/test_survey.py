@@ -26,10 +26,11 @@ from astropy.table import Table
 
 import apache_beam as beam
 from gsfc_tf import cli, survey
-from gsfc_tf.catalogue import expand_image_paths, image_table_path, predict_catalogue
+from gsfc_tf.catalogue import CatalogueRow, expand_image_paths, image_table_path, predict_catalogue
 from gsfc_tf.detector import METADATA_PATH, default_min_score, load_detector
 from test_detector import as_cutout, save_png, save_run_dir
 from test_evaluate_predict_cli import fits_cutout
+from tfds_clumpscout.clump_scout.synthetic_fits import write_synthetic_fits
 
 PIXEL_COLUMNS = ("x_min", "y_min", "x_max", "y_max", "x_centre", "y_centre")
 VALIDATION_THRESHOLD = 0.3
@@ -45,13 +46,17 @@ def models(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def cutouts(tmp_path_factory, models):
-    """Three 400-px PNG cutouts, a 200-px crop (another batch size), a FITS with a WCS, a corrupt file."""
+    """Three 400-px PNG cutouts, a 200-px crop (another batch size), a FITS with a WCS, two generator FITS
+    with named bands (photometry), a corrupt file."""
     folder = tmp_path_factory.mktemp("cutouts")
     rng = np.random.default_rng(1)
     for name in ("a", "b", "c"):
         save_png(folder / f"{name}.png", as_cutout(rng.integers(0, 255, (200, 200, 3), dtype=np.uint8)))
     save_png(folder / "crop.png", rng.integers(0, 255, (200, 200, 3), dtype=np.uint8))
     fits_cutout(folder / "sky.fits")
+    generated, _ = write_synthetic_fits(tmp_path_factory.mktemp("generated"), 2, seed=3)
+    for path in generated:
+        shutil.copy(path, folder / path.name)
     (folder / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n not really")
     paths = sorted(str(path) for path in folder.iterdir())
     return {"folder": folder, "paths": paths, "missing": str(folder / "missing.png")}
@@ -71,16 +76,25 @@ def _predict(model, paths, min_score):
     return predict_catalogue(load_detector(model), paths, min_score=min_score)
 
 
+_CLUMP_COLUMNS = {field.name: field.type for field in dataclasses.fields(CatalogueRow)}
+
+
 def _assert_same_rows(actual, expected):
-    """Clump rows (dicts or tables) equal row for row: boxes within 1e-4 px, the rest exactly (NaN = NaN)."""
+    """Clump rows (dicts or tables) equal row for row in every `CatalogueRow` column: boxes within 1e-4 px,
+    other numbers to 1e-6 (relative for the photometry; NaN = NaN), the rest exactly."""
     assert len(actual) == len(expected) > 0
-    for column in ("galaxy_id", "class_name", "class_id"):
-        assert [row[column] for row in actual] == [row[column] for row in expected], column
-    for column in (*PIXEL_COLUMNS, "score", "ra", "dec"):
-        tolerance = 1e-4 if column in PIXEL_COLUMNS else 1e-6
-        np.testing.assert_allclose(
-            [row[column] for row in actual], [row[column] for row in expected], atol=tolerance, rtol=0, equal_nan=True
-        )
+    for column, kind in _CLUMP_COLUMNS.items():
+        values, wanted = [row[column] for row in actual], [row[column] for row in expected]
+        if kind != "float":
+            # A CSV column that is empty in every row reads back masked: compare as text.
+            assert [str(v) if v is not np.ma.masked else "" for v in values] == [
+                str(v) if v is not np.ma.masked else "" for v in wanted], column
+        else:
+            tolerance = 1e-4 if column in PIXEL_COLUMNS else 1e-6
+            np.testing.assert_allclose(
+                np.asarray(values, float), np.asarray(wanted, float), atol=tolerance, rtol=1e-6, equal_nan=True,
+                err_msg=column,
+            )
 
 
 def test_pipeline_gives_predicts_rows_and_every_inputs_status(models, cutouts, min_score):
@@ -112,20 +126,32 @@ def test_pipeline_gives_predicts_rows_and_every_inputs_status(models, cutouts, m
 
 
 def test_survey_command_writes_predicts_catalogue_and_image_table(models, cutouts, tmp_path, capsys):
-    inputs = [str(cutouts["folder"] / "*.png"), str(cutouts["folder"] / "sky.fits"), cutouts["missing"]]
+    inputs = [str(cutouts["folder"] / "*.png"), str(cutouts["folder"] / "*.fits"), cutouts["missing"]]
     prefix = str(tmp_path / "survey" / "gz")
+    # Off-host detections flagged, not dropped: the untrained detector's boxes fall anywhere.
     assert cli.main(["survey", "--model", models["run"], "--inputs", *inputs, "--out", prefix, "--merge", "csv",
-                     "--batch-size", "2", "--", "--direct_num_workers=1"]) == 0
+                     "--batch-size", "2", "--host-mask", "flag", "--", "--direct_num_workers=1"]) == 0
     out = capsys.readouterr().out
     assert f"score >= {VALIDATION_THRESHOLD:.2f} (validation operating threshold of" in out
     predicted = tmp_path / "predict.csv"
-    assert cli.main(["predict", "--model", models["run"], *inputs, "--out", str(predicted)]) == 0
+    assert cli.main(["predict", "--model", models["run"], *inputs, "--out", str(predicted), "--host-mask", "flag"]) == 0
 
-    _assert_same_rows(Table.read(f"{prefix}.csv", format="ascii.csv"), Table.read(predicted, format="ascii.csv"))
+    merged = Table.read(f"{prefix}.csv", format="ascii.csv")
+    _assert_same_rows(merged, Table.read(predicted, format="ascii.csv"))
+    # Photometry and host columns were compared, not only NaNs: the generator FITS rows have them.
+    measured = np.isfinite(np.asarray(merged["flux_r"], float))
+    assert set(merged["galaxy_id"][measured]) == {"galaxy_00000", "galaxy_00001"}
+    # Hosts found and not found (the 200-px noise crop) both went through.
+    assert {"", "no_segment_at_centre"} <= {"" if flag is np.ma.masked else flag for flag in merged["host_flag"]}
     survey_images = Table.read(f"{prefix}.images.csv", format="ascii.csv")
     predict_images = Table.read(image_table_path(predicted), format="ascii.csv")
-    for column in ("galaxy_id", "status", "n_clumps"):
+    for column in ("galaxy_id", "status", "n_clumps", "host_flag", "n_off_host", "photometry_note"):
         assert list(survey_images[column]) == list(predict_images[column]), column
+    for column in ("host_x", "host_y", "host_semi_major_axis", "host_axis_ratio", "host_position_angle",
+                   "host_half_light_radius", "host_area", "host_fwhm"):
+        np.testing.assert_allclose(np.asarray(survey_images[column], float), np.asarray(predict_images[column], float),
+                                   rtol=1e-9, equal_nan=True, err_msg=column)
+    assert done_host_mask(prefix) == "flag"
     assert list(survey_images["status"]).count("unreadable") == 2
 
     (done,) = survey.completed_runs(prefix)
@@ -133,6 +159,11 @@ def test_survey_command_writes_predicts_catalogue_and_image_table(models, cutout
     assert done["status_counts"]["unreadable"] == 2 and done["n_inputs"] == len(predict_images)
     schema = pq.read_schema(done["clump_shards"][0])
     assert schema.metadata[b"gsfc_tf.min_score"] == str(VALIDATION_THRESHOLD).encode()
+
+
+def done_host_mask(prefix):
+    (done,) = survey.completed_runs(prefix)
+    return done["host_mask"]
 
 
 def _merged(prefix):

@@ -1,7 +1,9 @@
 """`gsfc-tf predict`: find clumps in cutouts (PNG/JPEG/FITS) and write a clump catalogue.
 
 Boxes and centres are pixels of each original cutout (origin at the top-left corner, y down);
-RA/Dec come from the cutout's WCS when it is a FITS file with one, and are empty otherwise.
+RA/Dec come from the cutout's WCS when it is a FITS file with one, and are empty otherwise. The host
+galaxy is segmented in every cutout; detections off it are dropped (`--host-mask`, default drop).
+FITS cutouts whose HDUs name their bands get clump photometry (`gsfc_tf.catalogue` lists the columns).
 Beside the catalogue (`clumps.csv`) the image table (`clumps.images.csv`) lists every input with its
 galaxy id, status (detected / no_clumps / unreadable), reason, number of clumps and NaN/infinite
 pixels. Unreadable inputs are reported and skipped; the command fails only if none could be read
@@ -36,6 +38,11 @@ def configure_parser(parser) -> None:
     )
     add_min_score_argument(parser, use="keep clumps scoring at least this")
     parser.add_argument("--batch-size", type=int, default=8, help="images per detector call (default 8)")
+    parser.add_argument(
+        "--host-mask", choices=("drop", "flag", "off"), default="drop",
+        help="detections whose centre is off the host galaxy's segment: drop them (default), flag them "
+        "(off_host column) or do not segment the host (off)",
+    )
     add_tta_arguments(parser)
 
 
@@ -66,7 +73,8 @@ def run(args) -> int:
         print(f"warning: skipping {catalogue.printable(path)}: {error}", file=sys.stderr)
 
     result = catalogue.predict_catalogue(
-        detector, paths, min_score=min_score, batch_size=args.batch_size, on_error=report, progress=True
+        detector, paths, min_score=min_score, batch_size=args.batch_size, on_error=report, progress=True,
+        host_mask=args.host_mask,
     )
     table_path = catalogue.write_image_table(result.images, table_path, format=format)
     catalogue_path = catalogue.write_catalogue(result.rows, catalogue_path, format=format)

@@ -31,6 +31,9 @@ def configure_parser(parser) -> None:
     parser.add_argument("--runner", default="DirectRunner", help="Beam runner (default DirectRunner)")
     add_min_score_argument(parser, use="keep clumps scoring at least this")
     parser.add_argument("--batch-size", type=int, default=8, help="cutouts per detector call (default 8)")
+    parser.add_argument("--host-mask", choices=("drop", "flag", "off"), default="drop",
+                        help="detections off the host galaxy's segment: drop (default), flag (off_host column) or "
+                             "off (no host segmentation), as in predict; one value for every run under --out")
     parser.add_argument("--num-shards", type=int, default=0, help="Parquet shards per table (default: the runner's choice)")
     parser.add_argument("--merge", choices=("csv", "fits"),
                         help="also write the whole catalogue as PREFIX.FORMAT and its image table (with the manifest's "
@@ -48,7 +51,7 @@ def run(args) -> int:
     result = run_survey(
         args.model, args.out, patterns=args.inputs, manifest=args.manifest, min_score=args.min_score,
         batch_size=args.batch_size, num_shards=args.num_shards, merge=args.merge,
-        retry_unreadable=args.retry_unreadable, pipeline_args=[f"--runner={args.runner}", *beam_options],
+        retry_unreadable=args.retry_unreadable, host_mask=args.host_mask, pipeline_args=[f"--runner={args.runner}", *beam_options],
     )
     threshold = f"score >= {result.threshold.value:.2f} ({result.threshold.source})"
     run = result.run

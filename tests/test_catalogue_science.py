@@ -1,0 +1,168 @@
+"""Host mask and clump photometry in catalogue rows (`catalogue.catalogue_galaxy`), against the generator's truth.
+
+The detector is left out: truth boxes go through the row-building function `predict_catalogue` and
+the survey use, so the photometry is tested at the true clump positions (an untrained detector's
+boxes are random). The CLI wiring is tested in test_evaluate_predict_cli.py and test_survey.py.
+"""
+
+import dataclasses
+import math
+
+import numpy as np
+import pytest
+from astropy.table import Table
+from PIL import Image
+
+from gsfc_tf import conventions
+from gsfc_tf.catalogue import (
+    PHOTOMETRY_BANDS,
+    CatalogueRow,
+    ScienceImage,
+    catalogue_galaxy,
+    read_cutout,
+    read_science,
+)
+from gsfc_tf.evaluation import ImageBoxes
+from gsfc_tf.host import segment_host
+from gsfc_tf.photometry import clump_photometry
+from tfds_clumpscout.clump_scout.synthetic_fits import write_synthetic_fits
+
+_N_GALAXIES = 16  # test_science_synthetic's fixture: seed 2026, 200 px
+
+
+@pytest.fixture(scope="module")
+def synthetic(tmp_path_factory):
+    paths, truth_path = write_synthetic_fits(tmp_path_factory.mktemp("catalogue_science"), _N_GALAXIES, seed=2026)
+    return paths, Table.read(truth_path)
+
+
+def _truth_boxes(rows) -> ImageBoxes:
+    boxes = np.stack([rows["y_min"], rows["x_min"], rows["y_max"], rows["x_max"]], axis=1)
+    return ImageBoxes(boxes, np.asarray(rows["label"]), np.ones(len(rows)))
+
+
+def _catalogue(path, rows, host_mask="flag"):
+    cutout = read_cutout(path)
+    return catalogue_galaxy(path.stem, _truth_boxes(rows), read_science(path, cutout.image), wcs=cutout.wcs,
+                            host_mask=host_mask)
+
+
+@pytest.fixture(scope="module")
+def measured(synthetic):
+    """The truth table's rows and, aligned with them, the catalogue rows made from the truth boxes."""
+    paths, truth = synthetic
+    measured_rows, images = [], []
+    for path in paths:
+        rows = truth[truth["file"] == path.name]
+        galaxy = _catalogue(path, rows)
+        assert len(galaxy.rows) == len(rows)
+        measured_rows += galaxy.rows
+        images.append(galaxy.image_columns)
+    return truth, measured_rows, images
+
+
+# Measured here (13 normal clumps with r-band box SNR > 10): the same as photometry at the true
+# centres in test_science_synthetic (resolved photometry), so the catalogue adds no error.
+_MEDIAN_ABS = {"u": 0.066, "g": 0.069, "r": 0.093, "i": 0.129, "z": 0.176}
+
+
+@pytest.mark.parametrize("band", PHOTOMETRY_BANDS)
+def test_catalogue_fluxes_match_the_truth(measured, band):
+    truth, rows, _ = measured
+    bright = np.asarray((truth["snr_r"] > 10) & (truth["label"] == 0))
+    flux = np.array([getattr(row, f"flux_{band}") for row in rows])
+    errors = (flux / np.asarray(truth[f"flux_{band}"]) - 1)[bright]
+    assert len(errors) == 13
+    assert np.median(np.abs(errors)) == pytest.approx(_MEDIAN_ABS[band], abs=0.005)
+    assert -0.1 < np.median(errors) < 0.0
+    # Magnitudes, errors, host fluxes and ratios come with the flux.
+    mag = np.array([getattr(row, f"mag_{band}") for row in rows])[bright]
+    np.testing.assert_allclose(mag, 22.5 - 2.5 * np.log10(flux[bright]))
+    assert all(getattr(row, f"flux_err_{band}") > 0 for row in rows)
+    host_flux = np.array([getattr(row, f"host_flux_{band}") for row in rows])
+    # Measured: host Kron fluxes 0.96-1.0 of the truth's (host module docstring).
+    assert np.median(host_flux / np.asarray(truth[f"host_flux_{band}"])) == pytest.approx(0.98, abs=0.03)
+    np.testing.assert_allclose([getattr(row, f"flux_ratio_{band}") for row in rows], flux / host_flux)
+
+
+def test_catalogue_rows_are_clump_photometry_at_the_box_centres(synthetic):
+    # Alignment and frames: each row carries the photometry of its own clump, measured in the
+    # stored FITS arrays at its box centre (image -> FITS pixels), with the host of the band sum.
+    paths, truth = synthetic
+    path = paths[1]
+    rows = truth[truth["file"] == path.name]
+    catalogue_rows = _catalogue(path, rows).rows
+    science = read_science(path, read_cutout(path).image)
+    bands = science.bands
+    host = segment_host(sum(bands.images.values()), fwhm_px=bands.psf_fwhm_px["r"])
+    centres = np.stack(conventions.image_to_fits_pixels(rows["x"], rows["y"], height=200), axis=1)
+    table = clump_photometry(bands.images, centres, fwhm_px=bands.psf_fwhm_px, zero_point=bands.zero_points,
+                             gain=bands.gains, host=host, resolved=True, wcs=bands.wcs)
+    for name in ("flux_u", "flux_err_r", "mag_z", "host_flux_g", "flux_ratio_u", "g_r", "size", "distance", "distance_re",
+                 "distance_arcsec"):
+        np.testing.assert_allclose([getattr(row, name) for row in catalogue_rows], table[name], rtol=1e-6, err_msg=name)
+    assert [row.is_clump_3pct for row in catalogue_rows] == list(table["is_clump_3pct"])
+    assert [row.merged_id for row in catalogue_rows] == list(range(len(rows)))
+
+
+def test_flags_and_host_columns(measured):
+    truth, rows, images = measured
+    bright = np.asarray(truth["snr_r"] > 10)
+    flags = np.array([row.is_clump_8pct for row in rows])
+    # As in test_science_synthetic: the u-band 8 % flag agrees with the truth for 0.955 here.
+    assert np.mean((flags == np.asarray(truth["flux_ratio_u"] > 0.08))[bright]) >= 0.95
+    assert all(image["host_flag"] == "" and image["photometry_note"] == "" for image in images)
+    # Host centroids in image coordinates (y down): near the generator's host centre.
+    offsets = [np.hypot(image["host_x"] - x, image["host_y"] - y) for image, x, y in
+               zip(images, *(np.unique(np.asarray(truth[["galaxy_id", name]]), axis=0)[name] for name in ("host_x", "host_y")))]
+    assert np.median(offsets) < 1.5
+    # Measured 0.87 of the truth boxes' centres on the host (test_science_synthetic: 0.87).
+    assert np.mean([not row.off_host for row in rows]) >= 0.86
+
+
+def test_host_mask_drops_flags_or_keeps_off_host_detections(synthetic):
+    paths, truth = synthetic
+    path = paths[0]
+    rows = truth[truth["file"] == path.name][:1]
+    # One true clump and a detection in the corner's sky, off the host.
+    boxes = np.concatenate([_truth_boxes(rows).boxes_yxyx, [[2.0, 2.0, 12.0, 12.0]]])
+    detections = ImageBoxes(boxes, np.array([0, 0]), np.array([0.9, 0.8]))
+    cutout = read_cutout(path)
+    science = read_science(path, cutout.image)
+    dropped, flagged, off = (
+        catalogue_galaxy("g", detections, science, wcs=cutout.wcs, host_mask=mode) for mode in ("drop", "flag", "off")
+    )
+    assert [row.score for row in dropped.rows] == [0.9] and dropped.image_columns["n_off_host"] == 1
+    assert [row.off_host for row in flagged.rows] == [False, True] and flagged.image_columns["n_off_host"] == 1
+    assert [row.off_host for row in off.rows] == [False, False]
+    assert {row.host_flag for row in off.rows} == {"not_segmented"} and off.image_columns["host_flag"] == "not_segmented"
+    assert math.isnan(off.rows[0].flux_ratio_u) and off.rows[0].flux_u > 0  # photometry without a host
+    assert dropped.rows[0] == flagged.rows[0]
+
+
+def test_a_galaxy_without_a_host_keeps_its_rows_flagged(synthetic):
+    detections = ImageBoxes([[90.0, 90.0, 110.0, 110.0]], [0], [0.9])
+    science = ScienceImage(np.full((200, 200), np.nan), None, 3.5, "no bands (PNG/JPEG)")
+    galaxy = catalogue_galaxy("g", detections, science)
+    assert [row.host_flag for row in galaxy.rows] == ["no_valid_pixels"] and not galaxy.rows[0].off_host
+    assert galaxy.image_columns["host_flag"] == "no_valid_pixels" and math.isnan(galaxy.image_columns["host_x"])
+
+
+def test_pictures_get_host_columns_and_no_photometry(tmp_path):
+    # A bright disc at the centre, a blob in the corner.
+    yy, xx = np.mgrid[:120, :120]
+    light = 200 * np.exp(-((xx - 60) ** 2 + (yy - 60) ** 2) / (2 * 15**2)) + 200 * np.exp(-((xx - 10) ** 2 + (yy - 10) ** 2) / 8)
+    noise = np.random.default_rng(0).normal(0, 2, light.shape)
+    Image.fromarray(np.clip(light + 10 + noise, 0, 255).astype(np.uint8)).convert("RGB").save(tmp_path / "g.png")
+    cutout = read_cutout(tmp_path / "g.png")
+    science = read_science(tmp_path / "g.png", cutout.image)
+    assert science.bands is None and science.note == "no bands (PNG/JPEG)"
+    detections = ImageBoxes([[55.0, 55.0, 65.0, 65.0], [5.0, 5.0, 15.0, 15.0]], [0, 1], [0.9, 0.8])
+    galaxy = catalogue_galaxy("g", detections, science, host_mask="flag")
+    assert [row.off_host for row in galaxy.rows] == [False, True]
+    columns = galaxy.image_columns
+    assert columns["host_flag"] == "" and columns["host_x"] == pytest.approx(60.5, abs=1)
+    assert columns["host_y"] == pytest.approx(60.5, abs=1) and columns["host_axis_ratio"] > 0.9
+    row = galaxy.rows[0]
+    photometry = [f.name for f in dataclasses.fields(CatalogueRow) if f.name.startswith(("flux", "mag", "host_flux"))]
+    assert all(math.isnan(getattr(row, name)) for name in photometry) and row.merged_id == -1
