@@ -144,7 +144,10 @@ _LOG = logging.getLogger(__name__)
 
 
 # How the host mask treats detections off the host's segment: drop them, keep them with
-# `off_host` true, or do not segment the host at all.
+# `off_host` true, or do not segment the host at all. The cost of dropping, measured on the true
+# clumps of 60 synthetic galaxies (seed 2026, 200 px, 129 clumps, 2026-12-06): 0.85 of them lie on
+# the host's segment of the FITS band sum, 0.76 on that of the PNG luminance; the rest are far-out
+# clumps that the 1-sigma isophote leaves in segments of their own (`gsfc_tf.host`).
 HOST_MASK_MODES = ("drop", "flag", "off")
 # Why a galaxy has no host measurement: `host.HOST_FLAGS`, and "not_segmented" (`--host-mask off`,
 # or an unreadable input).

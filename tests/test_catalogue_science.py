@@ -166,3 +166,19 @@ def test_pictures_get_host_columns_and_no_photometry(tmp_path):
     row = galaxy.rows[0]
     photometry = [f.name for f in dataclasses.fields(CatalogueRow) if f.name.startswith(("flux", "mag", "host_flux"))]
     assert all(math.isnan(getattr(row, name)) for name in photometry) and row.merged_id == -1
+
+
+def test_pictures_host_mask_keeps_most_true_clumps(synthetic, tmp_path):
+    # The detector's RGB view of each galaxy as a PNG: the host on its luminance, sky estimated.
+    paths, truth = synthetic
+    off_host = []
+    for path in paths:
+        rows = truth[truth["file"] == path.name]
+        picture = tmp_path / f"{path.stem}.png"
+        Image.fromarray(read_cutout(path).image).save(picture)
+        cutout = read_cutout(picture)
+        galaxy = catalogue_galaxy("g", _truth_boxes(rows), read_science(picture, cutout.image), host_mask="flag")
+        assert galaxy.image_columns["host_flag"] == ""
+        off_host += [row.off_host for row in galaxy.rows]
+    # Measured 0.76 of 38 here (0.76 of 129 on 60 galaxies; the band sum of the FITS keeps 0.87 and 0.85).
+    assert np.mean(np.logical_not(off_host)) == pytest.approx(0.76, abs=0.03)
