@@ -46,8 +46,9 @@ Image table columns (`ImageStatusRow`; a survey's `SurveyImageRow` adds galaxy_r
     host_x, host_y                the host's centroid, px (image coordinates of the cutout).
     host_semi_major_axis          RMS extent of its light along the major axis, px.
     host_axis_ratio               minor over major RMS extent (dimensionless).
-    host_position_angle           the major axis, deg counter-clockwise from +x as the cutout is
-                                  shown (top row at the top, so north up for SDSS cutouts).
+    host_position_angle           the major axis, deg in [0, 180), counter-clockwise from +x as
+                                  the cutout is shown (top row at the top; north up, east left
+                                  for SDSS cutouts, so 90 deg is north-south).
     host_half_light_radius        radius of the circle holding half its Kron flux, px.
     host_area                     its segment's area, pix^2.
     host_fwhm                     the PSF FWHM it was smoothed with, px: the FITS r band's

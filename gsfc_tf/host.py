@@ -97,7 +97,7 @@ class Host:
         semi_major_axis: RMS extent of its light along the major axis (photutils'
             `semimajor_axis`, the 1-sigma semi-major axis), px.
         axis_ratio: minor over major RMS extent.
-        position_angle: the major axis' angle, deg counter-clockwise from +x.
+        position_angle: the major axis' angle, deg counter-clockwise from +x, in [0, 180).
         half_light_radius: radius of the circle holding half its Kron flux, px.
         area: the segment's area, px^2.
     """
@@ -234,7 +234,8 @@ def segment_host(
         y=float(source.y_centroid),
         semi_major_axis=float(source.semimajor_axis.value),
         axis_ratio=float(source.semiminor_axis.value / source.semimajor_axis.value),
-        position_angle=float(source.orientation.to_value(u.deg)),
+        # An ellipse's axis is the same at theta and theta + 180: one value in [0, 180).
+        position_angle=float(source.orientation.to_value(u.deg)) % 180.0,
         half_light_radius=float(source.flux_radius(0.5).value),
         area=float(source.area.value),
     )

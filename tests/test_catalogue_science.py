@@ -57,7 +57,8 @@ def measured(synthetic):
         galaxy = _catalogue(path, rows)
         assert len(galaxy.rows) == len(rows)
         measured_rows += galaxy.rows
-        images.append(galaxy.image_columns)
+        if len(rows):
+            images.append((galaxy.image_columns, rows["host_x"][0], rows["host_y"][0]))
     return truth, measured_rows, images
 
 
@@ -111,11 +112,11 @@ def test_flags_and_host_columns(measured):
     flags = np.array([row.is_clump_8pct for row in rows])
     # As in test_science_synthetic: the u-band 8 % flag agrees with the truth for 0.955 here.
     assert np.mean((flags == np.asarray(truth["flux_ratio_u"] > 0.08))[bright]) >= 0.95
-    assert all(image["host_flag"] == "" and image["photometry_note"] == "" for image in images)
-    # Host centroids in image coordinates (y down): near the generator's host centre.
-    offsets = [np.hypot(image["host_x"] - x, image["host_y"] - y) for image, x, y in
-               zip(images, *(np.unique(np.asarray(truth[["galaxy_id", name]]), axis=0)[name] for name in ("host_x", "host_y")))]
-    assert np.median(offsets) < 1.5
+    assert all(image["host_flag"] == "" and image["photometry_note"] == "" for image, _, _ in images)
+    # Host centroids in image coordinates (y down): near the generator's host centre (measured
+    # median 0.84 px in the arrays' frame, test_science_synthetic).
+    offsets = [np.hypot(image["host_x"] - x, image["host_y"] - y) for image, x, y in images]
+    assert len(offsets) == _N_GALAXIES and np.median(offsets) < 0.9
     # Measured 0.87 of the truth boxes' centres on the host (test_science_synthetic: 0.87).
     assert np.mean([not row.off_host for row in rows]) >= 0.86
 

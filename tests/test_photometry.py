@@ -168,6 +168,18 @@ def test_merge_detections():
     assert merged.shape == (0, 2) and labels is None
 
 
+@pytest.mark.parametrize("degrees", [-60.0, 120.0, 300.0])
+def test_host_position_angle_is_in_0_to_180(degrees):
+    # One axis, three spellings of its angle: photutils gives them in (-180, 360); the host one.
+    y, x = np.mgrid[:_SIZE, :_SIZE]
+    angle = np.radians(degrees)
+    major = (x - 50.0) * np.cos(angle) + (y - 50.0) * np.sin(angle)
+    minor = ((y - 50.0) * np.cos(angle) - (x - 50.0) * np.sin(angle)) / 0.5
+    disc = 5.0 * np.exp(-np.hypot(major, minor) / 8.0)
+    host = segment_host(disc + np.random.default_rng(3).normal(0.0, 0.05, disc.shape), fwhm_px=_FWHM)
+    assert host.position_angle == pytest.approx(120.0, abs=1.0)
+
+
 def test_host_shape_of_an_inclined_disc():
     # An exponential disc inclined to axis ratio 0.5, major axis 30 deg from +x, centred off the
     # image centre: the segment under the centre is it, with its centroid, shape and size.
