@@ -14,12 +14,13 @@ from __future__ import annotations
 
 import contextlib
 import importlib.abc
-import importlib.util
+import importlib.machinery
 import logging
 import os
 import re
 import sys
 import tempfile
+from collections.abc import Callable, Iterator
 
 __all__ = ["VERBOSE_ENV", "hide_routine_library_logs", "verbose_requested"]
 
@@ -49,7 +50,7 @@ def hide_routine_library_logs() -> None:
     wherever a command first makes it, is filtered to the same level. Calling again is harmless.
     """
     os.environ.setdefault(_TF_LOG_LEVEL_ENV, _QUIET_TF_LOG_LEVEL)
-    if "tensorflow" not in sys.modules and _FILTERED_TENSORFLOW_IMPORT not in sys.meta_path:
+    if _FILTERED_TENSORFLOW_IMPORT not in sys.meta_path:
         sys.meta_path.insert(0, _FILTERED_TENSORFLOW_IMPORT)
     # TensorFlow's checkpoint writer and TFDS log routine INFO lines through absl, which
     # `gsfc-tf train` would print beside its own INFO lines.
@@ -77,7 +78,7 @@ def _is_below_tf_log_level(line: bytes) -> bool:
 
 
 @contextlib.contextmanager
-def _stderr_filtered(is_hidden):
+def _stderr_filtered(is_hidden: Callable[[bytes], bool]) -> Iterator[None]:
     """Captures file descriptor 2 (where C++ writes) during the block, then writes back the lines not `is_hidden`."""
     sys.stderr.flush()
     original = os.dup(2)
@@ -90,7 +91,8 @@ def _stderr_filtered(is_hidden):
             os.dup2(original, 2)
             os.close(original)
             captured.seek(0)
-            os.write(2, b"".join(line for line in captured.read().splitlines(keepends=True) if not is_hidden(line)))
+            with open(2, "wb", closefd=False) as stderr:
+                stderr.writelines(line for line in captured.read().splitlines(keepends=True) if not is_hidden(line))
 
 
 class _FilteredTensorFlowLoader(importlib.abc.Loader):
@@ -110,13 +112,12 @@ class _FilteredTensorFlowLoader(importlib.abc.Loader):
 
 
 class _FilteredTensorFlowImport(importlib.abc.MetaPathFinder):
-    """Finds `tensorflow` the usual way, once, and gives it the filtering loader."""
+    """Finds `tensorflow` where the usual path finder does and gives it the filtering loader."""
 
     def find_spec(self, fullname, path, target=None):
         if fullname != "tensorflow":
             return None
-        sys.meta_path.remove(self)  # one import; find_spec below then skips this finder
-        spec = importlib.util.find_spec(fullname)
+        spec = importlib.machinery.PathFinder.find_spec(fullname, path)
         if spec is not None:
             spec.loader = _FilteredTensorFlowLoader(spec.loader)
         return spec
