@@ -66,11 +66,13 @@ def test_tensorflows_lines_come_back_on_request_beside_our_error(tmp_path, opt_o
 @pytest.mark.parametrize(
     ("flags", "env", "hidden"),
     [
-        ([], {}, True),
-        (["--verbose"], {}, False),
-        ([], {logs.VERBOSE_ENV: "1"}, False),
-        ([], {logs.VERBOSE_ENV: "0"}, True),
+        (([], []), {}, True),
+        ((["--verbose"], []), {}, False),
+        (([], ["--verbose"]), {}, False),
+        (([], []), {logs.VERBOSE_ENV: "1"}, False),
+        (([], []), {logs.VERBOSE_ENV: "0"}, True),
     ],
+    ids=["default", "--verbose COMMAND", "COMMAND --verbose", "GSFC_TF_VERBOSE=1", "GSFC_TF_VERBOSE=0"],
 )
 def test_verbose_flag_or_environment_skips_the_hiding(tmp_path, monkeypatch, flags, env, hidden):
     calls = []
@@ -78,7 +80,8 @@ def test_verbose_flag_or_environment_skips_the_hiding(tmp_path, monkeypatch, fla
     monkeypatch.delenv(logs.VERBOSE_ENV, raising=False)
     for key, value in env.items():
         monkeypatch.setenv(key, value)
-    assert cli.main([*flags, *_predict_args_without_model(tmp_path)]) == 2
+    before_command, after_command = flags
+    assert cli.main([*before_command, *_predict_args_without_model(tmp_path), *after_command]) == 2
     assert calls == (["hidden"] if hidden else [])
 
 
