@@ -98,8 +98,10 @@ def _score_test_split(detector, threshold: float | None, dataset: str, data_dir:
     result = evaluate_examples(detector, data.load_tfds_split(dataset, "test", data_dir=data_dir), fixed_threshold=threshold)
     written = write_evaluation(result, out)
     fixed = result.metrics["fixed_threshold"]
+    centre = fixed["centre"]
     print(f"      test completeness {fixed['completeness']:.3f}, purity {fixed['purity']:.3f} "
-          f"at score >= {threshold:.2f} (IoU >= 0.5); AP50 {result.metrics['coco']['AP50']:.3f}")
+          f"at score >= {threshold:.2f} (IoU >= 0.5); by centre {centre['completeness']:.3f} / {centre['purity']:.3f}; "
+          f"AP50 {result.metrics['coco']['AP50']:.3f}")
     n_plots = sum(path.suffix == ".png" for path in written.values())
     print(f"      wrote metrics.json and {n_plots} plots to {out}")
     return fixed
