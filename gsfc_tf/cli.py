@@ -25,6 +25,10 @@ _COMMANDS = {
     "predict": ("gsfc_tf.commands.predict", "Find clumps in cutouts (PNG/JPEG/FITS) and write a clump catalogue."),
     "export": ("gsfc_tf.commands.export", "Export a trained model as a TF Serving SavedModel."),
     "survey": ("gsfc_tf.commands.survey", "Clump catalogue of a whole survey on Apache Beam (Parquet shards, resumable)."),
+    "synthetic-fits": (
+        "gsfc_tf.commands.synthetic_fits",
+        "Write synthetic galaxies as SDSS-like ugriz FITS cutouts with a truth table of their clumps' fluxes.",
+    ),
     "zoobot-weights": (
         "gsfc_tf.backbones.convert",
         "Convert Zoobot/timm EfficientNet-B0 or ResNet50 weights to a Keras .weights.h5 file.",
