@@ -24,7 +24,9 @@ from gsfc_tf.trainer import train
 
 __all__ = ["train_size_experiment"]
 
-_COLUMNS = ("train_size", "threshold", "completeness", "purity", "ap50", "run_dir")
+_COLUMNS = (
+    "train_size", "threshold", "completeness", "purity", "centre_completeness", "centre_purity", "ap50", "run_dir"
+)
 
 
 def train_size_experiment(
@@ -44,7 +46,9 @@ def train_size_experiment(
 
     Returns:
         One row per size, sorted by size: `train_size`, `threshold` (from validation),
-        `completeness`, `purity` (on `split` at that threshold), `ap50`, `run_dir`.
+        `completeness`, `purity` (on `split` at that threshold, IoU >= 0.5), `centre_completeness`,
+        `centre_purity` (the same detections matched by centre, `conventions.CENTRE_MATCH_DISTANCE`),
+        `ap50`, `run_dir`.
     """
     sizes = sorted(set(int(n) for n in sizes))
     if not sizes or sizes[0] < 1:
@@ -69,6 +73,8 @@ def train_size_experiment(
             "threshold": threshold,
             "completeness": point["completeness"],
             "purity": point["purity"],
+            "centre_completeness": point["centre"]["completeness"],
+            "centre_purity": point["centre"]["purity"],
             "ap50": result.metrics["coco"]["AP50"],
             "run_dir": str(run_dir),
         })

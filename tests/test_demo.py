@@ -33,3 +33,9 @@ def test_demo_chain_writes_every_artefact(tmp_path, monkeypatch, capsys):
     # The export carries the validation threshold the demo scored at, for predict/survey on it.
     recorded = read_metadata(out / "export" / "gsfc_tf" / "1")["operating_threshold"]
     assert recorded == pytest.approx(metrics["fixed_threshold"]["threshold"])
+    # The story ends with the headline: completeness and purity on the test split, without and with TTA.
+    headline = printed.splitlines()[-1]
+    assert headline.startswith("Done: on held-out test galaxies the detector finds")
+    for scored in (metrics, tta_metrics):
+        fixed = scored["fixed_threshold"]
+        assert f"{fixed['completeness']:.1%}" in headline and f"{fixed['purity']:.1%}" in headline

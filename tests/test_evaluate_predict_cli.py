@@ -212,6 +212,16 @@ def test_evaluate_writes_metrics_and_plots(run_dir, tmp_path_factory, tmp_path, 
     assert metrics["fixed_threshold"]["threshold"] == 0.99 and metrics["fixed_threshold"]["n_predicted"] == 0
     for name in ("completeness_purity", "detections", "completeness_by_size"):
         assert (out / f"{name}.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    # Beside IoU 0.5, the centre match (default 4 px), at the same validation threshold; --centre-distance sets it.
+    assert metrics["by_centre"]["criterion"] == {"iou_threshold": None, "centre_distance": 4.0}
+    assert metrics["fixed_threshold"]["centre"]["threshold"] == 0.99 and "(centres <= 4 px:" in printed
+    assert cli.main([*argv, "--out", str(tmp_path / "wide"), "--centre-distance", "6"]) == 0
+    assert "(centres <= 6 px:" in capsys.readouterr().out
+    assert cli.main([*argv, "--out", str(tmp_path / "off"), "--centre-distance", "0"]) == 0
+    assert "by_centre" not in json.loads((tmp_path / "off" / "metrics.json").read_text())
+    with pytest.raises(SystemExit):
+        cli.main([*argv, "--out", str(tmp_path / "bad"), "--centre-distance", "-1"])
+    assert "must be a distance in px >= 0, got '-1'" in capsys.readouterr().err
 
 
 def test_evaluate_on_an_export_scores_the_dataset_the_run_trained_on(run_dir, tmp_path_factory, tmp_path, capsys):

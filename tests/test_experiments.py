@@ -18,6 +18,8 @@ def test_train_size_experiment_writes_table_and_plot(tmp_path, synthetic_small_d
     assert [int(r["train_size"]) for r in rows] == [8, 16]
     for row in rows:
         assert 0.0 <= float(row["completeness"]) <= 1.0 and 0.0 <= float(row["purity"]) <= 1.0
+        # A centre match accepts every IoU-0.5 match of these small boxes and more.
+        assert float(row["centre_completeness"]) >= float(row["completeness"])
         assert json.loads((tmp_path / "experiment" / f"size_{row['train_size']}" / "config.json").read_text())[
             "train_size"
         ] == int(row["train_size"])

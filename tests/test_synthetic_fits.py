@@ -135,3 +135,21 @@ def test_truth_table(written):
 def test_bad_arguments(tmp_path):
     with pytest.raises(ValueError, match="n must be an integer >= 1"):
         write_synthetic_fits(tmp_path, 0, seed=1)
+
+
+def test_synthetic_fits_command_writes_a_survey_with_its_truth_and_refuses_to_overwrite(tmp_path, capsys):
+    from gsfc_tf import cli
+
+    out = tmp_path / "survey"
+    assert cli.main(["synthetic-fits", "--out", str(out), "--n", "3", "--seed", "5"]) == 0
+    assert sorted(path.name for path in out.iterdir()) == [
+        "galaxy_00000.fits", "galaxy_00001.fits", "galaxy_00002.fits", "truth.ecsv"
+    ]
+    truth = Table.read(out / "truth.ecsv")
+    assert set(truth["galaxy_id"]) <= {"galaxy_00000", "galaxy_00001", "galaxy_00002"} and len(truth) >= 3
+    assert cli.main(["synthetic-fits", "--out", str(out), "--n", "1"]) == 2
+    assert "already holds galaxy_00000.fits and more; pass --overwrite" in capsys.readouterr().err
+    # Fewer galaxies with --overwrite: no file of the earlier call stays beside the new truth.
+    assert cli.main(["synthetic-fits", "--out", str(out), "--n", "1", "--overwrite"]) == 0
+    assert sorted(path.name for path in out.iterdir()) == ["galaxy_00000.fits", "truth.ecsv"]
+    assert set(Table.read(out / "truth.ecsv")["galaxy_id"]) == {"galaxy_00000"}

@@ -6,6 +6,9 @@
    dihedral test-time augmentation (its threshold chosen on validation under TTA; `--no-tta` skips it);
 4. export a TF Serving SavedModel.
 
+It prints a few lines per step beside the progress bars and ends with the headline: completeness
+and purity on the test split.
+
 Everything goes under `--out`: `tensorflow_datasets/` (unless `--data-dir`), `galaxies.png`, `run/`, `evaluation/`
 (metrics.json and plots, `evaluation_tta/` under TTA) and `export/gsfc_tf/1/`.
 """
@@ -41,51 +44,77 @@ def run(args) -> int:
         Path(data_dir).mkdir(parents=True, exist_ok=True)
     out.mkdir(parents=True, exist_ok=True)
 
-    print(f"[1/4] Data: {smoke.dataset}")
+    print(f"[1/4] Data: {smoke.dataset} in {data_dir} (built on first use)")
     images, truths = [], []
     for example in data.load_tfds_split(smoke.dataset, "train", data_dir=data_dir).take(16):
         image, boxes_yxyx, labels = data.from_tfds_example(example)
         images.append(image.numpy())
         truths.append(evaluation.ImageBoxes(boxes_yxyx.numpy(), labels.numpy()))
     plots.plot_detections_grid(images, truths).savefig(out / "galaxies.png", dpi=120)
-    print(f"      wrote {out / 'galaxies.png'}")
+    print(f"      wrote {out / 'galaxies.png'}: {len(images)} training galaxies with their true clumps")
 
     run_dir = out / "run"
     print(f"[2/4] Training the smoke preset ({smoke.steps} steps) into {run_dir}")
-    resume = (run_dir / "checkpoints").exists() and not (run_dir / "model.keras").exists()
-    if not (run_dir / "model.keras").exists():
-        trainer.train(smoke, run_dir, data_dir=data_dir, resume=resume)
+    if (run_dir / "model.keras").exists():
+        print(f"      already trained: {run_dir / 'model.keras'} (delete {run_dir} to train again)")
+    else:
+        resume = (run_dir / "checkpoints").exists()
+        result = trainer.train(smoke, run_dir, data_dir=data_dir, resume=resume)
+        print(f"      {'resumed and trained' if resume else 'trained'} {result.steps} steps: {result.model_path}")
 
     print("[3/4] Evaluating on the test split at the validation threshold")
     model = keras.saving.load_model(run_dir / "model.keras")
     detector = Detector.from_model(model, run_dir=run_dir)
     threshold = validation_threshold(detector)
-    _score_test_split(detector, threshold, smoke.dataset, data_dir, out / "evaluation")
+    plain = _score_test_split(detector, threshold, smoke.dataset, data_dir, out / "evaluation")
+    with_tta = None
     if args.tta:
         print("      With dihedral test-time augmentation (8 views per image; its threshold chosen on validation):")
         detector = Detector.from_model(model, run_dir=run_dir, tta=True)
         tta_threshold = tta_validation_threshold(detector, data_dir=data_dir)
-        _score_test_split(detector, tta_threshold, smoke.dataset, data_dir, out / "evaluation_tta")
+        with_tta = _score_test_split(detector, tta_threshold, smoke.dataset, data_dir, out / "evaluation_tta")
 
     print("[4/4] Exporting a TF Serving SavedModel")
     export_dir = export.export_saved_model(
         model, out / "export" / "gsfc_tf" / "1", overwrite=True, operating_threshold=threshold
     )
     print(f"      wrote {export_dir}")
+    print(_headline(plain, with_tta, out))
     return 0
 
 
-def _score_test_split(detector, threshold: float | None, dataset: str, data_dir: str, out: Path) -> None:
-    """Scores the test split at `threshold` (chosen on validation), prints the result and writes it to `out`."""
+def _score_test_split(detector, threshold: float | None, dataset: str, data_dir: str, out: Path) -> dict | None:
+    """Scores the test split at `threshold` (chosen on validation), prints the result and writes it to `out`.
+
+    Returns:
+        metrics.json's `fixed_threshold` entry (completeness, purity, threshold), None without a threshold.
+    """
     from gsfc_tf import data
     from gsfc_tf.split_evaluation import evaluate_examples, write_evaluation
 
     if threshold is None:
         print("      no operating point on validation (too little training): nothing to score at")
-        return
+        return None
     result = evaluate_examples(detector, data.load_tfds_split(dataset, "test", data_dir=data_dir), fixed_threshold=threshold)
     written = write_evaluation(result, out)
     fixed = result.metrics["fixed_threshold"]
+    centre = fixed["centre"]
     print(f"      test completeness {fixed['completeness']:.3f}, purity {fixed['purity']:.3f} "
-          f"at score >= {threshold:.2f} (IoU >= 0.5); AP50 {result.metrics['coco']['AP50']:.3f}")
-    print("      wrote " + ", ".join(str(path) for path in written.values()))
+          f"at score >= {threshold:.2f} (IoU >= 0.5); by centre {centre['completeness']:.3f} / {centre['purity']:.3f}; "
+          f"AP50 {result.metrics['coco']['AP50']:.3f}")
+    n_plots = sum(path.suffix == ".png" for path in written.values())
+    print(f"      wrote metrics.json and {n_plots} plots to {out}")
+    return fixed
+
+
+def _headline(plain: dict | None, with_tta: dict | None, out: Path) -> str:
+    """The demo's last line: what the detector achieved on the held-out test galaxies, and where everything is."""
+    if plain is None:
+        return f"Done: too little training to choose an operating point, so nothing was scored. Everything is in {out}."
+    headline = (
+        f"Done: on held-out test galaxies the detector finds {plain['completeness']:.1%} of the clumps "
+        f"(completeness) and {plain['purity']:.1%} of its detections are clumps (purity)"
+    )
+    if with_tta is not None:
+        headline += f"; with TTA {with_tta['completeness']:.1%} and {with_tta['purity']:.1%}"
+    return f"{headline}. Everything is in {out}."

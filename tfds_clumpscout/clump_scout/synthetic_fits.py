@@ -28,6 +28,7 @@ Shape shorthand: H = W = image size, N clumps of a galaxy.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -166,6 +167,7 @@ def write_synthetic_fits(
     seed: int,
     image_size: int = REFERENCE_IMAGE_SIZE,
     overwrite: bool = False,
+    on_galaxy: Callable[[], None] | None = None,
 ) -> tuple[list[Path], Path]:
     """Writes `n` synthetic galaxies as FITS cutouts and their clumps' truth table.
 
@@ -180,6 +182,7 @@ def write_synthetic_fits(
         image_size: side H = W of the images, px (>= 32); 200 is the Clump Scout crop the
             detector takes whole.
         overwrite: replace existing files; otherwise an existing one is an error.
+        on_galaxy: called after each galaxy is written (a progress bar's update).
 
     Returns:
         (the FITS paths in galaxy order, the truth table's path).
@@ -194,6 +197,8 @@ def write_synthetic_fits(
         path = write_galaxy_fits(bands, out_dir / f"{galaxy_id}.fits", galaxy_id=galaxy_id, overwrite=overwrite)
         paths.append(path)
         tables.append(truth_table(bands, galaxy_id=galaxy_id, file_name=path.name))
+        if on_galaxy is not None:
+            on_galaxy()
     truth_path = out_dir / TRUTH_TABLE_NAME
     truth = vstack(tables)
     truth.meta.update(seed=seed, n_galaxies=n, image_size=image_size, zero_point=ZERO_POINT)
