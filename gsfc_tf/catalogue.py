@@ -105,6 +105,7 @@ __all__ = [
     "CATALOGUE_FORMATS",
     "CATALOGUE_HOST_FLAGS",
     "DEFAULT_FWHM_PX",
+    "DEFAULT_HOST_MASK",
     "HOST_MASK_MODES",
     "IMAGE_STATUSES",
     "PHOTOMETRY_BANDS",
@@ -144,12 +145,14 @@ _GLOB_CHARACTERS = frozenset("*?[")
 _LOG = logging.getLogger(__name__)
 
 
-# How the host mask treats detections off the host's segment: drop them, keep them with
-# `off_host` true, or do not segment the host at all. The cost of dropping, measured on the true
-# clumps of 60 synthetic galaxies (seed 2026, 200 px, 129 clumps, 2026-12-06): 0.85 of them lie on
-# the host's segment of the FITS band sum, 0.76 on that of the PNG luminance; the rest are far-out
-# clumps that the 1-sigma isophote leaves in segments of their own (`gsfc_tf.host`).
-HOST_MASK_MODES = ("drop", "flag", "off")
+# How the host mask treats detections off the host's segment: keep them with `off_host` true,
+# drop them, or do not segment the host at all. Flagging is the default because dropping loses
+# real clumps: of the true clumps of 60 synthetic galaxies (seed 2026, 200 px, 129 clumps,
+# 2026-12-06) 0.85 lie on the host's segment of the FITS band sum, 0.76 on that of the PNG
+# luminance; the rest are far-out clumps that the 1-sigma isophote leaves in segments of their
+# own (`gsfc_tf.host`).
+HOST_MASK_MODES = ("flag", "drop", "off")
+DEFAULT_HOST_MASK = "flag"
 # Why a galaxy has no host measurement: `host.HOST_FLAGS`, and "not_segmented" (`--host-mask off`,
 # or an unreadable input).
 CATALOGUE_HOST_FLAGS = (*HOST_FLAGS, "not_segmented")
@@ -684,7 +687,7 @@ def catalogue_galaxy(
     *,
     wcs: WCS | None = None,
     min_score: float = 0.0,
-    host_mask: str = "drop",
+    host_mask: str = DEFAULT_HOST_MASK,
     class_names: Sequence[str] = conventions.CLASS_NAMES,
 ) -> GalaxyRows:
     """One galaxy's catalogue rows with host and photometry columns: the composition of the science steps.
@@ -890,7 +893,7 @@ def predict_catalogue(
     batch_size: int = 8,
     on_error: Callable[[Path, UnreadableImageError], None] | None = None,
     progress: bool = False,
-    host_mask: str = "drop",
+    host_mask: str = DEFAULT_HOST_MASK,
 ) -> PredictionResult:
     """Finds clumps in cutout files and turns them into catalogue rows with host and photometry columns.
 

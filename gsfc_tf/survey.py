@@ -65,7 +65,7 @@ from apache_beam.options.pipeline_options import PipelineOptions
 from astropy import units as u
 
 from gsfc_tf import __version__, catalogue
-from gsfc_tf.catalogue import HOST_MASK_MODES, IMAGE_STATUSES, CatalogueRow, GalaxyRows, ImageStatusRow
+from gsfc_tf.catalogue import DEFAULT_HOST_MASK, HOST_MASK_MODES, IMAGE_STATUSES, CatalogueRow, GalaxyRows, ImageStatusRow
 from gsfc_tf.detector import Detector, default_min_score, load_detector, validation_threshold
 from gsfc_tf.images import UnreadableImageError
 
@@ -389,7 +389,7 @@ class DetectorHandler(ModelHandler):
         host_mask: one of `catalogue.HOST_MASK_MODES`.
     """
 
-    def __init__(self, model: str, *, min_score: float, batch_size: int = 8, host_mask: str = "drop"):
+    def __init__(self, model: str, *, min_score: float, batch_size: int = 8, host_mask: str = DEFAULT_HOST_MASK):
         if host_mask not in HOST_MASK_MODES:
             raise ValueError(f"host_mask must be one of {HOST_MASK_MODES}, got {host_mask!r}")
         if batch_size < 1:
@@ -643,7 +643,7 @@ def run_survey(
     merge: str | None = None,
     retry_unreadable: bool = False,
     pipeline_args: Sequence[str] = (),
-    host_mask: str = "drop",
+    host_mask: str = DEFAULT_HOST_MASK,
 ) -> SurveyRun:
     """Runs the survey pipeline over the inputs that no completed run under `out_prefix` processed.
 

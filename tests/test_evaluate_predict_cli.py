@@ -10,7 +10,7 @@ from astropy import units as u
 from astropy.io import fits
 from astropy.table import Table
 
-from gsfc_tf import cli, commands, detector
+from gsfc_tf import catalogue, cli, commands, detector
 from test_detector import as_cutout, build_tiny_split, save_png, save_run_dir
 
 ARCSEC = 1 / 3600
@@ -121,6 +121,9 @@ def test_predict_default_min_score_is_the_runs_operating_threshold(run_dir, inpu
 @pytest.mark.parametrize("command", [["predict", "image.png"], ["export", "--out", "x/1"], ["survey", "--out", "x"]])
 def test_min_score_must_be_a_score(command, capsys):
     assert commands._DEFAULT_MIN_SCORE == detector.DEFAULT_MIN_SCORE, "the help's default is the library's"
+    assert (commands._HOST_MASK_MODES, commands._DEFAULT_HOST_MASK) == (
+        catalogue.HOST_MASK_MODES, catalogue.DEFAULT_HOST_MASK
+    ), "the parsers' host-mask choices are the library's"
     parser = cli._build_parser(command)
     for given in ("0", "0.3", "1"):
         assert parser.parse_args([*command, "--model", "m", "--min-score", given]).min_score == float(given)

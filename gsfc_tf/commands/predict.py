@@ -2,7 +2,7 @@
 
 Boxes and centres are pixels of each original cutout (origin at the top-left corner, y down);
 RA/Dec come from the cutout's WCS when it is a FITS file with one, and are empty otherwise. The host
-galaxy is segmented in every cutout; detections off it are dropped (`--host-mask`, default drop).
+galaxy is segmented in every cutout; detections off it are flagged (`--host-mask`: flag, drop or off).
 FITS cutouts whose HDUs name their bands get clump photometry (`gsfc_tf.catalogue` lists the columns).
 Beside the catalogue (`clumps.csv`) the image table (`clumps.images.csv`) lists every input with its
 galaxy id, status (detected / no_clumps / unreadable), reason, number of clumps and NaN/infinite
@@ -16,7 +16,7 @@ from __future__ import annotations
 import sys
 from typing import TYPE_CHECKING
 
-from gsfc_tf.commands import add_min_score_argument, add_tta_arguments
+from gsfc_tf.commands import add_host_mask_argument, add_min_score_argument, add_tta_arguments
 
 if TYPE_CHECKING:
     from gsfc_tf.catalogue import PredictionResult
@@ -38,11 +38,7 @@ def configure_parser(parser) -> None:
     )
     add_min_score_argument(parser, use="keep clumps scoring at least this")
     parser.add_argument("--batch-size", type=int, default=8, help="images per detector call (default 8)")
-    parser.add_argument(
-        "--host-mask", choices=("drop", "flag", "off"), default="drop",
-        help="detections whose centre is off the host galaxy's segment: drop them (default), flag them "
-        "(off_host column) or do not segment the host (off)",
-    )
+    add_host_mask_argument(parser)
     add_tta_arguments(parser)
 
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import argparse
 
-from gsfc_tf.commands import add_min_score_argument
+from gsfc_tf.commands import add_host_mask_argument, add_min_score_argument
 
 __all__ = ["configure_parser", "run"]
 
@@ -31,9 +31,7 @@ def configure_parser(parser) -> None:
     parser.add_argument("--runner", default="DirectRunner", help="Beam runner (default DirectRunner)")
     add_min_score_argument(parser, use="keep clumps scoring at least this")
     parser.add_argument("--batch-size", type=int, default=8, help="cutouts per detector call (default 8)")
-    parser.add_argument("--host-mask", choices=("drop", "flag", "off"), default="drop",
-                        help="detections off the host galaxy's segment: drop (default), flag (off_host column) or "
-                             "off (no host segmentation), as in predict; one value for every run under --out")
+    add_host_mask_argument(parser, note=", as in predict; one value for every run under --out")
     parser.add_argument("--num-shards", type=int, default=0, help="Parquet shards per table (default: the runner's choice)")
     parser.add_argument("--merge", choices=("csv", "fits"),
                         help="also write the whole catalogue as PREFIX.FORMAT and its image table (with the manifest's "
