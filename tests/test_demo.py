@@ -5,7 +5,10 @@ import json
 import pytest
 import tensorflow as tf
 
+from astropy.table import Table
+
 from gsfc_tf import cli
+from gsfc_tf.commands.demo import DEMO_CUTOUTS
 from gsfc_tf.detector import read_metadata
 
 
@@ -33,6 +36,12 @@ def test_demo_chain_writes_every_artefact(tmp_path, monkeypatch, capsys):
     # The export carries the validation threshold the demo scored at, for predict/survey on it.
     recorded = read_metadata(out / "export" / "gsfc_tf" / "1")["operating_threshold"]
     assert recorded == pytest.approx(metrics["fixed_threshold"]["threshold"])
+    # Step 5: a catalogue of synthetic FITS cutouts with the science columns, beside their truth.
+    clumps = Table.read(out / "catalogue" / "clumps.csv", format="ascii.csv")
+    assert {"off_host", "flux_u", "flux_ratio_u", "is_clump_8pct", "distance_re"} <= set(clumps.colnames)
+    images = Table.read(out / "catalogue" / "clumps.images.csv", format="ascii.csv")
+    assert len(images) == DEMO_CUTOUTS and "host_half_light_radius" in images.colnames
+    assert (out / "catalogue" / "truth.ecsv").exists() and "[5/5] Cataloguing" in printed
     # The story ends with the headline: completeness and purity on the test split, without and with TTA.
     headline = printed.splitlines()[-1]
     assert headline.startswith("Done: on held-out test galaxies the detector finds")

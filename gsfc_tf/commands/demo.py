@@ -4,20 +4,25 @@
 2. train the `smoke` preset (a few minutes on a CPU);
 3. evaluate on the held-out test split at the threshold chosen on validation, then again with
    dihedral test-time augmentation (its threshold chosen on validation under TTA; `--no-tta` skips it);
-4. export a TF Serving SavedModel.
+4. export a TF Serving SavedModel;
+5. catalogue `DEMO_CUTOUTS` synthetic u, g, r, i, z FITS cutouts (`gsfc-tf synthetic-fits`) with the
+   export, as `gsfc-tf predict` does: clumps with host and photometry columns, and their truth.
 
 It prints a few lines per step beside the progress bars and ends with the headline: completeness
 and purity on the test split.
 
 Everything goes under `--out`: `tensorflow_datasets/` (unless `--data-dir`), `galaxies.png`, `run/`, `evaluation/`
-(metrics.json and plots, `evaluation_tta/` under TTA) and `export/gsfc_tf/1/`.
+(metrics.json and plots, `evaluation_tta/` under TTA), `export/gsfc_tf/1/` and `catalogue/` (the FITS
+cutouts with `truth.ecsv`, `clumps.csv` and `clumps.images.csv`).
 """
 
 from __future__ import annotations
 
 from pathlib import Path
 
-__all__ = ["configure_parser", "run"]
+__all__ = ["DEMO_CUTOUTS", "configure_parser", "run"]
+
+DEMO_CUTOUTS = 10
 
 
 def configure_parser(parser) -> None:
@@ -44,7 +49,7 @@ def run(args) -> int:
         Path(data_dir).mkdir(parents=True, exist_ok=True)
     out.mkdir(parents=True, exist_ok=True)
 
-    print(f"[1/4] Data: {smoke.dataset} in {data_dir} (built on first use)")
+    print(f"[1/5] Data: {smoke.dataset} in {data_dir} (built on first use)")
     images, truths = [], []
     for example in data.load_tfds_split(smoke.dataset, "train", data_dir=data_dir).take(16):
         image, boxes_yxyx, labels = data.from_tfds_example(example)
@@ -54,7 +59,7 @@ def run(args) -> int:
     print(f"      wrote {out / 'galaxies.png'}: {len(images)} training galaxies with their true clumps")
 
     run_dir = out / "run"
-    print(f"[2/4] Training the smoke preset ({smoke.steps} steps) into {run_dir}")
+    print(f"[2/5] Training the smoke preset ({smoke.steps} steps) into {run_dir}")
     if (run_dir / "model.keras").exists():
         print(f"      already trained: {run_dir / 'model.keras'} (delete {run_dir} to train again)")
     else:
@@ -62,7 +67,7 @@ def run(args) -> int:
         result = trainer.train(smoke, run_dir, data_dir=data_dir, resume=resume)
         print(f"      {'resumed and trained' if resume else 'trained'} {result.steps} steps: {result.model_path}")
 
-    print("[3/4] Evaluating on the test split at the validation threshold")
+    print("[3/5] Evaluating on the test split at the validation threshold")
     model = keras.saving.load_model(run_dir / "model.keras")
     detector = Detector.from_model(model, run_dir=run_dir)
     threshold = validation_threshold(detector)
@@ -74,13 +79,29 @@ def run(args) -> int:
         tta_threshold = tta_validation_threshold(detector, data_dir=data_dir)
         with_tta = _score_test_split(detector, tta_threshold, smoke.dataset, data_dir, out / "evaluation_tta")
 
-    print("[4/4] Exporting a TF Serving SavedModel")
+    print("[4/5] Exporting a TF Serving SavedModel")
     export_dir = export.export_saved_model(
         model, out / "export" / "gsfc_tf" / "1", overwrite=True, operating_threshold=threshold
     )
     print(f"      wrote {export_dir}")
+    _catalogue_fits_cutouts(export_dir, out / "catalogue")
     print(_headline(plain, with_tta, out))
     return 0
+
+
+def _catalogue_fits_cutouts(export_dir: Path, out: Path) -> None:
+    """Step 5: `predict`'s catalogue of synthetic FITS cutouts, with the export and its recorded threshold."""
+    from gsfc_tf import catalogue
+    from gsfc_tf.detector import default_min_score, load_detector
+    from tfds_clumpscout.clump_scout.synthetic_fits import write_synthetic_fits
+
+    print(f"[5/5] Cataloguing {DEMO_CUTOUTS} synthetic u, g, r, i, z FITS cutouts with the export, as predict does")
+    paths, truth = write_synthetic_fits(out, DEMO_CUTOUTS, seed=0, overwrite=True)
+    detector = load_detector(export_dir)
+    result = catalogue.predict_catalogue(detector, paths, min_score=default_min_score(detector))
+    written = catalogue.write_catalogue(result.rows, out / "clumps.csv")
+    catalogue.write_image_table(result.images, catalogue.image_table_path(written))
+    print(f"      {len(result.rows)} clumps with host and photometry columns in {written}; the true fluxes in {truth}")
 
 
 def _score_test_split(detector, threshold: float | None, dataset: str, data_dir: str, out: Path) -> dict | None:
