@@ -117,6 +117,7 @@ __all__ = [
     "PredictionResult",
     "ScienceImage",
     "catalogue_format",
+    "check_host_mask",
     "catalogue_galaxy",
     "check_output_file",
     "expand_image_paths",
@@ -153,6 +154,12 @@ _LOG = logging.getLogger(__name__)
 # own (`gsfc_tf.host`).
 HOST_MASK_MODES = ("flag", "drop", "off")
 DEFAULT_HOST_MASK = "flag"
+
+
+def check_host_mask(host_mask: str) -> None:
+    """Raises ValueError unless `host_mask` is one of `HOST_MASK_MODES`."""
+    if host_mask not in HOST_MASK_MODES:
+        raise ValueError(f"host_mask must be one of {HOST_MASK_MODES}, got {host_mask!r}")
 # Why a galaxy has no host measurement: `host.HOST_FLAGS`, and "not_segmented" (`--host-mask off`,
 # or an unreadable input).
 CATALOGUE_HOST_FLAGS = (*HOST_FLAGS, "not_segmented")
@@ -714,8 +721,7 @@ def catalogue_galaxy(
     Returns:
         `GalaxyRows`.
     """
-    if host_mask not in HOST_MASK_MODES:
-        raise ValueError(f"host_mask must be one of {HOST_MASK_MODES}, got {host_mask!r}")
+    check_host_mask(host_mask)
     rows = rows_from_detections(galaxy_id, detections, wcs=wcs, class_names=class_names, min_score=min_score)
     if science is None:
         return GalaxyRows(rows, {})
@@ -829,8 +835,9 @@ def expand_image_paths(patterns: Iterable[str]) -> list[Path]:
     for pattern in patterns:
         matches = sorted(set(_glob(pattern))) if is_glob_pattern(pattern) else []
         for path in [Path(p) for p in matches] or [Path(pattern)]:
-            if path.resolve() not in seen:
-                seen.add(path.resolve())
+            file = path.resolve()
+            if file not in seen:
+                seen.add(file)
                 paths.append(path)
     return paths
 
@@ -910,8 +917,7 @@ def predict_catalogue(
         progress: show a tqdm bar over inputs.
         host_mask: one of `HOST_MASK_MODES` (`catalogue_galaxy`).
     """
-    if host_mask not in HOST_MASK_MODES:
-        raise ValueError(f"host_mask must be one of {HOST_MASK_MODES}, got {host_mask!r}")
+    check_host_mask(host_mask)
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
     paths = [Path(p) for p in paths]

@@ -65,7 +65,7 @@ from apache_beam.options.pipeline_options import PipelineOptions
 from astropy import units as u
 
 from gsfc_tf import __version__, catalogue
-from gsfc_tf.catalogue import DEFAULT_HOST_MASK, HOST_MASK_MODES, IMAGE_STATUSES, CatalogueRow, GalaxyRows, ImageStatusRow
+from gsfc_tf.catalogue import DEFAULT_HOST_MASK, IMAGE_STATUSES, CatalogueRow, GalaxyRows, ImageStatusRow
 from gsfc_tf.detector import Detector, default_min_score, load_detector, validation_threshold
 from gsfc_tf.images import UnreadableImageError
 
@@ -390,8 +390,7 @@ class DetectorHandler(ModelHandler):
     """
 
     def __init__(self, model: str, *, min_score: float, batch_size: int = 8, host_mask: str = DEFAULT_HOST_MASK):
-        if host_mask not in HOST_MASK_MODES:
-            raise ValueError(f"host_mask must be one of {HOST_MASK_MODES}, got {host_mask!r}")
+        catalogue.check_host_mask(host_mask)
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
         # A fixed batch size; the end of a bundle flushes a smaller batch.
@@ -676,8 +675,7 @@ def run_survey(
     """
     if merge not in (None, "csv", "fits"):
         raise ValueError(f'merge must be "csv" or "fits", got {merge!r}')
-    if host_mask not in HOST_MASK_MODES:
-        raise ValueError(f"host_mask must be one of {HOST_MASK_MODES}, got {host_mask!r}")
+    catalogue.check_host_mask(host_mask)
     out_prefix = _output_prefix(out_prefix)
     items = list_inputs(patterns, manifest=manifest)
     run_id = f"{datetime.datetime.now(datetime.timezone.utc):%Y%m%dT%H%M%S}-{uuid.uuid4().hex[:8]}"
