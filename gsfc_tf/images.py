@@ -17,21 +17,26 @@ from typing import NamedTuple
 import numpy as np
 
 __all__ = [
+    "COMPOSITE_WEIGHTS_GRI",
     "FITS_SUFFIXES",
     "LUPTON_Q",
     "LUPTON_STRETCH",
     "PICTURE_SUFFIXES",
     "Image",
     "UnreadableImageError",
+    "gri_composite",
     "read_image",
 ]
 
 FITS_SUFFIXES = (".fits", ".fit", ".fts", ".fits.gz", ".fit.gz", ".fts.gz")
 # Picture formats a cutout may come in (Pillow reads more; these are the ones people use).
 PICTURE_SUFFIXES = (".png", ".jpg", ".jpeg", ".gif", ".bmp", ".tif", ".tiff", ".webp")
-# `make_lupton_rgb` parameters of FITS cutouts (stretch in the FITS data units).
-LUPTON_Q = 8.0
-LUPTON_STRETCH = 0.5
+# The one gri colour composite (`gri_composite`): of FITS cutouts and of the synthetic galaxies,
+# so a detector trained on the generator's pictures sees a FITS cutout the same way. Band weights
+# balance the colours as SDSS gri composites do; the stretch is in nanomaggies (SDSS's unit).
+COMPOSITE_WEIGHTS_GRI = (1.8, 1.1, 0.85)
+LUPTON_Q = 9.0
+LUPTON_STRETCH = 0.468
 
 
 class UnreadableImageError(ValueError):
@@ -54,10 +59,27 @@ class Image(NamedTuple):
     n_bad_pixels: int = 0
 
 
+def gri_composite(g, r, i, *, lupton_q: float = LUPTON_Q, lupton_stretch: float = LUPTON_STRETCH) -> np.ndarray:
+    """uint8 [H, W, 3] colour composite of g, r, i images [H, W] (i -> R, r -> G, g -> B).
+
+    Lupton et al. (2004) asinh mapping (`astropy.visualization.make_lupton_rgb`) of the bands
+    times `COMPOSITE_WEIGHTS_GRI`, with no minimum; rows keep their order.
+
+    Args:
+        g, r, i: linear images in the unit of `lupton_stretch` (nanomaggies for the defaults).
+        lupton_q, lupton_stretch: ``Q`` and ``stretch`` of `make_lupton_rgb`.
+    """
+    # Deferred: astropy is slow to import and only FITS cutouts and the generator need it.
+    from astropy.visualization import make_lupton_rgb
+
+    weighted = [np.asarray(band, np.float32) * np.float32(weight) for band, weight in zip((g, r, i), COMPOSITE_WEIGHTS_GRI)]
+    with np.errstate(invalid="ignore", divide="ignore"):  # astropy divides by 0 where I == 0
+        return make_lupton_rgb(weighted[2], weighted[1], weighted[0], minimum=0.0, stretch=lupton_stretch, Q=lupton_q)
+
+
 def _read_fits(path: Path, lupton_q: float, lupton_stretch: float) -> Image:
     # Deferred: astropy is slow to import and only FITS cutouts need it.
     from astropy.io import fits
-    from astropy.visualization import make_lupton_rgb
 
     from gsfc_tf.bands import band_name, names_its_bands
 
@@ -78,7 +100,8 @@ def _read_fits(path: Path, lupton_q: float, lupton_stretch: float) -> Image:
     if len(planes) == 1 and planes[0].ndim == 3 and planes[0].shape[0] == 3:
         g, r, i = planes[0]
     elif len(planes) == 1 and planes[0].ndim == 2:
-        g = r = i = planes[0]
+        # Undo the band weights so that one plane is shown grey.
+        g, r, i = (planes[0] / np.float32(weight) for weight in COMPOSITE_WEIGHTS_GRI)
     elif len(planes) >= 3 and all(p.ndim == 2 and p.shape == planes[0].shape for p in planes[:3]):
         g, r, i = planes[:3]
     else:
@@ -90,8 +113,7 @@ def _read_fits(path: Path, lupton_q: float, lupton_stretch: float) -> Image:
     if bad.all():
         raise UnreadableImageError(f"{path.name}: no finite pixel values (every pixel is NaN or infinite)")
     g, r, i = (np.where(bad, 0.0, p) for p in (g, r, i))
-    with np.errstate(invalid="ignore", divide="ignore"):  # astropy divides by 0 where I == 0
-        rgb = make_lupton_rgb(i, r, g, minimum=0.0, stretch=lupton_stretch, Q=lupton_q)
+    rgb = gri_composite(g, r, i, lupton_q=lupton_q, lupton_stretch=lupton_stretch)
     # FITS row 0 is the bottom of the sky image; PNG row 0 (and the boxes) is the top.
     return Image(np.ascontiguousarray(rgb[::-1]), header, int(bad.sum()))
 
@@ -120,14 +142,14 @@ def read_image(path: str | Path, *, lupton_q: float = LUPTON_Q, lupton_stretch: 
     SavedModel) decodes a PNG: 16-bit values keep their high byte (``v >> 8``). FITS
     (`FITS_SUFFIXES`, optionally gzipped): g, r, i planes taken by name when the image HDUs
     name their bands (FILTER or EXTNAME, any case and order: `gsfc_tf.bands.names_its_bands`),
-    else as a (3, H, W) cube in one HDU or as the first three image HDUs; combined with `make_lupton_rgb` (i -> R, r -> G, g -> B), or a
+    else as a (3, H, W) cube in one HDU or as the first three image HDUs; combined by `gri_composite` (i -> R, r -> G, g -> B), or a
     single 2-D plane shown grey; flipped to top row first. NaN or infinite FITS pixels are
     drawn black and counted (`Image.n_bad_pixels`); a FITS file without one finite pixel is
     unreadable.
 
     Args:
         path: the cutout file; its suffix (any case) tells FITS from the rest.
-        lupton_q, lupton_stretch: ``Q`` and ``stretch`` of `make_lupton_rgb`, FITS only.
+        lupton_q, lupton_stretch: ``Q`` and ``stretch`` of `gri_composite`, FITS only.
 
     Returns:
         An `Image`: uint8 [H, W, 3], a FITS header (`Image.header`) or None, the bad-pixel count.

@@ -29,7 +29,7 @@ _DIGESTS = {
     (5, 64): "637d9d988517977b",
     (11, 320): "96f9f4b2b951c00d",
 }
-_DIGESTS_OF_GENERATE_GALAXIES_3_SEED_42 = ["d28aa92254283316", "b1d3726f8c47abab", "df2ffcc6d65133b5"]
+_DIGESTS_OF_GENERATE_GALAXIES_3_SEED_42 = ["d28aa92254283316", "b1d3726f8c47abab", "ebb1ba78ff8120f6"]
 
 
 def _digest(galaxy: synthetic.SyntheticGalaxy) -> str:
@@ -102,11 +102,9 @@ def test_fits_planes_are_the_generator_light(written):
             expected = bands.images[k][::-1] * np.float32(NANOMAGGIES_PER_UNIT)
             np.testing.assert_array_equal(read.images[band], expected)
             assert read.psf_fwhm_px[band] == pytest.approx(bands.psf_fwhm)
-        # The gri reader sees g, r, i flipped back to the boxes' frame: its green follows the
-        # (asinh-stretched) r light there, far better than upside down (measured 0.94 vs 0.68).
-        green = read_image(path)[0][..., 1].ravel().astype(np.float64)
-        r = np.arcsinh(bands.images[2])
-        assert np.corrcoef(green, r.ravel())[0, 1] > 0.9 > 0.75 > np.corrcoef(green, r[::-1].ravel())[0, 1]
+        # The reader flips the rows back to the boxes' frame and maps the nanomaggies with the
+        # generator's composite: the detector sees exactly the picture it was trained on.
+        np.testing.assert_array_equal(read_image(path).rgb, bands.galaxy.image)
 
 
 def test_truth_table(written):

@@ -83,7 +83,7 @@ _ONE_SIDE_PER_GALAXY = (
 class Builder(tfds.core.GeneratorBasedBuilder):
     """DatasetBuilder for `clump_scout`."""
 
-    VERSION = tfds.core.Version("1.3.0")
+    VERSION = tfds.core.Version("1.4.0")
     RELEASE_NOTES = {
         "1.0.0": "Initial release: `sdss` (paper preparation, preparation report) and `synthetic`.",
         "1.2.0": (
@@ -94,6 +94,11 @@ class Builder(tfds.core.GeneratorBasedBuilder):
             "`sdss`: catalogue form decided by the `label` column (or `catalogue_form`), duplicate "
             "boxes dropped, JPEG / upper-case / subfolder cutouts, 16-bit PNGs scaled as TensorFlow "
             "does, a manual-dir fingerprint in the report, one clear error for an empty split."
+        ),
+        "1.4.0": (
+            "`sdss` FITS cutouts are combined as the synthetic galaxies are (`gsfc_tf.images.gri_composite`: "
+            "g, r, i weighted 1.8, 1.1, 0.85, Q 9, stretch 0.468 nanomaggies; before, unweighted with Q 8 "
+            "and stretch 0.5), so a detector trained on `synthetic` sees FITS cutouts as it was trained."
         ),
     }
     BUILDER_CONFIGS = [

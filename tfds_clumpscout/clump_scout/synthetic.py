@@ -3,7 +3,7 @@
 Each galaxy is an inclined exponential disc (Sersic n=1) plus a de Vaucouleurs bulge (n=4), with
 blue star-forming clumps sampled from the disc light, PSF-blurred, seen through sky and Poisson
 noise and mapped to an SDSS-like gri colour composite (i -> R, r -> G, g -> B) with the Lupton et
-al. (2004) asinh stretch. Unlabelled sources that a detector must learn to pass over never get a
+al. (2004) asinh stretch of FITS cutouts (`gsfc_tf.images.gri_composite`). Unlabelled sources that a detector must learn to pass over never get a
 box: foreground stars; field galaxies behind and beside the disc (Euclidean-like number counts,
 blue discs to red spheroids); and, along the spiral arms, HII regions: many small, faint,
 unresolved knots that are not giant clumps.
@@ -38,7 +38,8 @@ import statistics
 from collections.abc import Iterator
 
 import numpy as np
-from astropy.visualization import make_lupton_rgb
+
+from gsfc_tf.images import gri_composite
 
 __all__ = [
     "BOX_CENTRE_MEAN_PX",
@@ -48,6 +49,7 @@ __all__ = [
     "BOX_SIDE_P95_PX",
     "BOX_SIDE_RANGE_PX",
     "CLUMP_COUNT_HISTOGRAM",
+    "NANOMAGGIES_PER_UNIT",
     "ODD_FRACTION",
     "REFERENCE_IMAGE_SIZE",
     "SyntheticGalaxy",
@@ -80,9 +82,9 @@ _R = BAND_NAMES.index("r")
 # Per-band sky noise in r-band sky sigmas; as in SDSS, g and i are noisier than r, u and z more so.
 _SKY_SIGMA = np.array([1.6, 1.1, 1.0, 1.4, 3.5], np.float32)
 _GAIN = 4.0  # source counts per flux unit: Poisson variance is flux / _GAIN
-_COMPOSITE_WEIGHTS_GRI = np.array([1.8, 1.1, 0.85], np.float32)  # balance as in SDSS gri composites
-_STRETCH = 18.0
-_Q = 9.0
+# The generator's flux unit (r-band sky noise 1 per pixel) in nanomaggies: puts the r-band sky noise
+# near that of SDSS frames (a few hundredths of a nanomaggy per pixel).
+NANOMAGGIES_PER_UNIT = 0.026
 _BULGE_B4 = 7.669  # Sersic b_n for n = 4 (half light inside R_e)
 _PSF_WEIGHTS = (0.9, 0.1)  # double-Gaussian PSF as SDSS models it: a core and a 2x wider wing
 _PSF_WING_SCALE = 2.0
@@ -480,9 +482,8 @@ def _draw(rng: np.random.Generator, image_size: int) -> SyntheticBands:
     noise[_GRI] = rng.standard_normal(noise[_GRI].shape, dtype=np.float32)
     noise[_UZ] = rng.spawn(1)[0].standard_normal(noise[_UZ].shape, dtype=np.float32)
     bands += noise_sigma * noise
-    g, r, i = bands[_GRI] * _COMPOSITE_WEIGHTS_GRI[:, None, None]
-    with np.errstate(invalid="ignore"):  # astropy divides 0 / 0 where all bands are <= 0
-        image = make_lupton_rgb(i, r, g, stretch=_STRETCH, Q=_Q)
+    # In nanomaggies exactly as `synthetic_fits` writes them, so a FITS reader makes this composite.
+    image = gri_composite(*(bands[_GRI] * np.float32(NANOMAGGIES_PER_UNIT)))
 
     galaxy = SyntheticGalaxy(
         image=image,

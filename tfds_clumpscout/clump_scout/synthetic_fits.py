@@ -19,9 +19,10 @@ File layout:
     first (as `read_image` does) gets the generator's image frame, the frame of the boxes.
 
 Flux units:
-    The generator's unit (r-band sky noise 1 per pixel) is `NANOMAGGIES_PER_UNIT` nanomaggies,
-    which puts the r-band sky noise near that of SDSS frames (a few hundredths of a nanomaggy
-    per pixel) and SDSS's asinh stretch (`gsfc_tf.images.LUPTON_STRETCH`) on the right scale.
+    The generator's unit (r-band sky noise 1 per pixel) is `synthetic.NANOMAGGIES_PER_UNIT`
+    nanomaggies. The generator maps the same nanomaggies to its composite as `read_image` maps
+    a FITS cutout (`gsfc_tf.images.gri_composite`), so reading a written file gives the
+    galaxy's `image` exactly.
 
 Shape shorthand: H = W = image size, N clumps of a galaxy.
 """
@@ -42,6 +43,7 @@ from gsfc_tf import conventions
 from gsfc_tf.bands import BandImages, read_bands
 from tfds_clumpscout.clump_scout.synthetic import (
     BAND_NAMES,
+    NANOMAGGIES_PER_UNIT,
     REFERENCE_IMAGE_SIZE,
     SyntheticBands,
     generate_bands,
@@ -62,7 +64,6 @@ __all__ = [
 
 PIXEL_SCALE_ARCSEC = 0.396
 ZERO_POINT = 22.5  # AB magnitude of 1 nanomaggy
-NANOMAGGIES_PER_UNIT = 0.026
 # g, r, i first: readers of gri FITS take the first three image HDUs.
 FITS_BAND_ORDER = ("g", "r", "i", "u", "z")
 TRUTH_TABLE_NAME = "truth.ecsv"
