@@ -197,6 +197,10 @@ PADDED_IOU = -1.0
 # boxes' sides: about one SDSS r-band PSF FWHM (1.4″ at 0.396″/px is 3.5 px), the scale of the
 # aperture photometry puts on a clump's centre. Reported beside IoU 0.5, the paper's rule.
 CENTRE_MATCH_DISTANCE = 4.0
+# The box side of a clump that looks like the PSF, in PSF FWHMs: the median Clump Scout box side
+# (16.6 px of a 200-px crop) over the median SDSS r-band FWHM there (about 3.3 px). The generator's
+# PSF box rule and the injected clumps of the selection function use it.
+BOX_SIDE_PER_PSF_FWHM = 5.0
 
 
 def pairwise_iou(boxes1_yxyx, boxes2_yxyx) -> np.ndarray:
