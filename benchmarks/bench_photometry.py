@@ -1,7 +1,7 @@
 """Clump photometry and host segmentation against the synthetic generator's truth.
 
 Writes `synthetic_fits.write_synthetic_fits(.., n, seed=2026)` cutouts, finds each host with
-`host.segment_host` on the ugriz sum and measures every true clump (at its true centre) with
+`host.segment_host` on the ugriz `detection_image` and measures every true clump (at its true centre) with
 `photometry.clump_photometry`, with the authors' point-source correction and with `resolved`.
 Reports, per band, the median |relative flux error| and the median error of the normal clumps
 with r-band box SNR > 10 (the generator's), the 8 % and 3 % u-band flags' agreement with the
@@ -22,7 +22,7 @@ import numpy as np
 from astropy.table import Table, vstack
 
 from benchmarks.results import RESULTS_PATH, markdown_table, write_section
-from gsfc_tf.host import segment_host
+from gsfc_tf.host import detection_image, segment_host
 from gsfc_tf.photometry import clump_photometry, merge_detections
 from tfds_clumpscout.clump_scout.synthetic import BAND_NAMES
 from tfds_clumpscout.clump_scout.synthetic_fits import TRUTH_TABLE_NAME, read_bands, write_synthetic_fits
@@ -47,7 +47,7 @@ def measure_against_truth(out_dir: Path, n: int, *, seed: int = SEED) -> tuple[d
         rows = truth[truth["galaxy_id"] == galaxy_id]
         cutout = read_bands(out_dir / rows["file"][0])
         images = {band: cutout.images[band] for band in BAND_NAMES}
-        host = segment_host(sum(images.values()), fwhm_px=cutout.psf_fwhm_px["r"])
+        host = segment_host(detection_image(images.values()), fwhm_px=cutout.psf_fwhm_px["r"])
         height = cutout.images["r"].shape[0]
         hosts.append((host, rows["host_x"][0] - 0.5, height - 0.5 - rows["host_y"][0]))
         centres = np.stack([rows["x_fits"], rows["y_fits"]], axis=1)

@@ -47,6 +47,7 @@ BENCHMARKS: dict[str, tuple[str, list[str], bool]] = {
     "accuracy_torchvision": ("benchmarks.bench_accuracy_torchvision", [], True),
     "survey": ("benchmarks.bench_survey", [], False),
     "photometry": ("benchmarks.bench_photometry", [], False),
+    "science": ("benchmarks.bench_science", [], False),
     "gpu": ("benchmarks.bench_gpu", [], False),
 }
 

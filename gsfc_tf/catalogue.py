@@ -21,8 +21,9 @@ Clump catalogue columns (`CatalogueRow`):
     host_flag                     "" when the host was found; else why not (`CATALOGUE_HOST_FLAGS`:
                                   no_segment_at_centre, no_valid_pixels, not_segmented with
                                   --host-mask off): the host columns are then unknown.
-    off_host                      the centre lies off the host's segment (kept only with
-                                  --host-mask flag); False when the host is unknown.
+    off_host                      the centre lies off the host's segment (`host.segment_host`), or
+                                  the galaxy has no host; such rows are kept only with
+                                  --host-mask flag. False with --host-mask off.
     merged_id                     the clump (per galaxy, from 0) this detection was measured as:
                                   detections closer than 1.5 PSF FWHM are merged and measured once
                                   at their mean position, so rows sharing it share the photometry;
@@ -54,7 +55,7 @@ Image table columns (`ImageStatusRow`; a survey's `SurveyImageRow` adds galaxy_r
     host_fwhm                     the PSF FWHM it was smoothed with, px: the FITS r band's
                                   (PSFFWHM / PIXSCALE), else `DEFAULT_FWHM_PX` (3.5 px, SDSS's
                                   1.4 arcsec seeing at 0.396 arcsec/px).
-    n_off_host                    detections off the host (dropped with --host-mask drop).
+    n_off_host                    detections off the host (dropped by default, --host-mask drop).
     photometry_note               why the cutout has no photometry ("" when measured): no bands
                                   (PNG/JPEG), or the band reader's one-line reason.
 
@@ -93,7 +94,7 @@ from tqdm.auto import tqdm
 from gsfc_tf import conventions
 from gsfc_tf.bands import BandImages, BandReadError, read_bands
 from gsfc_tf.evaluation import ImageBoxes
-from gsfc_tf.host import HOST_FLAGS, Host, segment_host
+from gsfc_tf.host import HOST_FLAGS, Host, detection_image, segment_host
 from gsfc_tf.images import FITS_SUFFIXES, PICTURE_SUFFIXES, UnreadableImageError, read_image
 from gsfc_tf.photometry import clump_photometry, merge_detections
 
@@ -146,14 +147,12 @@ _GLOB_CHARACTERS = frozenset("*?[")
 _LOG = logging.getLogger(__name__)
 
 
-# How the host mask treats detections off the host's segment: keep them with `off_host` true,
-# drop them, or do not segment the host at all. Flagging is the default because dropping loses
-# real clumps: of the true clumps of 60 synthetic galaxies (seed 2026, 200 px, 129 clumps,
-# 2026-12-06) 0.85 lie on the host's segment of the FITS band sum, 0.76 on that of the PNG
-# luminance; the rest are far-out clumps that the 1-sigma isophote leaves in segments of their
-# own (`gsfc_tf.host`).
-HOST_MASK_MODES = ("flag", "drop", "off")
-DEFAULT_HOST_MASK = "flag"
+# How the host mask treats detections off the host's segment: drop them, keep them with `off_host`
+# true, or do not segment the host at all. Dropping is the default: on synthetic galaxies with the
+# truth, 0.020 (FITS) and 0.011 (PNG) of the true clumps lie off the host's segment, while most
+# detections on the Hubble deep field's other galaxies do (`gsfc_tf.host`'s docstring).
+HOST_MASK_MODES = ("drop", "flag", "off")
+DEFAULT_HOST_MASK = "drop"
 
 
 def check_host_mask(host_mask: str) -> None:
@@ -588,57 +587,51 @@ class ScienceImage(NamedTuple):
     """What the host and photometry steps measure a cutout on, in FITS' frame (bottom row first).
 
     Attributes:
-        detection: float64 [H, W] image the host is segmented on: the band sum (FITS with named
-            bands), the stored plane(s) summed (other FITS) or the luminance (PNG/JPEG), its rows
-            in FITS order (the RGB flipped), so (x, y) = `conventions.image_to_fits_pixels`.
+        detection: float64 [H, W] image the host is segmented on: the bands' (FITS with named
+            bands) or stored planes' (other FITS) `host.detection_image`, or the luminance
+            (PNG/JPEG), its rows in FITS order (the RGB flipped), so (x, y) =
+            `conventions.image_to_fits_pixels`.
         bands: the named bands (`bands.read_bands`) of a FITS cutout, or None.
         fwhm_px: the PSF FWHM the host is smoothed with, px: the r band's (else the bands'
             median) from the file, else `DEFAULT_FWHM_PX`.
         note: why there is no photometry ("" when `bands` is set).
-        sky_subtracted: whether the detection image's sky is 0 (FITS, as SDSS frames); PNG/JPEG
-            sky is estimated (`segment_host(background=None)`).
     """
 
     detection: np.ndarray
     bands: BandImages | None
     fwhm_px: float
     note: str
-    sky_subtracted: bool = True
 
 
-def _fits_planes_sum(path: Path, shape: tuple[int, int]) -> np.ndarray | None:
-    """The sum of a FITS file's stored 2-D planes (or a cube's) of `shape`, or None."""
+def _fits_planes(path: Path, shape: tuple[int, int]) -> list[np.ndarray]:
+    """A FITS file's stored 2-D planes (or a cube's) of `shape`."""
     with fits.open(path, memmap=False) as hdul:
         planes = [np.asarray(h.data, np.float64) for h in hdul if h.is_image and h.data is not None]
-    planes = [p for plane in planes for p in (plane if plane.ndim == 3 else [plane]) if p.shape == shape]
-    return np.sum(planes, axis=0) if planes else None
+    return [p for plane in planes for p in (plane if plane.ndim == 3 else [plane]) if p.shape == shape]
 
 
 def read_science(path: str | Path, image: np.ndarray) -> ScienceImage:
     """The `ScienceImage` of a cutout that `read_cutout` read as `image` (uint8 [H, W, 3]).
 
     FITS whose image HDUs name their bands with zero points and PSF FWHMs (`gsfc_tf.bands`) give
-    band images for photometry and their sum for the host; other FITS give their planes' sum,
-    PNG/JPEG their luminance (0.299 R + 0.587 G + 0.114 B) with the sky level estimated, and no
-    photometry.
+    band images for photometry and their `host.detection_image` for the host; other FITS give their
+    planes', PNG/JPEG their luminance (0.299 R + 0.587 G + 0.114 B), and no photometry.
     """
     path = Path(path)
     rgb_luminance = (np.asarray(image, np.float64) @ np.array([0.299, 0.587, 0.114]))[::-1]
     if not path.name.lower().endswith(FITS_SUFFIXES):
-        return ScienceImage(rgb_luminance, None, DEFAULT_FWHM_PX, "no bands (PNG/JPEG)", sky_subtracted=False)
+        return ScienceImage(rgb_luminance, None, DEFAULT_FWHM_PX, "no bands (PNG/JPEG)")
     try:
         bands = read_bands(path)
     except BandReadError as error:
-        detection = _fits_planes_sum(path, image.shape[:2])
+        planes = _fits_planes(path, image.shape[:2])
         note = str(error).split(": ", 1)[-1]
-        if detection is None:
-            return ScienceImage(rgb_luminance, None, DEFAULT_FWHM_PX, note, sky_subtracted=False)
-        return ScienceImage(detection, None, DEFAULT_FWHM_PX, note)
+        return ScienceImage(detection_image(planes) if planes else rgb_luminance, None, DEFAULT_FWHM_PX, note)
     fwhm = bands.psf_fwhm_px.get("r", float(np.median(list(bands.psf_fwhm_px.values()))))
+    detection = detection_image(bands.images.values())
     if not any(band in PHOTOMETRY_BANDS for band in bands.images):
-        return ScienceImage(np.sum(list(bands.images.values()), axis=0, dtype=np.float64), None, fwhm,
-                            f"no band of {', '.join(PHOTOMETRY_BANDS)}")
-    return ScienceImage(np.sum(list(bands.images.values()), axis=0, dtype=np.float64), bands, fwhm, "")
+        return ScienceImage(detection, None, fwhm, f"no band of {', '.join(PHOTOMETRY_BANDS)}")
+    return ScienceImage(detection, bands, fwhm, "")
 
 
 class GalaxyRows(NamedTuple):
@@ -703,8 +696,8 @@ def catalogue_galaxy(
     2. Unless `host_mask` is "off", the host is segmented (`host.segment_host`) on
        `science.detection` at the cutout's centre (the centre of the model's crop, too) with
        `science.fwhm_px`; a detection whose centre is off the host's segment is `off_host`, and
-       dropped when `host_mask` is "drop". A host not found flags the galaxy (`host_flag`) and
-       keeps its rows, `off_host` false.
+       dropped when `host_mask` is "drop" (the default). A host not found flags the galaxy
+       (`host_flag`) and puts every detection off it.
     3. With band images (`science.bands`), the kept detections are merged (`merge_detections`,
        the r band's FWHM) and measured (`clump_photometry`, `PHOTOMETRY_RESOLVED`); each row
        gets its merged clump's columns and `merged_id`.
@@ -732,11 +725,8 @@ def catalogue_galaxy(
     host = None
     if host_mask != "off":
         centre = conventions.image_to_fits_pixels(width / 2, height / 2, height=height)
-        host = segment_host(
-            science.detection, fwhm_px=science.fwhm_px, centre_xy=tuple(map(float, centre)),
-            background=0.0 if science.sky_subtracted else None,
-        )
-    off_host = host.found & ~host.contains(x, y) if host is not None else np.zeros(len(rows), bool)
+        host = segment_host(science.detection, fwhm_px=science.fwhm_px, centre_xy=tuple(map(float, centre)))
+    off_host = ~host.contains(x, y) if host is not None else np.zeros(len(rows), bool)
     image_columns = {**_host_columns(host, height, science.fwhm_px), "n_off_host": int(off_host.sum()),
                      "photometry_note": science.note}
     flag = "not_segmented" if host is None else host.flag

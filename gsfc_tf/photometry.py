@@ -19,8 +19,8 @@ After the authors' GZ2 clump catalogue (Popp et al. 2024):
        of the image), so magnitudes are 22.5 - 2.5 log10(flux / nmgy) in every band.
     6. With a `host.Host`: each clump's flux over the host's (`host.host_fluxes`), 3 % and 8 %
        flags in the flag band (default the first, bluest band: u for SDSS), whether it lies off
-       the host's segment, and its distance from the host's centre in px, arcsec and host
-       half-light radii.
+       the host's segment (or there is no host), and its distance from the host's centre in px,
+       arcsec and host half-light radii.
 
 `merge_detections` first joins detections of one clump: centres closer than `MERGE_DISTANCE_FWHM`
 PSF FWHMs become one, at their mean position.
@@ -379,7 +379,7 @@ def _add_host_columns(table, images, centres, host: Host, zero_point, flag_band,
         table[f"host_flux_{name}"] = np.full(n, host_flux) * u.nmgy
         table[f"flux_ratio_{name}"] = table[f"flux_{name}"].value / host_flux
     table["host_flag"] = [host.flag] * n
-    table["off_host"] = ~host.contains(centres[:, 0], centres[:, 1]) if host.found else np.zeros(n, bool)
+    table["off_host"] = ~host.contains(centres[:, 0], centres[:, 1])
     distance = np.hypot(centres[:, 0] - host.x, centres[:, 1] - host.y)
     table["distance"] = distance * u.pix
     if wcs is not None and host.found:

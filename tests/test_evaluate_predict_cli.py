@@ -50,7 +50,9 @@ def inputs(tmp_path_factory):
 
 def test_predict_writes_a_catalogue_with_sky_positions_for_fits(run_dir, inputs, tmp_path, capsys):
     out = tmp_path / "clumps.csv"
-    assert cli.main(["predict", "--model", str(run_dir), *inputs, "--out", str(out), "--min-score", "0"]) == 0
+    # Noise cutouts have no host galaxy: the host mask is off to keep every detection.
+    argv = ["predict", "--model", str(run_dir), *inputs, "--out", str(out), "--min-score", "0", "--host-mask", "off"]
+    assert cli.main(argv) == 0
     captured = capsys.readouterr()
     assert "broken.png" in captured.err and "1 unreadable input skipped" in captured.out
     table = Table.read(out, format="ascii.csv")
@@ -72,7 +74,8 @@ def test_predict_writes_a_catalogue_with_sky_positions_for_fits(run_dir, inputs,
 
 def test_predict_writes_an_image_table_accounting_for_every_input(run_dir, inputs, tmp_path, capsys):
     out = tmp_path / "clumps.csv"
-    assert cli.main(["predict", "--model", str(run_dir), *inputs, "--out", str(out), "--min-score", "0"]) == 0
+    argv = ["predict", "--model", str(run_dir), *inputs, "--out", str(out), "--min-score", "0", "--host-mask", "off"]
+    assert cli.main(argv) == 0
     assert str(tmp_path / "clumps.images.csv") in capsys.readouterr().out
     images = Table.read(tmp_path / "clumps.images.csv", format="ascii.csv")
     assert list(images["galaxy_id"]) == ["g0", "g1", "sky", "broken"]
@@ -187,7 +190,9 @@ def test_predict_names_odd_inputs_and_counts_bad_pixels(run_dir, tmp_path, capsy
         hdul[0].data[:] = np.nan
     save_png(folder / "dot.png", np.zeros((1, 1, 3), np.uint8))
     out = tmp_path / "clumps.csv"
-    assert cli.main(["predict", "--model", str(run_dir), str(folder / "*"), "--out", str(out), "--min-score", "0"]) == 0
+    # Blank pictures have no host galaxy: the host mask is off to keep the rows this test reads.
+    argv = ["predict", "--model", str(run_dir), str(folder / "*"), "--out", str(out), "--min-score", "0", "--host-mask", "off"]
+    assert cli.main(argv) == 0
     err = capsys.readouterr().err
     assert err.count("n_bad_pixels") == 1, err  # one warning for the run, not one per image
     images = Table.read(tmp_path / "clumps.images.csv", format="ascii.csv")

@@ -5,7 +5,7 @@ import math
 import numpy as np
 import pytest
 
-from gsfc_tf.host import segment_host
+from gsfc_tf.host import detection_image, segment_host
 from gsfc_tf.photometry import (
     APERTURE_FWHM,
     clump_photometry,
@@ -118,12 +118,14 @@ def test_host_ratio_flags_and_distances():
     bright, faint = _gaussian(70.0, 50.0, 800.0), _gaussian(30.0, 50.0, 20.0)
     image = host_light + bright + faint + rng.normal(0.0, 0.2, host_light.shape)
     host = segment_host(image, fwhm_px=_FWHM)
-    # The centroid is the light-weighted one over the segment: it leans towards the bright clump.
+    # The centroid is the light-weighted one over the host's segment, above the measured sky: it
+    # leans towards the bright clump. photutils weights by the PSF-smoothed image, which moves it
+    # 0.024 px from the raw image's here.
     assert host.found and host.mask[50, 50] and not host.mask[2, 2]
     y, x = np.mgrid[:_SIZE, :_SIZE]
-    weights = np.where(host.mask, image, 0.0)
-    assert host.x == pytest.approx((x * weights).sum() / weights.sum(), abs=0.01)
-    assert host.y == pytest.approx((y * weights).sum() / weights.sum(), abs=0.01)
+    weights = np.where(host.mask, image - host.background, 0.0)
+    assert host.x == pytest.approx((x * weights).sum() / weights.sum(), abs=0.03) and host.x > 52.5
+    assert host.y == pytest.approx((y * weights).sum() / weights.sum(), abs=0.03)
     table = _measure(image, [[70.0, 50.0], [30.0, 50.0], [2.0, 2.0]], host=host, pixel_scale_arcsec=0.396)
     true_host = host_light.sum() + 820.0
     ratios = np.array([800.0, 20.0]) / true_host
@@ -190,12 +192,16 @@ def test_host_shape_of_an_inclined_disc():
     minor = ((y - 48.0) * np.cos(angle) - (x - 52.0) * np.sin(angle)) / 0.5
     disc = 5.0 * np.exp(-np.hypot(major, minor) / 8.0)
     host = segment_host(disc + rng.normal(0.0, 0.05, disc.shape), fwhm_px=_FWHM)
-    # Measured: centre (51.89, 47.89), axis ratio 0.508, 29.6 deg, half-light radius 9.67 px.
+    # Measured: centre (51.89, 47.89), axis ratio 0.508, 29.6 deg, half-light radius 9.86 px.
     assert (host.x, host.y) == (pytest.approx(52.0, abs=0.15), pytest.approx(48.0, abs=0.15))
     assert host.axis_ratio == pytest.approx(0.5, abs=0.015)
     assert host.position_angle == pytest.approx(30.0, abs=0.6)
-    # An exponential disc holds half its light within 1.678 scale lengths (circularised radius).
-    assert host.half_light_radius == pytest.approx(1.678 * 8.0 * np.sqrt(0.5), rel=0.03)
+    # The half-light radius is a circle's: the noise-free disc holds half its light within 10.05 px.
+    distance = np.hypot(x - 52.0, y - 48.0).ravel()
+    order = np.argsort(distance)
+    light = np.cumsum(disc.ravel()[order])
+    true_radius = distance[order][np.searchsorted(light, light[-1] / 2)]
+    assert host.half_light_radius == pytest.approx(true_radius, rel=0.03)
     row = host.table()
     assert len(row) == 1 and row["host_flag"][0] == ""
     assert row["host_semi_major_axis"].unit == "pix" and row["host_position_angle"].unit == "deg"
@@ -221,7 +227,50 @@ def test_host_not_found_is_a_flag():
     assert segment_host(np.full((40, 40), np.nan), fwhm_px=_FWHM).flag == "no_valid_pixels"
     table = _measure(np.zeros((40, 40)), [[20.0, 20.0]], host=host)
     assert np.isnan(table["flux_ratio_r"][0]) and not table["is_clump_8pct"][0]
-    assert table["host_flag"][0] == "no_segment_at_centre"
+    # Without a host, every clump is off it.
+    assert table["host_flag"][0] == "no_segment_at_centre" and table["off_host"][0]
+
+
+def _outer_disc_and_neighbour(size=201):
+    """A disc (peak 5 sigma per pixel, scale 20 px) at the centre with a clump 48 px out, where the
+    disc is 0.45 sigma per pixel, and a small galaxy 99 px out, beyond 35 px of sky; noise 1."""
+    y, x = np.mgrid[:size, :size]
+    disc = 5.0 * np.exp(-np.hypot(x - 100, y - 100) / 20.0)
+    neighbour = 5.0 * np.exp(-np.hypot(x - 170, y - 170) / 5.0)
+    clump = _gaussian(148.0, 100.0, 30.0, fwhm=3.5, size=size)
+    return disc + neighbour + clump + np.random.default_rng(4).normal(0.0, 1.0, disc.shape)
+
+
+def test_a_clump_in_the_faint_outer_disc_is_on_the_host_and_a_neighbour_off_it():
+    # The host's segment reaches where the PSF-smoothed disc is 2 sigma of the smoothed noise
+    # (about 55 px out here); one sigma of the pixel noise (5.3 of the smoothed), the old rule,
+    # left the clump off.
+    host = segment_host(_outer_disc_and_neighbour(), fwhm_px=3.5)
+    assert host.found
+    assert list(host.contains([100.0, 148.0, 170.0, 5.0], [100.0, 100.0, 170.0, 5.0])) == [True, True, False, False]
+    assert not segment_host(_outer_disc_and_neighbour(), fwhm_px=3.5, n_sigma=5.3).contains(148.0, 100.0)
+
+
+def test_host_sky_is_measured_where_the_galaxy_fills_the_crop():
+    # A picture's sky: the galaxy filling the crop raised its sigma-clipped median to 5-50 counts
+    # (synthetic PNGs); the faintest box finds the pedestal.
+    image = _outer_disc_and_neighbour() + 12.0
+    host = segment_host(image, fwhm_px=3.5)
+    assert host.background == pytest.approx(12.0, abs=0.1)
+    assert host.noise == pytest.approx(1.0 / (2 * np.sqrt(np.pi) * 3.5 / 2.3548), rel=0.15)
+    assert host.contains(148.0, 100.0)
+
+
+def test_detection_image_weights_bands_by_inverse_noise_variance():
+    rng = np.random.default_rng(5)
+    signal = _disc()
+    quiet, noisy = signal + rng.normal(0.0, 1.0, signal.shape), signal + rng.normal(0.0, 3.0, signal.shape)
+    # Weights 1 and 1/9 over their mean: 1.8 and 0.2.
+    np.testing.assert_allclose(detection_image([quiet, noisy]), 1.8 * quiet + 0.2 * noisy, atol=0.1)
+    flat = np.ones((5, 5))
+    np.testing.assert_array_equal(detection_image([flat, 2 * flat]), 3 * flat)  # no noise to weigh: summed
+    with pytest.raises(ValueError, match="one or more images of one shape"):
+        detection_image([np.zeros((5, 5)), np.zeros((6, 5))])
 
 
 @pytest.mark.parametrize(

@@ -25,8 +25,9 @@ def test_host_is_the_central_galaxy(measured):
     _, hosts = measured
     assert all(host.found for host, _, _ in hosts)
     offsets = np.array([np.hypot(host.x - x, host.y - y) for host, x, y in hosts])
-    # Measured: median 0.62 px; two of 16 are 5.6 and 13 px off.
-    assert np.median(offsets) < 0.65 and np.mean(offsets < 5) >= 14 / 16
+    # Measured: median 0.64 px, all within 4.6 px (0.62 and one 13 px off with the deblended
+    # 1-sigma isophote before, `gsfc_tf.host`).
+    assert np.median(offsets) < 0.65 and np.all(offsets < 5)
     assert all(host.contains(host.x, host.y) for host, _, _ in hosts if np.hypot(host.x - 100, host.y - 100) < 20)
 
 
@@ -73,9 +74,9 @@ def test_flux_ratio_flags_agree_with_truth(measured):
 
 def test_clumps_lie_on_the_host(measured):
     table = measured[0][True]
-    # Measured 0.82 here (0.90 on 150 galaxies of the 1.x generator): the rest are far-out clumps
-    # that the 1-sigma isophote leaves in segments of their own.
-    assert np.mean(~np.asarray(table["off_host"])) >= 0.81
+    # Measured: all 33 here (0.98 on 150 galaxies, `gsfc_tf.host`; 0.82 here with the 1-sigma
+    # isophote, which left far-out clumps in segments of their own).
+    assert np.all(~np.asarray(table["off_host"]))
     assert set(table["host_flag"]) == {""}
     assert np.all(np.asarray(table["distance_arcsec"]) > 0)
     np.testing.assert_allclose(table["distance_arcsec"], table["distance"] * 0.396, rtol=1e-3)

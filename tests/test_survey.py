@@ -46,13 +46,13 @@ def models(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def cutouts(tmp_path_factory, models):
-    """Three 400-px PNG cutouts, a 200-px crop (another batch size), a FITS with a WCS, two generator FITS
-    with named bands (photometry), a corrupt file."""
+    """Three 400-px PNG cutouts, a blank 200-px crop (another batch size, no host), a FITS with a WCS, two
+    generator FITS with named bands (photometry), a corrupt file."""
     folder = tmp_path_factory.mktemp("cutouts")
     rng = np.random.default_rng(1)
     for name in ("a", "b", "c"):
         save_png(folder / f"{name}.png", as_cutout(rng.integers(0, 255, (200, 200, 3), dtype=np.uint8)))
-    save_png(folder / "crop.png", rng.integers(0, 255, (200, 200, 3), dtype=np.uint8))
+    save_png(folder / "crop.png", np.zeros((200, 200, 3), np.uint8))  # blank: no host galaxy
     fits_cutout(folder / "sky.fits")
     generated, _ = write_synthetic_fits(tmp_path_factory.mktemp("generated"), 2, seed=3)
     for path in generated:

@@ -8,16 +8,16 @@ import math
 _TTA_MERGES = ("wbf", "nms")
 _DEFAULT_MIN_SCORE = 0.5
 # Mirror gsfc_tf.catalogue.HOST_MASK_MODES and DEFAULT_HOST_MASK (tested).
-_HOST_MASK_MODES = ("flag", "drop", "off")
-_DEFAULT_HOST_MASK = "flag"
+_HOST_MASK_MODES = ("drop", "flag", "off")
+_DEFAULT_HOST_MASK = "drop"
 
 
 def add_host_mask_argument(parser, *, note: str = "") -> None:
     """`--host-mask`: what the catalogue does with detections off the host galaxy (`catalogue.catalogue_galaxy`)."""
     parser.add_argument(
         "--host-mask", choices=_HOST_MASK_MODES, default=_DEFAULT_HOST_MASK,
-        help="detections whose centre is off the host galaxy's segment: flag them (off_host column; default), "
-        f"drop them, or do not segment the host (off){note}",
+        help="detections whose centre is off the host galaxy (or with no host at the centre): drop them "
+        f"(default), flag them (off_host column), or do not segment the host (off){note}",
     )
 
 

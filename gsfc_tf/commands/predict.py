@@ -2,7 +2,7 @@
 
 Boxes and centres are pixels of each original cutout (origin at the top-left corner, y down);
 RA/Dec come from the cutout's WCS when it is a FITS file with one, and are empty otherwise. The host
-galaxy is segmented in every cutout; detections off it are flagged (`--host-mask`: flag, drop or off).
+galaxy is segmented in every cutout; detections off it are dropped (`--host-mask`: drop, flag or off).
 FITS cutouts whose HDUs name their bands get clump photometry (`gsfc_tf.catalogue` lists the columns).
 Beside the catalogue (`clumps.csv`) the image table (`clumps.images.csv`) lists every input with its
 galaxy id, status (detected / no_clumps / unreadable), reason, number of clumps and NaN/infinite

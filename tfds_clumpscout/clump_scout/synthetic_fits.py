@@ -44,6 +44,7 @@ from astropy.wcs import WCS
 from gsfc_tf import conventions
 # The one reader of this layout, re-exported here beside its writer.
 from gsfc_tf.bands import BandImages, read_bands
+from gsfc_tf.evaluation import ImageBoxes
 from tfds_clumpscout.clump_scout.synthetic import (
     BAND_NAMES,
     NANOMAGGIES_PER_UNIT,
@@ -62,6 +63,7 @@ __all__ = [
     "ZERO_POINT",
     "BandImages",
     "read_bands",
+    "truth_boxes",
     "truth_table",
     "write_galaxy_fits",
     "write_synthetic_fits",
@@ -216,3 +218,16 @@ def write_synthetic_fits(
     truth.meta.update(seed=seed, n_galaxies=n, image_size=image_size, zero_point=ZERO_POINT, family=family.name)
     truth.write(truth_path, format="ascii.ecsv", overwrite=overwrite)
     return paths, truth_path
+
+
+def truth_boxes(truth: Table, file_name: str) -> ImageBoxes:
+    """One file's true clump boxes as detections of score 1, to catalogue the truth as `predict`
+    catalogues a detector's boxes (`gsfc_tf.catalogue.catalogue_galaxy`).
+
+    Args:
+        truth: the truth table (`truth_table`, or `TRUTH_TABLE_NAME` read back).
+        file_name: a FITS file's name, as in the table's `file` column.
+    """
+    rows = truth[truth["file"] == file_name]
+    boxes_yxyx = np.stack([np.asarray(rows[name], np.float64) for name in ("y_min", "x_min", "y_max", "x_max")], axis=1)
+    return ImageBoxes(boxes_yxyx, np.asarray(rows["label"]), np.ones(len(rows)))
