@@ -8,8 +8,10 @@ Science: this module only composes the detector with the model-free steps (`cata
 the host galaxy (`gsfc_tf.host.segment_host`) on each cutout's `read_science` image, the host
 mask (`HOST_MASK_MODES`), and for FITS cutouts whose HDUs name their bands (`gsfc_tf.bands`)
 clump photometry (`gsfc_tf.photometry.merge_detections`, then `clump_photometry` with
-`PHOTOMETRY_RESOLVED`). FITS tables carry the units below (TUNIT); CSV tables have the same
-columns, booleans written True/False and missing numbers empty or nan.
+`PHOTOMETRY_RESOLVED`). FITS tables carry the units below, as astropy writes a `QTable`: TUNIT
+for the FITS standard's, and every unit (nmgy too, which the standard lacks) in astropy's column
+metadata in the header, so `Table.read` gets them back without a warning. CSV tables have the
+same columns, booleans written True/False and missing numbers empty or nan.
 
 Clump catalogue columns (`CatalogueRow`):
     galaxy_id                     the galaxy's id.
@@ -87,7 +89,7 @@ from typing import TYPE_CHECKING, ClassVar, NamedTuple
 import numpy as np
 from astropy import units as u
 from astropy.io import fits
-from astropy.table import Table
+from astropy.table import QTable, Table
 from astropy.wcs import WCS, FITSFixedWarning
 from tqdm.auto import tqdm
 
@@ -373,13 +375,11 @@ def _write_rows(rows: Iterable, row_type: type, path: str | Path, format: str) -
         table.write(path, format="ascii.csv", overwrite=True)
         return path
     with warnings.catch_warnings():
-        # The FITS standard has no nanomaggy: astropy warns and leaves TUNIT out; it is written below.
+        # The FITS standard has no nanomaggy: a TUNIT of nmgy makes astropy's reader warn. As
+        # Quantity columns, every unit is also written in astropy's table metadata in the header,
+        # from which astropy reads nmgy back silently; other readers see the standard TUNITs.
         warnings.filterwarnings("ignore", message=".*could not be saved in native FITS format")
-        hdu = fits.table_to_hdu(table)
-    for index, column in enumerate(table.columns.values(), start=1):
-        if column.unit is not None and column.unit != u.dimensionless_unscaled and f"TUNIT{index}" not in hdu.header:
-            hdu.header[f"TUNIT{index}"] = column.unit.to_string()
-    fits.HDUList([fits.PrimaryHDU(), hdu]).writeto(path, overwrite=True)
+        QTable(table).write(path, format="fits", overwrite=True)
     return path
 
 

@@ -4,10 +4,12 @@ import dataclasses
 import logging
 import math
 import os
+import warnings
 from pathlib import Path
 
 import numpy as np
 import pytest
+from astropy import units as u
 from astropy.io import fits
 from astropy.table import Table
 from astropy.wcs import WCS
@@ -150,6 +152,22 @@ def test_write_catalogue_round_trip(tmp_path, format):
     assert np.isnan(np.asarray(table["ra"], float)).all()
     if format == "fits":
         assert str(table["dec"].unit) == "deg" and str(table["x_min"].unit) == "pix"
+
+
+def test_fits_catalogue_reads_back_its_units_without_a_warning(tmp_path):
+    # nmgy is no FITS-standard unit: as a TUNIT it made astropy's reader warn (UnitsWarning).
+    rows = rows_from_detections("g", ImageBoxes([[110, 120, 126, 136]], [0], [0.9]))
+    row = dataclasses.replace(rows[0], flux_u=1.5, mag_u=22.06)
+    path = write_catalogue([row], tmp_path / "cat.fits", format="fits")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        table = Table.read(path)
+    assert table["flux_u"].unit == u.nmgy and table["flux_u"][0] == 1.5
+    assert table["mag_u"].unit == u.mag and table["distance_re"].unit == u.dimensionless_unscaled
+    # Readers other than astropy get the standard units from TUNIT.
+    header = fits.getheader(path, 1)
+    units = {header[f"TTYPE{k}"]: header.get(f"TUNIT{k}") for k in range(1, header["TFIELDS"] + 1)}
+    assert units["mag_u"] == "mag" and units["x_min"] == "pix" and units["ra"] == "deg"
 
 
 def test_write_empty_catalogue_and_bad_format(tmp_path):
