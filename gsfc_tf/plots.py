@@ -22,6 +22,7 @@ from gsfc_tf.evaluation import ImageBoxes
 
 __all__ = [
     "CLASS_COLOURS",
+    "plot_clump_science",
     "plot_completeness_by_size",
     "plot_completeness_by_snr",
     "plot_completeness_purity",
@@ -204,6 +205,89 @@ def plot_training_size_curve(
     ax.set_title("Completeness and purity against training-set size", fontsize=10)
     ax.grid(alpha=0.3, which="both")
     ax.legend(loc="lower right", fontsize=8)
+    return fig
+
+
+def _clumpy_fraction(galaxy_ids, ratios, threshold: float, n_galaxies: int) -> float:
+    """The share of `n_galaxies` with at least one clump whose ratio is above `threshold`."""
+    return len(set(np.asarray(galaxy_ids)[np.asarray(ratios) > threshold])) / n_galaxies
+
+
+def plot_clump_science(
+    clumps, n_galaxies: int, *, truth=None, flag_band: str = "u", colour: str = "u_g"
+) -> Figure:
+    """The clump-science figure: flux ratios with the giant-clump lines, colour against distance, clumpy fraction.
+
+    Left: the clump/host flux ratio in `flag_band` with the 3 % and 8 % lines
+    (`photometry.FLUX_RATIO_FLAGS`; above 8 % of the host's UV light is a giant clump, Adams et
+    al. 2022). Middle: `colour` against galactocentric distance in host half-light radii, per
+    class. Right: the clumpy fraction, the share of galaxies with at least one clump above each
+    line. Catalogue rows measured as one merged clump (`merged_id`) count once; rows without
+    photometry are left out; ratios at or below 1e-4 (faint clumps' negative fluxes too) fall in
+    the first bin.
+
+    Args:
+        clumps: a clump catalogue (`catalogue.write_catalogue`'s table read back, or any table with
+            galaxy_id, merged_id, class_id, distance_re, `colour` and flux_ratio_<flag_band>).
+        n_galaxies: galaxies catalogued, those without clumps included.
+        truth: optionally the synthetic truth table (`synthetic_fits.TRUTH_TABLE_NAME`, same
+            galaxies): its ratios and clumpy fraction are drawn beside the catalogue's.
+        flag_band: the band of the ratios.
+        colour: the colour column on the y axis.
+
+    Returns:
+        The figure.
+    """
+    # Deferred: photometry imports photutils, which no other figure needs.
+    from gsfc_tf.photometry import FLUX_RATIO_FLAGS
+
+    if n_galaxies < 1:
+        raise ValueError(f"n_galaxies must be >= 1, got {n_galaxies}")
+    ratio_column = f"flux_ratio_{flag_band}"
+    ratios = np.asarray(clumps[ratio_column], float)
+    merged_clumps = np.char.add(np.asarray(clumps["galaxy_id"]).astype(str), "/")
+    merged_clumps = np.char.add(merged_clumps, np.asarray(clumps["merged_id"]).astype(str))
+    first = np.zeros(len(ratios), bool)
+    first[np.unique(merged_clumps, return_index=True)[1]] = True
+    measured = first & np.isfinite(ratios)
+    clumps = clumps[measured]
+    ratios = ratios[measured]
+    samples = {"catalogue": (np.asarray(clumps["galaxy_id"]), ratios)}
+    if truth is not None:
+        samples["truth"] = (np.asarray(truth["galaxy_id"]), np.asarray(truth[ratio_column], float))
+
+    fig = Figure(figsize=(13.0, 3.8), layout="constrained")
+    ratio_ax, colour_ax, fraction_ax = fig.subplots(1, 3, width_ratios=(1.2, 1.2, 0.8))
+    bins = np.logspace(-4, 0, 33)
+    for (name, (_, values)), style in zip(samples.items(), ("-", "--")):
+        ratio_ax.hist(np.clip(values, bins[0], bins[-1]), bins=bins, histtype="step", linestyle=style,
+                      label=f"{name} ({len(values)} clumps)")
+    for threshold, line in zip(FLUX_RATIO_FLAGS, (":", "-")):
+        ratio_ax.axvline(threshold, color="0.3", linestyle=line, linewidth=1, label=f"{threshold:.0%}")
+    ratio_ax.set_xscale("log")
+    ratio_ax.set(xlabel=f"clump / host flux, {flag_band} band", ylabel="clumps")
+    ratio_ax.set_title("Flux ratios: giant clumps lie above 8 %", fontsize=10)
+    ratio_ax.legend(fontsize=8)
+
+    for class_id, name in enumerate(conventions.CLASS_NAMES):
+        mine = np.asarray(clumps["class_id"]) == class_id
+        colour_ax.scatter(np.asarray(clumps["distance_re"], float)[mine], np.asarray(clumps[colour], float)[mine],
+                          s=10, alpha=0.7, color=(_COMPLETENESS_COLOUR, _PURITY_COLOUR)[class_id % 2], label=name)
+    colour_ax.set(xlabel="distance from the host's centre (half-light radii)", ylabel=colour.replace("_", " - "))
+    colour_ax.set_title("Colour against galactocentric distance", fontsize=10)
+    colour_ax.legend(fontsize=8)
+    colour_ax.grid(alpha=0.3)
+
+    positions = np.arange(len(FLUX_RATIO_FLAGS))
+    width = 0.8 / len(samples)
+    for k, (name, (galaxy_ids, values)) in enumerate(samples.items()):
+        fractions = [_clumpy_fraction(galaxy_ids, values, threshold, n_galaxies) for threshold in FLUX_RATIO_FLAGS]
+        bars = fraction_ax.bar(positions + (k - (len(samples) - 1) / 2) * width, fractions, width, label=name)
+        fraction_ax.bar_label(bars, fmt="%.2f", fontsize=8, padding=2)
+    fraction_ax.set_xticks(positions, [f"a clump > {threshold:.0%}" for threshold in FLUX_RATIO_FLAGS])
+    fraction_ax.set(ylabel=f"fraction of the {n_galaxies} galaxies", ylim=(0, 1.1))
+    fraction_ax.set_title("Clumpy fraction", fontsize=10)
+    fraction_ax.legend(fontsize=8)
     return fig
 
 

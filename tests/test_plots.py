@@ -6,11 +6,13 @@ import numpy as np
 import pytest
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.patches import Rectangle
+from astropy.table import Table
 from PIL import Image
 
 from gsfc_tf.evaluation import ImageBoxes, evaluate_detections, write_metrics_json
 from gsfc_tf.plots import (
     CLASS_COLOURS,
+    plot_clump_science,
     plot_completeness_by_size,
     plot_completeness_by_snr,
     plot_completeness_purity,
@@ -153,3 +155,24 @@ def test_training_size_axis_is_labelled_with_the_sizes_trained():
     axis = figure.axes[0]
     assert [t.get_text() for t in axis.get_xticklabels()] == ["200", "400", "800"]
     np.testing.assert_array_equal(axis.lines[0].get_xdata(), [200, 400, 800])
+
+
+def test_clump_science_figure(tmp_path):
+    # Three galaxies: g0 has a giant clump measured twice (one merged clump: counted once) and a
+    # faint one; g1 one at 5 %; g2 none. The truth has a giant clump in g1 too.
+    clumps = Table({
+        "galaxy_id": ["g0", "g0", "g0", "g1"], "merged_id": [0, 0, 1, 0], "class_id": [0, 0, 1, 0],
+        "flux_ratio_u": [0.12, 0.12, 0.001, 0.05], "u_g": [0.4, 0.4, 1.2, 0.6], "distance_re": [0.5, 0.5, 2.0, 1.0],
+    })
+    truth = Table({"galaxy_id": ["g0", "g0", "g1"], "flux_ratio_u": [0.11, 0.002, 0.09]})
+    fig = plot_clump_science(clumps, 3, truth=truth)
+    ratio_ax, colour_ax, fraction_ax = fig.axes
+    assert [line.get_xdata()[0] for line in ratio_ax.get_lines()] == [0.03, 0.08]
+    labels = [text.get_text() for text in ratio_ax.get_legend().get_texts()]
+    assert labels[:2] == ["catalogue (3 clumps)", "truth (3 clumps)"]
+    catalogue_bars, truth_bars = fraction_ax.containers
+    # Above 3 %: g0 and g1 of 3; above 8 %: g0 (catalogue), g0 and g1 (truth).
+    assert [bar.get_height() for bar in catalogue_bars] == pytest.approx([2 / 3, 1 / 3])
+    assert [bar.get_height() for bar in truth_bars] == pytest.approx([2 / 3, 2 / 3])
+    assert sum(len(collection.get_offsets()) for collection in colour_ax.collections) == 3
+    assert_renders_inside(fig, tmp_path)
