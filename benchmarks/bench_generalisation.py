@@ -8,8 +8,9 @@ kept in `--out`, so a finished run is scored again without training.
 
 Box sides from physics (#28 item 4): every synthetic galaxy records its PSF FWHM (`render/psf_fwhm`),
 as a FITS cutout's header does. The same detections are scored again with each box's side set to
-`conventions.BOX_SIDE_PER_PSF_FWHM` x FWHM ("psf"), and to the geometric mean of that and the
-model's side ("halfway"), against the model's own sides, split by the galaxy's box-side rule.
+`conventions.BOX_SIDE_PER_PSF_FWHM` x FWHM ("psf", what `catalogue.PSF_BOX_SIDES` does to FITS
+cutouts), and to the geometric mean of that and the model's side ("halfway"), against the model's
+own sides, split by the galaxy's box-side rule.
 
     python -m benchmarks.bench_generalisation [--presets smoke,cpu] [--seeds 0,1] [--out DIR] [--quick]
 """
@@ -31,7 +32,7 @@ from benchmarks.results import RESULTS_PATH, markdown_table, write_section
 from gsfc_tf import config as presets
 import numpy as np
 
-from gsfc_tf import data, evaluation
+from gsfc_tf import conventions, data, evaluation
 from gsfc_tf.conventions import BOX_SIDE_PER_PSF_FWHM, CENTRE_MATCH_DISTANCE
 from gsfc_tf.detector import load_detector
 from gsfc_tf.experiments import train_size_experiment
@@ -50,11 +51,9 @@ def _with_sides(boxes: evaluation.ImageBoxes, psf_side: float, variant: str) -> 
     """The boxes with the same centres and the `variant`'s side (see the module docstring)."""
     if variant == "model" or not len(boxes):
         return boxes
-    centres = (boxes.boxes_yxyx[:, :2] + boxes.boxes_yxyx[:, 2:]) / 2
     model_sides = np.sqrt(np.prod(boxes.boxes_yxyx[:, 2:] - boxes.boxes_yxyx[:, :2], axis=1))
-    sides = np.full(len(boxes), psf_side) if variant == "psf" else np.sqrt(model_sides * psf_side)
-    half = sides[:, None] / 2
-    return evaluation.ImageBoxes(np.concatenate([centres - half, centres + half], axis=1), boxes.labels, boxes.scores)
+    sides = psf_side if variant == "psf" else np.sqrt(model_sides * psf_side)
+    return evaluation.ImageBoxes(conventions.boxes_with_side(boxes.boxes_yxyx, sides), boxes.labels, boxes.scores)
 
 
 def _score(run_dir: str, dataset: str, threshold: float, split: str, data_dir: str | None) -> tuple[dict, list]:

@@ -169,6 +169,20 @@ def box_centres_xy(boxes_yxyx) -> np.ndarray:
     return (boxes[..., [1, 0]] + boxes[..., [3, 2]]) / 2
 
 
+def boxes_with_side(boxes_yxyx, side, *, image_hw: tuple[int, int] | None = None) -> np.ndarray:
+    """float64 [..., 4] square boxes of side `side` (scalar or [...]) on the centres of `boxes_yxyx`.
+
+    Clipped to an image of (height, width) `image_hw` when given.
+    """
+    boxes = np.asarray(boxes_yxyx, np.float64)
+    centres = (boxes[..., :2] + boxes[..., 2:]) / 2
+    half = np.asarray(side, np.float64)[..., None] / 2
+    squares = np.concatenate([centres - half, centres + half], axis=-1)
+    if image_hw is not None:
+        squares = np.clip(squares, 0.0, np.tile(np.asarray(image_hw, np.float64), 2))
+    return squares
+
+
 def image_to_fits_pixels(x, y, *, height: int) -> tuple[np.ndarray, np.ndarray]:
     """astropy's 0-based pixel coordinates, in the stored FITS array, of image coordinates.
 
