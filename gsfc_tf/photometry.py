@@ -27,8 +27,10 @@ PSF FWHMs become one, at their mean position.
 
 Accuracy, measured against the generator's truth (`synthetic_fits.write_synthetic_fits(.., 150,
 seed=2026)`, photometry at the true centres, host from `segment_host` on the ugriz sum,
-2026-12-06; true flux = the clump's whole PSF-blurred light). Median |relative error| (median
-error) for the 144 normal clumps with r-band box SNR > 10:
+2026-12-06; true flux = the clump's whole PSF-blurred light), on the generator of
+clump_scout/synthetic 1.x (double-Gaussian PSF, every clump resolved; the render family of 2.0.0
+varies both, re-measure with `python -m benchmarks.bench_photometry`). Median |relative error|
+(median error) for the 144 normal clumps with r-band box SNR > 10:
 
                       u              g              r              i              z
     point (default)   0.19 (-0.19)   0.18 (-0.18)   0.19 (-0.18)   0.20 (-0.19)   0.21 (-0.19)

@@ -62,9 +62,9 @@ def measured(synthetic):
     return truth, measured_rows, images
 
 
-# Measured here (13 normal clumps with r-band box SNR > 10): the same as photometry at the true
+# Measured here (10 normal clumps with r-band box SNR > 10): the same as photometry at the true
 # centres in test_science_synthetic (resolved photometry), so the catalogue adds no error.
-_MEDIAN_ABS = {"u": 0.066, "g": 0.069, "r": 0.093, "i": 0.129, "z": 0.176}
+_MEDIAN_ABS = {"u": 0.079, "g": 0.065, "r": 0.052, "i": 0.083, "z": 0.136}
 
 
 @pytest.mark.parametrize("band", PHOTOMETRY_BANDS)
@@ -73,7 +73,7 @@ def test_catalogue_fluxes_match_the_truth(measured, band):
     bright = np.asarray((truth["snr_r"] > 10) & (truth["label"] == 0))
     flux = np.array([getattr(row, f"flux_{band}") for row in rows])
     errors = (flux / np.asarray(truth[f"flux_{band}"]) - 1)[bright]
-    assert len(errors) == 13
+    assert len(errors) == 10
     assert np.median(np.abs(errors)) == pytest.approx(_MEDIAN_ABS[band], abs=0.005)
     assert -0.1 < np.median(errors) < 0.0
     # Magnitudes, errors, host fluxes and ratios come with the flux.
@@ -110,15 +110,15 @@ def test_flags_and_host_columns(measured):
     truth, rows, images = measured
     bright = np.asarray(truth["snr_r"] > 10)
     flags = np.array([row.is_clump_8pct for row in rows])
-    # As in test_science_synthetic: the u-band 8 % flag agrees with the truth for 0.955 here.
+    # As in test_science_synthetic: the u-band 8 % flag agrees with the truth for all here.
     assert np.mean((flags == np.asarray(truth["flux_ratio_u"] > 0.08))[bright]) >= 0.95
     assert all(image["host_flag"] == "" and image["photometry_note"] == "" for image, _, _ in images)
     # Host centroids in image coordinates (y down): near the generator's host centre (measured
-    # median 0.84 px in the arrays' frame, test_science_synthetic).
+    # median 0.62 px in the arrays' frame, test_science_synthetic).
     offsets = [np.hypot(image["host_x"] - x, image["host_y"] - y) for image, x, y in images]
-    assert len(offsets) == _N_GALAXIES and np.median(offsets) < 0.9
-    # Measured 0.87 of the truth boxes' centres on the host (test_science_synthetic: 0.87).
-    assert np.mean([not row.off_host for row in rows]) >= 0.86
+    assert len(offsets) == _N_GALAXIES and np.median(offsets) < 0.65
+    # Measured 0.82 of the truth boxes' centres on the host (test_science_synthetic: 0.82).
+    assert np.mean([not row.off_host for row in rows]) >= 0.81
 
 
 def test_host_mask_drops_flags_or_keeps_off_host_detections(synthetic):
@@ -181,5 +181,6 @@ def test_pictures_host_mask_keeps_most_true_clumps(synthetic, tmp_path):
         galaxy = catalogue_galaxy("g", _truth_boxes(rows), read_science(picture, cutout.image), host_mask="flag")
         assert galaxy.image_columns["host_flag"] == ""
         off_host += [row.off_host for row in galaxy.rows]
-    # Measured 0.76 of 38 here (0.76 of 129 on 60 galaxies; the band sum of the FITS keeps 0.87 and 0.85).
-    assert np.mean(np.logical_not(off_host)) == pytest.approx(0.76, abs=0.03)
+    # Measured 0.82 of 33 here, as the band sum of the FITS (1.x generator: 0.76 of 38 here, 0.76 of 129
+    # on 60 galaxies, where the band sum kept 0.87 and 0.85).
+    assert np.mean(np.logical_not(off_host)) == pytest.approx(0.82, abs=0.03)

@@ -1,5 +1,7 @@
 """`clump_scout` stores each clump's SNR and contrast: the generator's for synthetic, NaN for real."""
 
+import dataclasses
+
 import numpy as np
 import tensorflow_datasets as tfds
 
@@ -23,6 +25,13 @@ def test_synthetic_examples_carry_the_generators_snr_and_contrast(tmp_path):
         assert objects["snr"].dtype == np.float32 and objects["contrast"].dtype == np.float32
         np.testing.assert_array_equal(objects["snr"], galaxy.snr)
         np.testing.assert_array_equal(objects["contrast"], galaxy.contrast)
+        # How each galaxy was rendered, text as text and numbers as float32 (NaN where not drawn).
+        for name, value in dataclasses.asdict(galaxy.choices).items():
+            stored = example["render"][name]
+            if isinstance(value, str):
+                assert stored.decode() == value, name
+            else:
+                np.testing.assert_array_equal(stored, np.float32(value), err_msg=name)
 
 
 def test_real_galaxies_get_nan_measures():
@@ -43,7 +52,22 @@ def test_synthetic_small_is_a_prefix_of_synthetic_with_its_own_version():
     assert small.builder_config.synthetic_seed == full.builder_config.synthetic_seed
     for split in ("train", "validation", "test"):
         assert getattr(small.builder_config, f"num_{split}") <= getattr(full.builder_config, f"num_{split}")
-    # Both changed at 1.5.0 and `sdss` did not: a prepared `sdss` stays valid.
+    # Both changed at 2.0.0 and `sdss` did not: a prepared `sdss` stays valid.
     sdss = tfds.builder("clump_scout/sdss")
-    assert (str(small.version), str(full.version), str(sdss.version)) == ("1.5.0", "1.5.0", "1.4.0")
-    assert "1.5.0" in small.release_notes and "1.5.0" in full.release_notes
+    assert (str(small.version), str(full.version), str(sdss.version)) == ("2.0.0", "2.0.0", "1.4.0")
+    assert "2.0.0" in small.release_notes and "2.0.0" in full.release_notes
+    assert "render" not in sdss.info.features and "render" in full.info.features
+
+
+def test_synthetic_heldout_is_a_test_split_of_other_renderers_and_seeds():
+    heldout = tfds.builder("clump_scout/synthetic_heldout").builder_config
+    assert heldout.family is synthetic.HELDOUT_FAMILY and heldout.num_test == 1000
+    assert heldout.num_train == heldout.num_validation == 0
+    # Split k is drawn with seed 3 * synthetic_seed + k: no seed of a training config's splits.
+    training_seeds = {
+        3 * config.synthetic_seed + k
+        for config in builder_module.Builder.builder_configs.values()
+        if config.source == "synthetic" and config.family is synthetic.TRAINING_FAMILY
+        for k in range(3)
+    }
+    assert 3 * heldout.synthetic_seed + 2 not in training_seeds

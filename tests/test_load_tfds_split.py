@@ -8,7 +8,7 @@ from gsfc_tf import data
 from tfds_clumpscout.clump_scout import clump_scout_dataset_builder as builder_module
 
 DUMMY = builder_module.Builder.code_path.parent / "dummy_data"
-CONFIGS = "clump_scout/sdss, clump_scout/synthetic, clump_scout/synthetic_small"
+CONFIGS = "clump_scout/sdss, clump_scout/synthetic, clump_scout/synthetic_small, clump_scout/synthetic_heldout"
 
 
 @pytest.mark.parametrize(

@@ -1,5 +1,7 @@
 """Tests for the seeded synthetic Clump-Scout-like galaxies."""
 
+import dataclasses
+import math
 import subprocess
 import sys
 from pathlib import Path
@@ -8,8 +10,13 @@ import numpy as np
 import pytest
 
 from tfds_clumpscout.clump_scout import synthetic
+from gsfc_tf.conventions import BOX_SIDE_PER_PSF_FWHM
 from tfds_clumpscout.clump_scout.synthetic import (
+    HELDOUT_FAMILY,
+    TRAINING_FAMILY,
+    RenderFamily,
     SyntheticGalaxy,
+    generate_bands,
     generate_galaxies,
     generate_galaxy,
 )
@@ -34,6 +41,7 @@ def _assert_same(a: SyntheticGalaxy, b: SyntheticGalaxy) -> None:
     np.testing.assert_array_equal(a.snr, b.snr)
     np.testing.assert_array_equal(a.contrast, b.contrast)
     assert (a.ra, a.dec, a.redshift) == (b.ra, b.dec, b.redshift)
+    assert repr(a.choices) == repr(b.choices)  # repr: NaN fields compare equal
 
 
 def _centre_and_ring(values, cy, cx, inner, outer, *, square):
@@ -54,6 +62,11 @@ def _centre_and_ring(values, cy, cx, inner, outer, *, square):
 def test_same_seed_gives_the_same_galaxy():
     _assert_same(generate_galaxy(7), generate_galaxy(7))
     _assert_same(next(generate_galaxies(1, seed=7)), next(generate_galaxies(1, seed=7)))
+    heldout = generate_galaxy(7, family=HELDOUT_FAMILY)
+    _assert_same(heldout, generate_galaxy(7, family=HELDOUT_FAMILY))
+    # The family draws the renderer, not the layout: the same clumps, drawn another way.
+    np.testing.assert_array_equal(heldout.labels, generate_galaxy(7).labels)
+    assert not np.array_equal(heldout.image, generate_galaxy(7).image)
 
 
 def test_different_seeds_give_different_galaxies():
@@ -114,6 +127,106 @@ def test_box_sides_and_centres_follow_clump_scout(galaxies):
     multi = [g for g in galaxies if len(g.labels) > 1]
     # As in every real multi-box galaxy: one side for all of a galaxy's boxes.
     assert len(multi) > 200 and all(np.ptp(g.boxes_yxyx[:, 2:] - g.boxes_yxyx[:, :2]) < 1e-3 for g in multi)
+
+
+def _draws(family: RenderFamily, n: int, image_size: int = 200):
+    """(galaxies, their choices) of `n` galaxies of `family`, lengths of the choices in 200-px crop pixels."""
+    galaxies = list(generate_galaxies(n, seed=31, image_size=image_size, family=family))
+    scale = image_size / 200
+    return galaxies, [dataclasses.replace(g.choices, psf_fwhm=g.choices.psf_fwhm / scale) for g in galaxies]
+
+
+@pytest.mark.parametrize("family", [TRAINING_FAMILY, HELDOUT_FAMILY], ids=lambda f: f.name)
+def test_render_choices_fall_in_their_familys_ranges(family):
+    galaxies, choices = _draws(family, 150, image_size=96)
+    assert {c.family for c in choices} == {family.name}
+    for name, (low, high) in family.ranges().items():
+        values = np.array([getattr(c, name) for c in choices])
+        drawn = ~np.isnan(values)
+        assert np.all((values[drawn] >= low * (1 - 1e-12)) & (values[drawn] <= high * (1 + 1e-12))), name
+    # NaN exactly where a choice does not apply.
+    for c in choices:
+        assert math.isnan(c.moffat_beta) == (c.psf_shape != "moffat")
+        assert math.isnan(c.side_per_psf_fwhm) == (c.box_side_rule != "psf")
+        assert c.box_side_rule == "psf" or c.resolved_fraction == 1.0
+    # Every option of the family is drawn, each about as often as it should be.
+    assert {c.psf_shape for c in choices} == set(family.psf_shapes)
+    assert {c.clump_profile for c in choices} == set(family.clump_profiles)
+    psf_rule = np.mean([c.box_side_rule == "psf" for c in choices])
+    assert abs(psf_rule - family.psf_side_fraction) < 0.15
+
+
+def test_heldout_choices_lie_outside_the_training_ranges_where_they_differ():
+    outside = [
+        name
+        for name, (low, high) in HELDOUT_FAMILY.ranges().items()
+        if high <= TRAINING_FAMILY.ranges()[name][0] or low >= TRAINING_FAMILY.ranges()[name][1]
+    ]
+    assert set(outside) == {"moffat_beta", "lupton_stretch", "lupton_q", "sky_level", "bulge_sersic_n"}
+    _, choices = _draws(HELDOUT_FAMILY, 60, image_size=96)
+    for name in outside:
+        low, high = TRAINING_FAMILY.ranges()[name]
+        assert not any(low < getattr(c, name) < high for c in choices), name
+    assert {c.psf_shape for c in choices} == {"moffat"} and {c.box_side_rule for c in choices} == {"psf"}
+
+
+def test_box_side_rules():
+    galaxies, choices = _draws(TRAINING_FAMILY, 150, image_size=96)
+    bands = list(generate_bands(150, seed=31, image_size=96))
+    for galaxy, c, truth in zip(galaxies, choices, bands):
+        sides = galaxy.boxes_yxyx[:, 2:] - galaxy.boxes_yxyx[:, :2]
+        np.testing.assert_allclose(sides, sides[0, 0], atol=1e-4)  # one side per galaxy, square boxes (float32)
+        side = float(sides[0, 0])
+        resolved = truth.clump_sigma[:, 0] > 0
+        if c.box_side_rule == "psf":
+            # The side is the PSF's, whatever the clumps look like.
+            np.testing.assert_allclose(side, c.side_per_psf_fwhm * galaxy.choices.psf_fwhm, atol=1e-4)
+            low, high = BOX_SIDE_PER_PSF_FWHM / 1.1, BOX_SIDE_PER_PSF_FWHM * 1.1
+            assert low * (1 - 1e-4) <= side / galaxy.choices.psf_fwhm <= high * (1 + 1e-4)
+        else:
+            # The side can be read off the clump: a normal clump's size is 0.06-0.12 of it.
+            assert np.all(resolved)
+            normal = truth.clump_sigma[galaxy.labels == 0, 0] / side
+            assert np.all((normal >= 0.06 * (1 - 1e-4)) & (normal <= 0.12 * (1 + 1e-4)))
+        assert np.all(resolved[galaxy.labels == 1])  # odd clumps keep their shapes
+    rule = np.array([c.box_side_rule for c in choices for _ in range(2)])
+    assert set(rule) == {"psf", "light"}
+    point_like = [s[0] == 0 for b in bands for s, label in zip(b.clump_sigma, b.galaxy.labels) if label == 0]
+    assert 0.2 < np.mean(point_like) < 0.35  # half the galaxies, half their normal clumps on average
+
+
+def test_psf_fwhm_and_clump_flux_are_exact_for_the_mixture_drawn():
+    """A Moffat PSF's FWHM is its mixture's, and an isolated clump's flux is the light drawn."""
+    choices = dataclasses.replace(generate_galaxy(3).choices, psf_shape="moffat", moffat_beta=2.5, psf_fwhm=3.3)
+    psf = synthetic._psf(choices)
+    assert psf.profile(choices.psf_fwhm / 2) == pytest.approx(psf.profile(0.0) / 2, rel=1e-12)
+    # Against the analytic Moffat of the same FWHM: within 1% of the peak (`_MIXTURE_COMPONENTS`).
+    alpha = choices.psf_fwhm / (2 * math.sqrt(2 ** (1 / 2.5) - 1))
+    radius = np.linspace(0.0, 3 * choices.psf_fwhm, 50)
+    moffat = 1.5 / (math.pi * alpha**2) * (1 + (radius / alpha) ** 2) ** -2.5
+    mixture = np.array([psf.profile(r) for r in radius])
+    assert np.max(np.abs(mixture - moffat)) < 0.01 * moffat[0]
+    for source, sigmas in [(synthetic._POINT, (0.0, 0.0)), (synthetic._EXPONENTIAL, (2.0, 1.2))]:
+        bands = np.zeros((5, 160, 160), np.float32)
+        flux = np.array([1.0, 2.0, 30.0, 4.0, 5.0], np.float32)
+        synthetic._add_blurred(bands, psf, source, 80.3, 79.6, *sigmas, 0.4, flux)
+        np.testing.assert_allclose(bands.sum(axis=(1, 2)), flux, rtol=1e-4)
+        # The central peak the flux is set from.
+        peak = synthetic._blurred_peak(psf, source, *sigmas) * 30.0
+        assert bands[2].max() == pytest.approx(peak, rel=0.05)  # pixel centres are off the clump's
+    # The exponential clump has the half-light radius of the Gaussian of the same sigma.
+    assert synthetic._EXPONENTIAL.half_light_radius() == pytest.approx(math.sqrt(2 * math.log(2)), rel=1e-12)
+
+
+def test_bad_families_raise():
+    with pytest.raises(ValueError, match="psf_shapes"):
+        RenderFamily(name="x", psf_shapes=("airy",))
+    with pytest.raises(ValueError, match="low <= high"):
+        RenderFamily(name="x", lupton_q=(9.0, 3.0))
+    with pytest.raises(ValueError, match="moffat_beta"):
+        RenderFamily(name="x", moffat_beta=(0.5, 2.0))
+    with pytest.raises(ValueError, match="psf_side_fraction"):
+        RenderFamily(name="x", psf_side_fraction=1.5)
 
 
 def test_box_sizes_scale_with_image_size():

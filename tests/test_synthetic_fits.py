@@ -1,5 +1,6 @@
 """Tests for the synthetic galaxies' u, g, r, i, z light, their FITS cutouts and truth table."""
 
+import dataclasses
 import hashlib
 
 import numpy as np
@@ -9,7 +10,7 @@ from astropy.table import Table
 
 from gsfc_tf import conventions
 from gsfc_tf.catalogue import pixel_to_world
-from gsfc_tf.images import read_image
+from gsfc_tf.images import LUPTON_Q, LUPTON_STRETCH, read_image
 from tfds_clumpscout.clump_scout import synthetic
 from tfds_clumpscout.clump_scout.synthetic_fits import (
     FITS_BAND_ORDER,
@@ -19,17 +20,18 @@ from tfds_clumpscout.clump_scout.synthetic_fits import (
     write_synthetic_fits,
 )
 
-# sha256 (first 16 hex digits) of every field of `generate_galaxy(seed, image_size=size)`, taken
-# from the generator before u and z were added: the gri light, boxes and so the clump_scout
-# synthetic data must not change.
+# sha256 (first 16 hex digits) of every field of `generate_galaxy(seed, image_size=size)`: they pin
+# the generator, and so the clump_scout synthetic data, against unintended changes. Taken from the
+# render family's generator (clump_scout/synthetic 2.0.0, #28), which draws a renderer per galaxy
+# and so changed every galaxy; u and z still add no draw to the gri light.
 _DIGESTS = {
-    (0, 200): "e97138f73001490c",
-    (7, 200): "fad8bc0885181851",
-    (2024, 200): "122ce24042ceb293",
-    (5, 64): "637d9d988517977b",
-    (11, 320): "96f9f4b2b951c00d",
+    (0, 200): "37e34cc0ec256416",
+    (7, 200): "43f45192ca4c0812",
+    (2024, 200): "618ca4adf053d462",
+    (5, 64): "93fc9ab89894cde5",
+    (11, 320): "5e0be3cbc7b627ee",
 }
-_DIGESTS_OF_GENERATE_GALAXIES_3_SEED_42 = ["d28aa92254283316", "b1d3726f8c47abab", "ebb1ba78ff8120f6"]
+_DIGESTS_OF_GENERATE_GALAXIES_3_SEED_42 = ["832e3305365c7bef", "4bf48567e6019546", "5bd4a309beba00c0"]
 
 
 def _digest(galaxy: synthetic.SyntheticGalaxy) -> str:
@@ -44,7 +46,7 @@ def _digest(galaxy: synthetic.SyntheticGalaxy) -> str:
         galaxy.contrast,
     ):
         h.update(np.ascontiguousarray(array).tobytes())
-    h.update(repr((galaxy.ra, galaxy.dec, galaxy.redshift)).encode())
+    h.update(repr((galaxy.ra, galaxy.dec, galaxy.redshift, galaxy.choices)).encode())
     return h.hexdigest()[:16]
 
 
@@ -68,8 +70,9 @@ def test_bands_contract_and_truth():
         # Young clumps are blue and odd ones red: u over r follows the label.
         u_over_r = bands.clump_flux[:, 0] / bands.clump_flux[:, 2]
         assert np.all(np.where(bands.galaxy.labels == 0, u_over_r > 0.25, u_over_r < 0.15))
-        # The PSF's FWHM is that of the double Gaussian, a little wider than its core's.
-        assert 2.6 * 96 / 200 <= bands.psf_fwhm <= 4.0 * 96 / 200 * 2.39 / 2.3548
+        assert bands.psf_fwhm == bands.galaxy.choices.psf_fwhm
+        low, high = synthetic.TRAINING_FAMILY.psf_fwhm
+        assert low * 96 / 200 <= bands.psf_fwhm <= high * 96 / 200
 
 
 def test_u_and_z_noise_has_the_sky_sigma():
@@ -83,6 +86,12 @@ def test_u_and_z_noise_has_the_sky_sigma():
 @pytest.fixture(scope="module")
 def written(tmp_path_factory):
     return write_synthetic_fits(tmp_path_factory.mktemp("fits"), 3, seed=5, image_size=96)
+
+
+# The training family with the composite's stretch and Q fixed at `read_image`'s defaults.
+_DEFAULT_COMPOSITE = dataclasses.replace(
+    synthetic.TRAINING_FAMILY, name="default_composite", lupton_stretch=(LUPTON_STRETCH,) * 2, lupton_q=(LUPTON_Q,) * 2
+)
 
 
 def test_fits_layout(written):
@@ -103,7 +112,16 @@ def test_fits_planes_are_the_generator_light(written):
             np.testing.assert_array_equal(read.images[band], expected)
             assert read.psf_fwhm_px[band] == pytest.approx(bands.psf_fwhm)
         # The reader flips the rows back to the boxes' frame and maps the nanomaggies with the
-        # generator's composite: the detector sees exactly the picture it was trained on.
+        # generator's composite, given the stretch and Q the galaxy drew: exactly its picture.
+        choices = bands.galaxy.choices
+        rgb = read_image(path, lupton_q=choices.lupton_q, lupton_stretch=choices.lupton_stretch).rgb
+        np.testing.assert_array_equal(rgb, bands.galaxy.image)
+
+
+def test_read_image_defaults_give_the_picture_of_galaxies_drawn_with_them(tmp_path):
+    paths, truth_path = write_synthetic_fits(tmp_path, 2, seed=5, image_size=96, family=_DEFAULT_COMPOSITE)
+    assert set(Table.read(truth_path)["lupton_q"]) == {LUPTON_Q}
+    for path, bands in zip(paths, synthetic.generate_bands(2, seed=5, image_size=96, family=_DEFAULT_COMPOSITE)):
         np.testing.assert_array_equal(read_image(path).rgb, bands.galaxy.image)
 
 
@@ -115,6 +133,9 @@ def test_truth_table(written):
     assert truth["flux_r"].unit == "nmgy" and truth["x"].unit == "pix"
     first = truth[truth["galaxy_id"] == "galaxy_00000"]
     np.testing.assert_allclose(first["flux_u"], bands[0].clump_flux[:, 0] * NANOMAGGIES_PER_UNIT)
+    choices = bands[0].galaxy.choices
+    assert set(first["psf_shape"]) == {choices.psf_shape} and set(first["lupton_q"]) == {choices.lupton_q}
+    assert truth.meta["family"] == "training"
     np.testing.assert_allclose(first["flux_ratio_g"], first["flux_g"] / first["host_flux_g"])
     back = conventions.fits_pixels_to_image(first["x_fits"], first["y_fits"], height=96)
     np.testing.assert_allclose(back, (first["x"], first["y"]), atol=1e-9)

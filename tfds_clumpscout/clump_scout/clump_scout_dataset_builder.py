@@ -5,12 +5,16 @@ Configs:
     Popp et al. 2024 (see `preparation`); every catalogue row is accounted for in
     ``preparation_report.json`` beside the dataset (`Builder.preparation_report_path`),
     with a fingerprint of the manual dir (`Builder.check_manual_dir` compares it).
-  * ``synthetic``: seeded synthetic clumpy galaxies (`synthetic.generate_galaxies`).
+  * ``synthetic``, ``synthetic_small``: seeded synthetic clumpy galaxies
+    (`synthetic.generate_galaxies`, renderers drawn from `synthetic.TRAINING_FAMILY`).
+  * ``synthetic_heldout``: a test split only, rendered from `synthetic.HELDOUT_FAMILY`, for
+    scores on a renderer the detector was not trained on.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import typing
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 
@@ -43,9 +47,10 @@ class ClumpScoutConfig(tfds.core.BuilderConfig):
         catalogue_form: how `sdss` reads each catalogue CSV: ``"auto"`` (a ``label``
             column means the crop form, otherwise the consensus form; see
             `preparation.detect_form`), or ``"crop"`` / ``"consensus"`` for every file.
-        num_train, num_validation, num_test: synthetic split sizes.
+        num_train, num_validation, num_test: synthetic split sizes; a split of 0 is left out.
         synthetic_seed: synthetic split k is drawn with seed ``3 * synthetic_seed + k``,
             so splits (and configs with different seeds) never share a galaxy stream.
+        family: the renderers the synthetic galaxies are drawn from.
     """
 
     source: str = "sdss"
@@ -55,6 +60,7 @@ class ClumpScoutConfig(tfds.core.BuilderConfig):
     num_validation: int = 1000
     num_test: int = 1000
     synthetic_seed: int = 0
+    family: synthetic.RenderFamily = synthetic.TRAINING_FAMILY
 
     def __post_init__(self):
         if self.source not in ("sdss", "synthetic"):
@@ -63,11 +69,9 @@ class ClumpScoutConfig(tfds.core.BuilderConfig):
             raise ValueError(
                 f"catalogue_form must be 'auto', 'crop' or 'consensus', got {self.catalogue_form!r}."
             )
-        if min(self.num_train, self.num_validation, self.num_test) < 1:
-            raise ValueError(
-                "Synthetic split sizes must be >= 1, got "
-                f"{(self.num_train, self.num_validation, self.num_test)}."
-            )
+        sizes = (self.num_train, self.num_validation, self.num_test)
+        if min(sizes) < 0 or max(sizes) < 1:
+            raise ValueError(f"Synthetic split sizes must be >= 0, one of them >= 1, got {sizes}.")
 
     @property
     def image_size(self) -> int:
@@ -77,6 +81,13 @@ class ClumpScoutConfig(tfds.core.BuilderConfig):
 _ONE_SIDE_PER_GALAXY = (
     "One box side for all of a galaxy's clumps, as in every real multi-box Clump Scout galaxy (before: "
     "half the galaxies, the rest correlated): new galaxies, so figures on 1.4.0 and earlier do not carry over."
+)
+_RENDER_FAMILY = (
+    "Each galaxy draws its renderer from `synthetic.TRAINING_FAMILY` (#28): PSF shape (Gaussian, double "
+    "Gaussian, Moffat beta 2.5-4.5) and FWHM 1.9-5.8 px; Gaussian or exponential clumps; half the galaxies "
+    "have their one box side set by the PSF (4-6.25 FWHM, point-like or resolved clumps), half by the clumps' "
+    "light as before; composite stretch and Q, sky pedestal and noise, bulge Sersic index 1.5-4.5 and colours "
+    "vary. The draws are stored under `render/`. New galaxies: figures on 1.5.0 and earlier do not carry over."
 )
 
 
@@ -111,8 +122,8 @@ class Builder(tfds.core.GeneratorBasedBuilder):
         ClumpScoutConfig(
             name="synthetic",
             source="synthetic",
-            version=tfds.core.Version("1.5.0"),
-            release_notes={"1.5.0": _ONE_SIDE_PER_GALAXY},
+            version=tfds.core.Version("2.0.0"),
+            release_notes={"1.5.0": _ONE_SIDE_PER_GALAXY, "2.0.0": _RENDER_FAMILY},
             description="Seeded synthetic clumpy galaxies; no download.",
         ),
         # Galaxy k of each of its splits is galaxy k of `synthetic`'s (same seeds): its validation
@@ -123,7 +134,7 @@ class Builder(tfds.core.GeneratorBasedBuilder):
             num_train=2400,
             num_validation=1000,
             num_test=1000,
-            version=tfds.core.Version("1.5.0"),
+            version=tfds.core.Version("2.0.0"),
             release_notes={
                 "1.4.0": (
                     "2,400 training galaxies instead of 800 (the same validation and test galaxies): "
@@ -133,8 +144,29 @@ class Builder(tfds.core.GeneratorBasedBuilder):
                     f"{_ONE_SIDE_PER_GALAXY} 1,000 validation and 1,000 test galaxies instead of 200: "
                     "the threshold and the test figures of `make demo` vary about half as much."
                 ),
+                "2.0.0": _RENDER_FAMILY,
             },
             description="A small `synthetic` (2,400/1,000/1,000 galaxies) for smoke runs, CI and Colab.",
+        ),
+        # Never for training or model selection: a test split only, from renderers outside the
+        # training family and seeds no other config draws (test seed 3 * 1000 + 2).
+        ClumpScoutConfig(
+            name="synthetic_heldout",
+            source="synthetic",
+            num_train=0,
+            num_validation=0,
+            num_test=1000,
+            synthetic_seed=1000,
+            family=synthetic.HELDOUT_FAMILY,
+            version=tfds.core.Version("2.0.0"),
+            release_notes={
+                "2.0.0": (
+                    "1,000 test galaxies from `synthetic.HELDOUT_FAMILY` (#28): Moffat PSFs with beta 1.8-2.5, "
+                    "composite stretch 0.585-0.702 and Q 12-15, sky pedestal 0.2-0.5 sky sigma and bulge Sersic index "
+                    "4.5-6, all outside the training ranges; every box side set by the PSF."
+                ),
+            },
+            description="Synthetic test galaxies from renderers outside `synthetic`'s; test split only.",
         ),
     ]
     DEFAULT_CONFIG_NAME = "sdss"
@@ -192,6 +224,12 @@ class Builder(tfds.core.GeneratorBasedBuilder):
 
     def _info(self) -> tfds.core.DatasetInfo:
         size = self.builder_config.image_size
+        # Synthetic galaxies also record how each was rendered (`synthetic.RenderChoices`), so
+        # scores can be split by choice.
+        render = {
+            name: tfds.features.Text() if kind is str else tfds.features.Scalar(dtype=np.float32)
+            for name, kind in typing.get_type_hints(synthetic.RenderChoices).items()
+        }
         return self.dataset_info_from_configs(
             features=tfds.features.FeaturesDict({
                 "image": tfds.features.Image(shape=(size, size, 3), dtype=np.uint8),
@@ -209,6 +247,7 @@ class Builder(tfds.core.GeneratorBasedBuilder):
                 "ra": tfds.features.Scalar(dtype=np.float32, doc="Right ascension, deg; NaN if unknown."),
                 "dec": tfds.features.Scalar(dtype=np.float32, doc="Declination, deg; NaN if unknown."),
                 "redshift": tfds.features.Scalar(dtype=np.float32, doc="Redshift; NaN if unknown."),
+                **({"render": tfds.features.FeaturesDict(render)} if self.builder_config.source == "synthetic" else {}),
             }),
             homepage="https://github.com/ou-astrophysics/Faster-R-CNN-for-Galaxy-Zoo-Clump-Scout",
         )
@@ -220,6 +259,7 @@ class Builder(tfds.core.GeneratorBasedBuilder):
             return {
                 name: self._generate_examples(n=n, seed=3 * config.synthetic_seed + k)
                 for k, (name, n) in enumerate(zip(_SPLITS, sizes))
+                if n > 0
             }
         return self._sdss_split_generators(Path(dl_manager.manual_dir))
 
@@ -349,8 +389,9 @@ class Builder(tfds.core.GeneratorBasedBuilder):
             )
 
     def _generate_synthetic(self, n: int, *, seed: int):
+        config = self.builder_config
         for k, galaxy in enumerate(
-            synthetic.generate_galaxies(n, seed=seed, image_size=self.builder_config.image_size)
+            synthetic.generate_galaxies(n, seed=seed, image_size=config.image_size, family=config.family)
         ):
             key = f"synthetic-{seed}-{k:06d}"
             yield key, _example(
@@ -363,6 +404,7 @@ class Builder(tfds.core.GeneratorBasedBuilder):
                 redshift=galaxy.redshift,
                 snr=galaxy.snr,
                 contrast=galaxy.contrast,
+                render=dataclasses.asdict(galaxy.choices),
             )
 
 
@@ -377,10 +419,12 @@ def _example(
     redshift: float,
     snr: np.ndarray | None = None,
     contrast: np.ndarray | None = None,
+    render: dict | None = None,
 ) -> dict:
     """One TFDS example; pixel boxes [N, 4] become TFDS's normalised yxyx.
 
-    `snr` and `contrast` are [N] per clump, NaN where not given (real galaxies).
+    `snr` and `contrast` are [N] per clump, NaN where not given (real galaxies); `render` is a
+    synthetic galaxy's `RenderChoices` as a dict (real galaxies have none).
     """
     # Pixels are a window on the unit square, magnified (H, W) times.
     boxes_yxyx = np.asarray(boxes_yxyx, np.float32).reshape(-1, 4)
@@ -398,4 +442,5 @@ def _example(
         "ra": ra,
         "dec": dec,
         "redshift": redshift,
+        **({} if render is None else {"render": render}),
     }

@@ -14,7 +14,7 @@ import tensorflow_datasets as tfds
 from PIL import Image
 
 from tfds_clumpscout.clump_scout import clump_scout_dataset_builder as builder_module
-from tfds_clumpscout.clump_scout import preparation
+from tfds_clumpscout.clump_scout import preparation, synthetic
 
 DUMMY = builder_module.Builder.code_path.parent / "dummy_data"
 
@@ -37,6 +37,19 @@ class SyntheticTest(tfds.testing.DatasetBuilderTestCase):
         )
     ]
     SPLITS = {"train": 3, "validation": 2, "test": 2}
+
+
+class SyntheticHeldoutTest(tfds.testing.DatasetBuilderTestCase):
+    """A test split only, as `synthetic_heldout` has."""
+
+    DATASET_CLASS = builder_module.Builder
+    BUILDER_CONFIG_NAMES_TO_TEST = [
+        builder_module.ClumpScoutConfig(
+            name="synthetic_heldout_tiny", source="synthetic", num_train=0, num_validation=0, num_test=2,
+            synthetic_seed=1000, family=synthetic.HELDOUT_FAMILY,
+        )
+    ]
+    SPLITS = {"test": 2}
 
 
 def _build(tmp_path, config, manual_dir=None):
@@ -162,7 +175,9 @@ def test_config_rejects_bad_values():
     with pytest.raises(ValueError, match="source"):
         builder_module.ClumpScoutConfig(name="x", source="hst")
     with pytest.raises(ValueError, match="split sizes"):
-        builder_module.ClumpScoutConfig(name="x", source="synthetic", num_test=0)
+        builder_module.ClumpScoutConfig(name="x", source="synthetic", num_test=-1)
+    with pytest.raises(ValueError, match="split sizes"):
+        builder_module.ClumpScoutConfig(name="x", source="synthetic", num_train=0, num_validation=0, num_test=0)
     assert preparation.PreparationRules().crop_offset == 100
 
 

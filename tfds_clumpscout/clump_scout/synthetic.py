@@ -1,32 +1,44 @@
 """Seeded synthetic clumpy galaxies that look like Galaxy Zoo: Clump Scout SDSS gri crops.
 
-Each galaxy is an inclined exponential disc (Sersic n=1) plus a de Vaucouleurs bulge (n=4), with
-blue star-forming clumps sampled from the disc light, PSF-blurred, seen through sky and Poisson
-noise and mapped to an SDSS-like gri colour composite (i -> R, r -> G, g -> B) with the Lupton et
-al. (2004) asinh stretch of FITS cutouts (`gsfc_tf.images.gri_composite`). Unlabelled sources that a detector must learn to pass over never get a
-box: foreground stars; field galaxies behind and beside the disc (Euclidean-like number counts,
-blue discs to red spheroids); and, along the spiral arms, HII regions: many small, faint,
-unresolved knots that are not giant clumps.
+Each galaxy is an inclined exponential disc (Sersic n=1) plus a Sersic bulge, with blue
+star-forming clumps sampled from the disc light, PSF-blurred, seen through sky and Poisson noise
+and mapped to an SDSS-like gri colour composite (i -> R, r -> G, g -> B) with the Lupton et al.
+(2004) asinh stretch of FITS cutouts (`gsfc_tf.images.gri_composite`). Unlabelled sources that a
+detector must learn to pass over never get a box: foreground stars; field galaxies behind and
+beside the disc (Euclidean-like number counts, blue discs to red spheroids); and, along the spiral
+arms, HII regions: many small, faint, unresolved knots that are not giant clumps.
 
-Every labelled clump gets a square box centred on it, sized like the volunteers' consensus boxes:
-one side for all of a galaxy's boxes, drawn from their side distribution.
-"Odd" clumps (label 1) are red (bulge-like colours, as volunteers flagged red or unusual clumps)
-and either elongated (axis ratio 0.25-0.5) or diffuse (2-3x wider, lower surface brightness),
-so a detector can tell them apart by colour and shape.
+Every labelled clump gets a square box centred on it, one side for all of a galaxy's boxes, as in
+the volunteers' consensus boxes. "Odd" clumps (label 1) are red (bulge-like colours, as volunteers
+flagged red or unusual clumps) and either elongated (axis ratio 0.25-0.5) or diffuse (2-3x wider,
+lower surface brightness), so a detector can tell them apart by colour and shape.
+
+A family of renderers, not one: each galaxy draws its renderer's choices (`RenderChoices`) from a
+`RenderFamily` of ranges: the PSF's shape (Gaussian, SDSS's double Gaussian, Moffat) and FWHM; the
+clumps' profile (Gaussian or exponential) and, where the box side follows the PSF, how many are
+resolved rather than point-like; how the box side is set (`BOX_SIDE_RULES`); the composite's
+stretch and Q; the residual sky pedestal and the noise; the bulge's Sersic index; the host's
+colours. `TRAINING_FAMILY` makes the training data; `HELDOUT_FAMILY` lies outside it in several
+ways and is for testing only. Every profile is a mixture of Gaussians (Moffat and exponential by
+Gauss-Laguerre quadrature of their Gaussian scale mixtures), so compact sources are drawn
+analytically and the disc and bulge are blurred with the mixture's transfer function; the truth
+(fluxes, FWHM) is that of the mixture actually drawn. The choices come from a random stream of
+their own, so one seed gives the same layout (clumps, places, brightness) in any family.
 
 Each clump's signal-to-noise ratio and contrast are recorded (`SyntheticGalaxy.snr`, `.contrast`),
 measured in the r band within its box, so evaluation can tell faint misses from bright ones.
 
 `generate_bands` gives the same galaxies' linear u, g, r, i, z light with every clump's and the
 host's true flux per band (`SyntheticBands`), the truth for photometry; u and z add no draw to a
-galaxy's random stream, so its composite, boxes and the `clump_scout/synthetic` data are unchanged.
+galaxy's random stream, so its composite and boxes are those of `generate_galaxies`.
 
 The box and count statistics below are those of the Galaxy Zoo: Clump Scout consensus boxes used by
 Popp et al. 2024 (RASTI 3(1):174), measured in the central 200x200 crop from the authors'
 `imageGroups_{train,valid}.pkl`. Lengths are in pixels of a 200-pixel crop and scale with
 `image_size`.
 
-Shape shorthand: H = W = image_size, N clumps (1..9), M stars and field galaxies, K HII regions.
+Shape shorthand: H = W = image_size, N clumps (1..9), M stars and field galaxies, K HII regions,
+G components of a Gaussian mixture.
 """
 
 from __future__ import annotations
@@ -36,10 +48,12 @@ import functools
 import math
 import statistics
 from collections.abc import Iterator
+from typing import NamedTuple
 
 import numpy as np
 
-from gsfc_tf.images import gri_composite
+from gsfc_tf.conventions import BOX_SIDE_PER_PSF_FWHM
+from gsfc_tf.images import LUPTON_Q, LUPTON_STRETCH, gri_composite
 
 __all__ = [
     "BOX_CENTRE_MEAN_PX",
@@ -48,11 +62,20 @@ __all__ = [
     "BOX_SIDE_P05_PX",
     "BOX_SIDE_P95_PX",
     "BOX_SIDE_RANGE_PX",
+    "BOX_SIDE_RULES",
     "CLUMP_COUNT_HISTOGRAM",
+    "CLUMP_PROFILES",
+    "HELDOUT_FAMILY",
     "NANOMAGGIES_PER_UNIT",
     "ODD_FRACTION",
+    "PSF_SHAPES",
     "REFERENCE_IMAGE_SIZE",
+    "TRAINING_FAMILY",
+    "RenderChoices",
+    "RenderFamily",
+    "SyntheticBands",
     "SyntheticGalaxy",
+    "generate_bands",
     "generate_galaxies",
     "generate_galaxy",
 ]
@@ -75,19 +98,31 @@ _Z95 = statistics.NormalDist().inv_cdf(0.95)
 _LOG_SIDE_SIGMA_LOW = math.log(BOX_SIDE_MEDIAN_PX / BOX_SIDE_P05_PX) / _Z95
 _LOG_SIDE_SIGMA_HIGH = math.log(BOX_SIDE_P95_PX / BOX_SIDE_MEDIAN_PX) / _Z95
 
+PSF_SHAPES = ("gaussian", "double_gaussian", "moffat")
+CLUMP_PROFILES = ("gaussian", "exponential")
+# How a galaxy's one box side is set: "light", from the measured side distribution with the
+# resolved clumps' sizes in proportion to it (so the side can be read off a clump); "psf", as
+# a multiple of the PSF FWHM whatever the clumps look like (as a point-like clump's box would be).
+BOX_SIDE_RULES = ("light", "psf")
+
 BAND_NAMES = ("u", "g", "r", "i", "z")  # the order of every per-band array here
 _GRI = slice(1, 4)  # g, r, i: the bands of the composite, drawn from the galaxy's main stream
 _UZ = [BAND_NAMES.index("u"), BAND_NAMES.index("z")]  # drawn from a stream of their own
 _R = BAND_NAMES.index("r")
-# Per-band sky noise in r-band sky sigmas; as in SDSS, g and i are noisier than r, u and z more so.
+# Per-band sky noise in r-band sky sigmas (at noise scale 1); as in SDSS, g and i are noisier than
+# r, u and z more so.
 _SKY_SIGMA = np.array([1.6, 1.1, 1.0, 1.4, 3.5], np.float32)
 _GAIN = 4.0  # source counts per flux unit: Poisson variance is flux / _GAIN
-# The generator's flux unit (r-band sky noise 1 per pixel) in nanomaggies: puts the r-band sky noise
-# near that of SDSS frames (a few hundredths of a nanomaggy per pixel).
+# The generator's flux unit (r-band sky noise 1 per pixel at noise scale 1) in nanomaggies: puts
+# the r-band sky noise near that of SDSS frames (a few hundredths of a nanomaggy per pixel).
 NANOMAGGIES_PER_UNIT = 0.026
-_BULGE_B4 = 7.669  # Sersic b_n for n = 4 (half light inside R_e)
-_PSF_WEIGHTS = (0.9, 0.1)  # double-Gaussian PSF as SDSS models it: a core and a 2x wider wing
-_PSF_WING_SCALE = 2.0
+_DOUBLE_GAUSSIAN_WEIGHTS = (0.9, 0.1)  # SDSS's PSF model: a core and a 2x wider wing
+_DOUBLE_GAUSSIAN_WING_SCALE = 2.0
+# Gaussians per Moffat PSF and per exponential clump: the Moffat's profile within 1% of its peak
+# for beta >= 2.5 (2% at 1.8), the exponential's within 7% of its peak outside 0.5 scale lengths
+# (before the PSF smooths its cusp).
+_MIXTURE_COMPONENTS = 4
+_R_MINUS_I_PER_G_MINUS_R_SHIFT = 0.6  # a colour shift moves r - i by this much of g - r, as dust does
 _CLUMP_SPREAD = 1.5  # clumps' radial scale over the disc's; gives BOX_CENTRE_{MEAN,STD}_PX
 _STARS_PER_IMAGE = 0.8  # mean number of foreground stars in a crop
 # A 200-px SDSS crop is 79" on a side: to r ~ 22.5 it holds a few field galaxies, most of them
@@ -108,13 +143,139 @@ _COUNT_PROBABILITIES = np.array(CLUMP_COUNT_HISTOGRAM, np.float64) / sum(CLUMP_C
 
 
 @dataclasses.dataclass(frozen=True)
+class RenderFamily:
+    """The ranges a galaxy's renderer choices are drawn from, one draw per galaxy.
+
+    A range (low, high) is drawn uniformly, or log-uniformly where marked; a tuple of names is
+    drawn from uniformly. Lengths are in pixels of a 200-px crop and scale with the image size.
+
+    Attributes:
+        name: what the family is called in `RenderChoices` and dataset descriptions.
+        psf_shapes: from `PSF_SHAPES`.
+        psf_fwhm: PSF full width at half maximum, px: distributed as the measured box sides over
+            `BOX_SIDE_PER_PSF_FWHM` (median 3.3 px, 5-95% 1.8-5.5 px; Galaxy Zoo cutouts are
+            scaled per galaxy, which widens SDSS's 0.9-1.8" seeing) and clipped to this range, so
+            that the "psf" rule keeps the measured side distribution.
+        moffat_beta: the Moffat PSF's beta (smaller: stronger wings).
+        psf_side_fraction: the probability that a galaxy's box side follows the PSF ("psf" rule
+            of `BOX_SIDE_RULES`; else "light").
+        side_per_psf_fwhm: the "psf" rule's box side in PSF FWHMs, log-uniform.
+        resolved_fraction: under the "psf" rule, the probability that a normal clump is resolved
+            rather than point-like (the "light" rule resolves every clump: its side is read off them).
+        clump_profiles: from `CLUMP_PROFILES`, the resolved clumps' profile.
+        lupton_stretch, lupton_q: the composite's stretch (nanomaggies, log-uniform) and Q
+            (`gsfc_tf.images.gri_composite`).
+        sky_level: residual sky pedestal left by the sky subtraction, in each band's sky sigmas.
+        noise_scale: sky noise over the reference (`_SKY_SIGMA`).
+        bulge_sersic_n: the bulge's Sersic index.
+        colour_shift: g - r added to all of the host's own light (disc, bulge, clumps, HII
+            regions; r - i moves by 0.6 of it, as with dust), mag.
+    """
+
+    name: str
+    psf_shapes: tuple[str, ...] = PSF_SHAPES
+    psf_fwhm: tuple[float, float] = (1.5, 7.0)
+    moffat_beta: tuple[float, float] = (2.5, 4.5)
+    psf_side_fraction: float = 0.5
+    side_per_psf_fwhm: tuple[float, float] = (BOX_SIDE_PER_PSF_FWHM / 1.1, BOX_SIDE_PER_PSF_FWHM * 1.1)
+    resolved_fraction: tuple[float, float] = (0.0, 1.0)
+    clump_profiles: tuple[str, ...] = CLUMP_PROFILES
+    lupton_stretch: tuple[float, float] = (LUPTON_STRETCH / 1.25, LUPTON_STRETCH * 1.25)
+    lupton_q: tuple[float, float] = (LUPTON_Q - 3.0, LUPTON_Q + 3.0)
+    sky_level: tuple[float, float] = (-0.2, 0.2)
+    noise_scale: tuple[float, float] = (0.8, 1.25)
+    bulge_sersic_n: tuple[float, float] = (1.5, 4.5)
+    colour_shift: tuple[float, float] = (-0.1, 0.1)
+
+    def __post_init__(self):
+        for name, allowed in (("psf_shapes", PSF_SHAPES), ("clump_profiles", CLUMP_PROFILES)):
+            values = getattr(self, name)
+            if not values or not set(values) <= set(allowed):
+                raise ValueError(f"{name} must be a non-empty tuple of {allowed}, got {values!r}")
+        if not 0.0 <= self.psf_side_fraction <= 1.0:
+            raise ValueError(f"psf_side_fraction must be in [0, 1], got {self.psf_side_fraction!r}")
+        for name, (low, high) in self.ranges().items():
+            if not low <= high:
+                raise ValueError(f"{name} must be a range (low, high) with low <= high, got {(low, high)!r}")
+        for name in ("psf_fwhm", "side_per_psf_fwhm", "lupton_stretch", "lupton_q", "noise_scale", "bulge_sersic_n"):
+            if getattr(self, name)[0] <= 0:
+                raise ValueError(f"{name} must be positive, got {getattr(self, name)!r}")
+        if self.moffat_beta[0] <= 1.0:
+            raise ValueError(f"moffat_beta must exceed 1 (a finite flux), got {self.moffat_beta!r}")
+        if not (0.0 <= self.resolved_fraction[0] and self.resolved_fraction[1] <= 1.0):
+            raise ValueError(f"resolved_fraction must lie in [0, 1], got {self.resolved_fraction!r}")
+
+    def ranges(self) -> dict[str, tuple[float, float]]:
+        """The (low, high) fields by name; each names the `RenderChoices` field drawn from it."""
+        return {
+            field.name: getattr(self, field.name)
+            for field in dataclasses.fields(self)
+            if field.name not in ("name", "psf_shapes", "psf_side_fraction", "clump_profiles")
+        }
+
+
+@dataclasses.dataclass(frozen=True)
+class RenderChoices:
+    """One galaxy's draws from its `RenderFamily`; lengths in pixels of the galaxy's image.
+
+    Attributes:
+        family: the `RenderFamily.name` drawn from.
+        psf_shape: from `PSF_SHAPES`.
+        psf_fwhm: the PSF's full width at half maximum, px: that of the Gaussian mixture drawn, exactly.
+        moffat_beta: the Moffat PSF's beta; NaN for the other shapes.
+        box_side_rule: from `BOX_SIDE_RULES`.
+        side_per_psf_fwhm: the "psf" rule's box side over `psf_fwhm`; NaN under "light".
+        resolved_fraction: the probability that a normal clump is resolved rather than point-like
+            (1 under the "light" rule).
+        clump_profile: the resolved clumps' profile, from `CLUMP_PROFILES`.
+        lupton_stretch, lupton_q: the composite's stretch (nanomaggies) and Q.
+        sky_level: residual sky pedestal, in each band's sky sigmas.
+        noise_scale: sky noise over the reference.
+        bulge_sersic_n: the bulge's Sersic index.
+        colour_shift: g - r added to the host's own light, mag.
+    """
+
+    family: str
+    psf_shape: str
+    psf_fwhm: float
+    moffat_beta: float
+    box_side_rule: str
+    side_per_psf_fwhm: float
+    resolved_fraction: float
+    clump_profile: str
+    lupton_stretch: float
+    lupton_q: float
+    sky_level: float
+    noise_scale: float
+    bulge_sersic_n: float
+    colour_shift: float
+
+
+TRAINING_FAMILY = RenderFamily(name="training")
+# For testing only, never for training or model selection: outside TRAINING_FAMILY in its PSF
+# (Moffat with stronger wings), its composite (a softer stretch and higher Q), its sky (a brighter
+# residual pedestal) and its bulges (steeper); every box side follows the PSF, as in real
+# catalogues whose side is set per cutout. Still SDSS-like pictures.
+HELDOUT_FAMILY = RenderFamily(
+    name="heldout",
+    psf_shapes=("moffat",),
+    moffat_beta=(1.8, 2.5),
+    psf_side_fraction=1.0,
+    lupton_stretch=(LUPTON_STRETCH * 1.25, LUPTON_STRETCH * 1.5),
+    lupton_q=(LUPTON_Q + 3.0, LUPTON_Q + 6.0),
+    sky_level=(0.2, 0.5),
+    bulge_sersic_n=(4.5, 6.0),
+)
+
+
+@dataclasses.dataclass(frozen=True)
 class SyntheticGalaxy:
     """One synthetic galaxy crop with its clump boxes.
 
     Attributes:
         image: uint8 [H, W, 3] gri composite (R = i, G = r, B = g).
         boxes_yxyx: float32 [N, 4] square clump boxes, absolute pixels (y0, x0, y1, x1), inside the
-            image.
+            image, all with one side.
         labels: int64 [N], 0 = clump, 1 = odd clump.
         ra: right ascension in degrees, [0, 360).
         dec: declination in degrees, [-10, 70].
@@ -125,6 +286,7 @@ class SyntheticGalaxy:
             the noise there, sqrt(sky variance x pixels + Poisson variance of all the box's light).
         contrast: float32 [N] each clump's r-band flux within its box over that of the galaxy's
             disc and bulge there.
+        choices: how the galaxy was rendered, drawn from its `RenderFamily`.
     """
 
     image: np.ndarray
@@ -137,30 +299,32 @@ class SyntheticGalaxy:
     hii_regions_yx: np.ndarray
     snr: np.ndarray
     contrast: np.ndarray
+    choices: RenderChoices
 
 
 @dataclasses.dataclass(frozen=True)
 class SyntheticBands:
     """One synthetic galaxy's linear u, g, r, i, z light and the true fluxes behind it.
 
-    Fluxes are in the generator's unit, in which the r-band sky noise is 1 per pixel. A clump's
-    flux is its whole PSF-blurred light (over the plane, also what falls off the image). The host
-    is the galaxy's own light: disc, bulge, HII regions and clumps, not the foreground stars and
-    field galaxies; its flux is that light's noise-free sum over the image, which is all a
-    measurement on the crop can recover.
+    Fluxes are in the generator's unit, in which the r-band sky noise is 1 per pixel at noise scale
+    1. A clump's flux is its whole PSF-blurred light (over the plane, also what falls off the
+    image). The host is the galaxy's own light: disc, bulge, HII regions and clumps, not the
+    foreground stars and field galaxies nor the sky pedestal; its flux is that light's noise-free
+    sum over the image, which is all a measurement on the crop can recover.
 
     Attributes:
-        galaxy: the `SyntheticGalaxy` (composite, boxes, labels...), the same as `generate_galaxy`
-            and `generate_galaxies` give for the same seed.
-        images: float32 [5, H, W] u, g, r, i, z (`BAND_NAMES`) with sky and Poisson noise, top row
-            first like `galaxy.image`; g, r, i are the planes of the composite.
+        galaxy: the `SyntheticGalaxy` (composite, boxes, labels, render choices...), the same as
+            `generate_galaxy` and `generate_galaxies` give for the same seed and family.
+        images: float32 [5, H, W] u, g, r, i, z (`BAND_NAMES`) with sky and Poisson noise and the
+            sky pedestal (`galaxy.choices.sky_level`), top row first like `galaxy.image`; g, r, i
+            are the planes of the composite.
         sky_sigma: float32 [5] per-band sky noise per pixel.
         gain: Poisson counts per flux unit (variance of a pixel = sky_sigma**2 + light / gain).
-        psf_fwhm: full width at half maximum of the double-Gaussian PSF, px (every band).
+        psf_fwhm: full width at half maximum of the PSF, px (every band; `galaxy.choices.psf_fwhm`).
         clump_yx: float32 [N, 2] true clump centres (y, x), px, in the image frame (the box centres).
         clump_flux: float64 [N, 5] each clump's total flux per band.
-        clump_sigma: float32 [N, 2] each clump's intrinsic Gaussian sigmas (major, minor), px,
-            before the PSF.
+        clump_sigma: float32 [N, 2] each clump's intrinsic size before the PSF, px: the sigmas
+            (major, minor) of the Gaussian with its half-light radius; 0 for a point-like clump.
         host_flux: float64 [5] the host's flux per band.
         host_yx: (y, x) of the host's centre, px, image frame.
         host_axis_ratio: minor over major axis of the inclined disc.
@@ -181,23 +345,26 @@ class SyntheticBands:
     host_scale_length: float
 
 
-def generate_galaxy(seed: int, *, image_size: int = REFERENCE_IMAGE_SIZE) -> SyntheticGalaxy:
-    """Draws one galaxy, the same for the same `seed` and `image_size`.
+def generate_galaxy(
+    seed: int, *, image_size: int = REFERENCE_IMAGE_SIZE, family: RenderFamily = TRAINING_FAMILY
+) -> SyntheticGalaxy:
+    """Draws one galaxy, the same for the same `seed`, `image_size` and `family`.
 
     Args:
         seed: non-negative integer seed.
         image_size: side H = W of the square image in pixels (>= 32); all lengths scale with it.
+        family: the ranges its renderer's choices are drawn from.
 
     Returns:
         A `SyntheticGalaxy` with a [H, W, 3] uint8 image and N in 1..9 boxes.
     """
     _check_integer("seed", seed, minimum=0)
     _check_integer("image_size", image_size, minimum=_MIN_IMAGE_SIZE)
-    return _draw(np.random.default_rng(seed), image_size).galaxy
+    return _draw(np.random.default_rng(seed), image_size, family).galaxy
 
 
 def generate_galaxies(
-    n: int, *, seed: int, image_size: int = REFERENCE_IMAGE_SIZE
+    n: int, *, seed: int, image_size: int = REFERENCE_IMAGE_SIZE, family: RenderFamily = TRAINING_FAMILY
 ) -> Iterator[SyntheticGalaxy]:
     """Lazily draws `n` independent galaxies; galaxy k depends on (seed, k) only, not on `n`.
 
@@ -205,24 +372,28 @@ def generate_galaxies(
         n: number of galaxies (>= 0).
         seed: non-negative integer seed.
         image_size: side H = W of the square images in pixels (>= 32).
+        family: the ranges their renderer's choices are drawn from, one draw per galaxy.
 
     Returns:
         An iterator of `SyntheticGalaxy` objects, as in `generate_galaxy`.
     """
-    return (bands.galaxy for bands in generate_bands(n, seed=seed, image_size=image_size))
+    return (bands.galaxy for bands in generate_bands(n, seed=seed, image_size=image_size, family=family))
 
 
-def generate_bands(n: int, *, seed: int, image_size: int = REFERENCE_IMAGE_SIZE) -> Iterator[SyntheticBands]:
+def generate_bands(
+    n: int, *, seed: int, image_size: int = REFERENCE_IMAGE_SIZE, family: RenderFamily = TRAINING_FAMILY
+) -> Iterator[SyntheticBands]:
     """Lazily draws the u, g, r, i, z light and true fluxes of the galaxies of `generate_galaxies`.
 
-    Galaxy k's `.galaxy` is exactly `generate_galaxies(n, seed=seed, image_size=image_size)`'s
-    k-th: u and z add no draw to the galaxy's random stream (their colours follow from g - r
-    and r - i, their noise comes from a stream spawned from the galaxy's seed).
+    Galaxy k's `.galaxy` is exactly `generate_galaxies(n, seed=seed, image_size=image_size,
+    family=family)`'s k-th: u and z add no draw to the galaxy's random stream (their colours
+    follow from g - r and r - i, their noise comes from a stream spawned from the galaxy's seed).
 
     Args:
         n: number of galaxies (>= 0).
         seed: non-negative integer seed.
         image_size: side H = W of the square images in pixels (>= 32).
+        family: the ranges their renderer's choices are drawn from, one draw per galaxy.
 
     Returns:
         An iterator of `SyntheticBands` objects.
@@ -233,7 +404,7 @@ def generate_bands(n: int, *, seed: int, image_size: int = REFERENCE_IMAGE_SIZE)
     # Child k of a SeedSequence is fixed by its spawn key (k,), whatever the number spawned.
     children = np.random.SeedSequence(seed).spawn(n)
     # Arguments are checked above, at the call, rather than at the first `next`.
-    return (_draw(np.random.default_rng(child), image_size) for child in children)
+    return (_draw(np.random.default_rng(child), image_size, family) for child in children)
 
 
 def _check_integer(name: str, value: int, *, minimum: int) -> None:
@@ -254,7 +425,7 @@ def _colour_to_ugriz(g_minus_r: float, r_minus_i: float) -> np.ndarray:
 
     u and z follow from g - r and r - i on rough linear colour-colour relations of galaxies and
     stars (u - g from 0.4 for young clumps to 1.9 for bulges, i - z = 0.6 (r - i)), so they need no
-    random draw and the g, r, i light is the same as before u and z were added.
+    random draw and the g, r, i light does not depend on them.
     """
     g, i = 10 ** (-0.4 * g_minus_r), 10 ** (0.4 * r_minus_i)
     u_minus_g = _U_MINUS_G_AT_ZERO + _U_MINUS_G_PER_G_MINUS_R * g_minus_r
@@ -262,25 +433,126 @@ def _colour_to_ugriz(g_minus_r: float, r_minus_i: float) -> np.ndarray:
     return np.array([g * 10 ** (-0.4 * u_minus_g), g, 1.0, i, i * 10 ** (0.4 * i_minus_z)], np.float32)
 
 
-def _fwhm_per_core_sigma() -> float:
-    """The double-Gaussian PSF's full width at half maximum in core sigmas (about 2.42, not 2.35)."""
+def _host_ugriz(g_minus_r: float, r_minus_i: float, choices: RenderChoices) -> np.ndarray:
+    """`_colour_to_ugriz` of light of the host galaxy, moved by the galaxy's colour shift."""
+    shift = choices.colour_shift
+    return _colour_to_ugriz(g_minus_r + shift, r_minus_i + _R_MINUS_I_PER_G_MINUS_R_SHIFT * shift)
 
-    def profile(radius):
-        return sum(
-            weight / scale**2 * math.exp(-0.5 * (radius / scale) ** 2)
-            for weight, scale in zip(_PSF_WEIGHTS, (1.0, _PSF_WING_SCALE))
-        )
 
-    low, high = 0.0, 10.0
-    for _ in range(60):  # bisection down to double precision
+class _Mixture(NamedTuple):
+    """A circular profile as a mixture of Gaussians of unit flux: weights [G] (sum 1), variances [G] px^2."""
+
+    weights: np.ndarray
+    variances: np.ndarray
+
+    def scaled(self, length: float) -> _Mixture:
+        return _Mixture(self.weights, self.variances * length**2)
+
+    def profile(self, radius: float) -> float:
+        """Surface brightness at `radius` (flux 1); variances must be positive."""
+        return sum(w / (2 * math.pi * v) * math.exp(-0.5 * radius**2 / v) for w, v in zip(*self))
+
+    def enclosed(self, radius: float) -> float:
+        """Flux within `radius` (flux 1)."""
+        return sum(w * (1 - math.exp(-0.5 * radius**2 / v)) for w, v in zip(*self))
+
+    def fwhm(self) -> float:
+        return 2 * _falls_to(self.profile, self.profile(0.0) / 2)
+
+    def half_light_radius(self) -> float:
+        return _falls_to(lambda radius: 1 - self.enclosed(radius), 0.5)
+
+
+def _falls_to(decreasing, level: float) -> float:
+    """The radius where the decreasing function of radius `decreasing` falls to `level` (bisection)."""
+    low, high = 0.0, 1.0
+    while decreasing(high) > level:
+        high *= 2
+    for _ in range(60):  # down to double precision
         middle = (low + high) / 2
-        low, high = (middle, high) if profile(middle) > profile(0.0) / 2 else (low, middle)
-    return 2 * low
+        low, high = (middle, high) if decreasing(middle) > level else (low, middle)
+    return (low + high) / 2
 
 
-_FWHM_PER_CORE_SIGMA = _fwhm_per_core_sigma()
+def _gamma_quadrature(shape: float) -> tuple[np.ndarray, np.ndarray]:
+    """Gauss-Laguerre nodes x [G] and weights w [G] of Gamma(shape, scale 1): sum w f(x) ~ E f(X).
+
+    Golub-Welsch: the nodes are the eigenvalues of the generalised Laguerre polynomials' Jacobi
+    matrix (alpha = shape - 1), the weights the squared first components of its eigenvectors.
+    """
+    k = np.arange(_MIXTURE_COMPONENTS, dtype=np.float64)
+    off_diagonal = np.sqrt(k[1:] * (k[1:] + shape - 1))
+    jacobi = np.diag(2 * k + shape) + np.diag(off_diagonal, 1) + np.diag(off_diagonal, -1)
+    nodes, vectors = np.linalg.eigh(jacobi)
+    weights = vectors[0] ** 2
+    return nodes, weights / weights.sum()
 
 
+def _with_fwhm(mixture: _Mixture, fwhm: float) -> _Mixture:
+    return mixture.scaled(fwhm / mixture.fwhm())
+
+
+def _moffat(beta: float, fwhm: float) -> _Mixture:
+    """A Moffat profile (1 + r^2 / alpha^2)^-beta of the given FWHM.
+
+    It is exactly a mixture of Gaussians whose precision (1 / variance) is Gamma(beta - 1)
+    distributed; G-point quadrature of that mixture follows the Moffat (`_MIXTURE_COMPONENTS`),
+    with wings that fade faster beyond a few FWHM.
+    """
+    nodes, weights = _gamma_quadrature(beta - 1)
+    return _with_fwhm(_Mixture(weights, 1 / nodes), fwhm)
+
+
+def _exponential_mixture() -> _Mixture:
+    """An exponential profile exp(-r / h) as a mixture, with the half-light radius of a unit-sigma Gaussian.
+
+    It is exactly a mixture of Gaussians whose variance, weighted by flux, is Gamma(3/2) distributed.
+    """
+    nodes, weights = _gamma_quadrature(1.5)
+    exponential = _Mixture(weights, nodes)
+    return exponential.scaled(_GAUSSIAN.half_light_radius() / exponential.half_light_radius())
+
+
+_GAUSSIAN = _Mixture(np.ones(1), np.ones(1))
+_POINT = _Mixture(np.ones(1), np.zeros(1))  # a point source: only the PSF's own components
+_EXPONENTIAL = _exponential_mixture()
+_DOUBLE_GAUSSIAN = _Mixture(np.array(_DOUBLE_GAUSSIAN_WEIGHTS), np.array([1.0, _DOUBLE_GAUSSIAN_WING_SCALE**2]))
+
+
+def _psf(choices: RenderChoices) -> _Mixture:
+    """The galaxy's PSF, of FWHM `choices.psf_fwhm` exactly."""
+    if choices.psf_shape == "moffat":
+        return _moffat(choices.moffat_beta, choices.psf_fwhm)
+    unit = _GAUSSIAN if choices.psf_shape == "gaussian" else _DOUBLE_GAUSSIAN
+    return _with_fwhm(unit, choices.psf_fwhm)
+
+
+def _log_uniform(rng: np.random.Generator, low_high: tuple[float, float]) -> float:
+    low, high = low_high
+    return low * (high / low) ** rng.uniform()  # exactly `low` when high == low
+
+
+def _draw_choices(rng: np.random.Generator, family: RenderFamily, scale: float) -> RenderChoices:
+    """One galaxy's `RenderChoices` from `family`; `scale` is the image size over 200 px."""
+    psf_shape = family.psf_shapes[rng.integers(len(family.psf_shapes))]
+    psf_fwhm = float(np.clip(_measured_side(rng) / BOX_SIDE_PER_PSF_FWHM, *family.psf_fwhm)) * scale
+    box_side_rule = "psf" if rng.random() < family.psf_side_fraction else "light"
+    return RenderChoices(
+        family=family.name,
+        psf_shape=psf_shape,
+        psf_fwhm=psf_fwhm,
+        moffat_beta=rng.uniform(*family.moffat_beta) if psf_shape == "moffat" else math.nan,
+        box_side_rule=box_side_rule,
+        side_per_psf_fwhm=_log_uniform(rng, family.side_per_psf_fwhm) if box_side_rule == "psf" else math.nan,
+        resolved_fraction=rng.uniform(*family.resolved_fraction) if box_side_rule == "psf" else 1.0,
+        clump_profile=family.clump_profiles[rng.integers(len(family.clump_profiles))],
+        lupton_stretch=_log_uniform(rng, family.lupton_stretch),
+        lupton_q=rng.uniform(*family.lupton_q),
+        sky_level=rng.uniform(*family.sky_level),
+        noise_scale=rng.uniform(*family.noise_scale),
+        bulge_sersic_n=rng.uniform(*family.bulge_sersic_n),
+        colour_shift=rng.uniform(*family.colour_shift),
+    )
 def _plane_coordinates(cy, cx, axis_ratio, angle, y, x):
     """(major, minor / axis_ratio) of (y, x) for an ellipse at (cy, cx), `angle` radians from +x.
 
@@ -309,20 +581,18 @@ def _fast_fft_size(minimum: int) -> int:
         size += 1
 
 
-def _blur(profiles, psf_vars):
-    """Convolves each [H, W] profile with the double-Gaussian PSF; no light comes from off-frame.
+def _blur(profiles, psf: _Mixture):
+    """Convolves each [H, W] profile with the PSF; no light comes from off-frame.
 
-    numpy's FFT is single-threaded, which keeps this fast when several processes share the CPU
-    (multi-threaded BLAS products were 5-10x slower there). Zero padding by 5 wing sigmas stops
-    light wrapping round the edges.
+    The PSF's transfer function is its Gaussians' in closed form. numpy's FFT is single-threaded,
+    which keeps this fast when several processes share the CPU (multi-threaded BLAS products were
+    5-10x slower there). Zero padding by 5 sigmas of the widest Gaussian stops light wrapping round
+    the edges.
     """
     size = profiles[0].shape[0]
-    padded = _fast_fft_size(size + math.ceil(5 * math.sqrt(psf_vars[-1])))
+    padded = _fast_fft_size(size + math.ceil(5 * math.sqrt(psf.variances.max())))
     frequency_sq = np.fft.fftfreq(padded)[:, None] ** 2 + np.fft.rfftfreq(padded)[None, :] ** 2
-    transfer = sum(
-        weight * np.exp(-2 * math.pi**2 * var * frequency_sq)
-        for weight, var in zip(_PSF_WEIGHTS, psf_vars)
-    )
+    transfer = sum(weight * np.exp(-2 * math.pi**2 * var * frequency_sq) for weight, var in zip(*psf))
     shape = (padded, padded)
     return [
         np.fft.irfft2(np.fft.rfft2(profile, s=shape) * transfer, s=shape)[:size, :size]
@@ -349,22 +619,32 @@ def _add_gaussian(bands, cy, cx, var_major, var_minor, angle, flux_ugriz):
     bands[:, y0:y1, x0:x1] += flux_ugriz[:, None, None] * profile
 
 
-def _add_blurred_gaussian(bands, psf_vars, cy, cx, var_major, var_minor, angle, flux_ugriz):
-    """Adds a Gaussian blurred by the double-Gaussian PSF: variances add, component by component."""
-    for weight, var in zip(_PSF_WEIGHTS, psf_vars):
-        _add_gaussian(bands, cy, cx, var_major + var, var_minor + var, angle, weight * flux_ugriz)
+def _add_blurred(bands, psf: _Mixture, source: _Mixture, cy, cx, sigma_major, sigma_minor, angle, flux_ugriz):
+    """Adds a source blurred by the PSF: each pair of Gaussians adds its variances.
 
-
-def _box_sides(rng, count, scale):
-    """float32 [count]: one square box side for all of a galaxy's clumps, from the measured distribution.
-
-    One side per galaxy, as in the real Clump Scout consensus labels: every one of their 14,781
-    galaxies with several boxes has a single box side (../shared/data/clumpscout_labels).
+    `source` is the source's profile for unit sigmas, stretched to (`sigma_major`, `sigma_minor`)
+    along its axes at `angle`; `flux_ugriz` [5] its total flux.
     """
+    for psf_weight, psf_var in zip(*psf):
+        for weight, var in zip(*source):
+            var_major, var_minor = var * sigma_major**2 + psf_var, var * sigma_minor**2 + psf_var
+            _add_gaussian(bands, cy, cx, var_major, var_minor, angle, psf_weight * weight * flux_ugriz)
+
+
+def _blurred_peak(psf: _Mixture, source: _Mixture, sigma_major, sigma_minor) -> float:
+    """The central surface brightness of a source of unit flux blurred by the PSF (`_add_blurred`)."""
+    return sum(
+        psf_weight * weight / (2 * math.pi * math.sqrt((var * sigma_major**2 + psf_var) * (var * sigma_minor**2 + psf_var)))
+        for psf_weight, psf_var in zip(*psf)
+        for weight, var in zip(*source)
+    )
+
+
+def _measured_side(rng) -> float:
+    """A box side drawn from the measured Clump Scout distribution, px of a 200-px crop."""
     z = rng.standard_normal()
     log_sigma = _LOG_SIDE_SIGMA_LOW if z < 0 else _LOG_SIDE_SIGMA_HIGH
-    side = np.clip(BOX_SIDE_MEDIAN_PX * math.exp(z * log_sigma), *BOX_SIDE_RANGE_PX)
-    return np.full(count, side * scale, np.float32)
+    return float(np.clip(BOX_SIDE_MEDIAN_PX * math.exp(z * log_sigma), *BOX_SIDE_RANGE_PX))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -415,35 +695,46 @@ def _draw_disc(rng: np.random.Generator, image_size: int, scale: float, redshift
     )
 
 
-def _galaxy_light(rng: np.random.Generator, disc: _Disc, arms: _Arms, y, x, psf_vars):
+def _sersic_b(n: float) -> float:
+    """Sersic b_n (half the light inside R_e): Ciotti & Bertin (1999)'s series, good to 1e-6 for n > 0.36."""
+    return 2 * n - 1 / 3 + 4 / (405 * n) + 46 / (25515 * n**2)
+
+
+def _galaxy_light(rng: np.random.Generator, disc: _Disc, arms: _Arms, y, x, psf: _Mixture, choices: RenderChoices):
     """The disc (with its arms) and bulge in u, g, r, i, z, blurred by the PSF, before any compact source.
 
     Returns:
         (bands float32 [5, H, W] (`BAND_NAMES`), the unblurred disc light [H, W] that places HII regions).
     """
     disc_light = disc.surface_brightness(y, x) * disc.spiral_arms(y, x, arms.amplitude, arms.pitch, arms.phase)
-    # The bulge is rounder than the disc; 0.5 px of softening keeps its n=4 cusp off one pixel.
+    # The bulge is rounder than the disc; 0.5 px of softening keeps its cusp off one pixel.
     bulge_q = math.sqrt(disc.axis_ratio)
     bulge_radius = _elliptical_radius(disc.cy, disc.cx, bulge_q, disc.angle, y, x)
-    bulge = np.exp(-_BULGE_B4 * (np.sqrt(np.sqrt(np.hypot(bulge_radius, 0.5) / disc.bulge_re)) - 1))
+    n = choices.bulge_sersic_n
+    bulge = np.exp(-_sersic_b(n) * ((np.hypot(bulge_radius, 0.5) / disc.bulge_re) ** (1 / n) - 1))
     disc_flux = 2 * math.pi * disc.scale_length**2 * disc.axis_ratio * disc.peak
     bulge *= rng.uniform(0.05, 0.6) * disc_flux / bulge.sum()
-    blurred_disc, bulge = _blur([disc_light, bulge], psf_vars)
-    disc_ugriz = _colour_to_ugriz(rng.normal(0.35, 0.06), rng.normal(0.15, 0.04))
-    bulge_ugriz = _colour_to_ugriz(rng.normal(0.85, 0.05), rng.normal(0.38, 0.03))
+    blurred_disc, bulge = _blur([disc_light, bulge], psf)
+    disc_ugriz = _host_ugriz(rng.normal(0.35, 0.06), rng.normal(0.15, 0.04), choices)
+    bulge_ugriz = _host_ugriz(rng.normal(0.85, 0.05), rng.normal(0.38, 0.03), choices)
     bands = blurred_disc[None] * disc_ugriz[:, None, None] + bulge[None] * bulge_ugriz[:, None, None]
     return bands.astype(np.float32), disc_light
 
 
-def _draw(rng: np.random.Generator, image_size: int) -> SyntheticBands:
-    """Draws the layout, renders the ugriz light, adds noise and maps gri to an 8-bit composite.
+def _draw(rng: np.random.Generator, image_size: int, family: RenderFamily) -> SyntheticBands:
+    """Draws the render choices and the layout, renders the ugriz light, adds noise and maps gri to an 8-bit composite.
 
-    Only g, r and i draw from `rng`, in the order they always have; u and z take their noise from
-    a stream spawned from `rng`'s seed, which leaves `rng`'s state alone.
+    The choices come from a stream of their own, so the layout's draws do not depend on the family's
+    ranges. Only g, r and i draw from `rng`; u and z take their noise from a stream spawned from
+    `rng`'s seed, which leaves `rng`'s state alone.
     """
     scale = image_size / REFERENCE_IMAGE_SIZE
     centres = _pixel_centres(image_size)
     y, x = centres[:, None], centres[None, :]
+    choices_rng, uz_rng = rng.spawn(2)
+    choices = _draw_choices(choices_rng, family, scale)
+    psf = _psf(choices)
+    sky_sigma = _SKY_SIGMA * np.float32(choices.noise_scale)
 
     redshift = float(rng.uniform(0.02, 0.25))
     ra = float(rng.uniform(0.0, 360.0))
@@ -451,12 +742,16 @@ def _draw(rng: np.random.Generator, image_size: int) -> SyntheticBands:
     sin_dec = rng.uniform(math.sin(math.radians(-10.0)), math.sin(math.radians(70.0)))
     dec = float(np.degrees(np.arcsin(sin_dec)))
     disc = _draw_disc(rng, image_size, scale, redshift)
-    psf_sigma = rng.uniform(2.6, 4.0) * scale / 2.3548  # FWHM of SDSS seeing, 1.0-1.6 arcsec
-    psf_vars = (psf_sigma**2, (_PSF_WING_SCALE * psf_sigma) ** 2)
 
     count = int(rng.choice(len(CLUMP_COUNT_HISTOGRAM), p=_COUNT_PROBABILITIES)) + 1
     labels = (rng.random(count) < ODD_FRACTION).astype(np.int64)
-    sides = _box_sides(rng, count, scale)
+    # One side per galaxy, as in the real Clump Scout consensus labels: every one of their 14,781
+    # galaxies with several boxes has a single box side (../shared/data/clumpscout_labels). The
+    # resolved clumps' sizes follow `light_side` under either rule; the "psf" rule boxes them by
+    # the PSF instead, so their light no longer tells the side.
+    light_side = _measured_side(rng) * scale
+    side = light_side if choices.box_side_rule == "light" else choices.side_per_psf_fwhm * choices.psf_fwhm
+    sides = np.full(count, side, np.float32)
     clump_yx = _place_clumps(rng, disc, sides, image_size)
     half_sides = sides[:, None] / 2
     boxes_yxyx = np.concatenate([clump_yx - half_sides, clump_yx + half_sides], axis=1)
@@ -466,24 +761,32 @@ def _draw(rng: np.random.Generator, image_size: int) -> SyntheticBands:
         pitch=math.radians(rng.uniform(12.0, 30.0)),
         phase=rng.uniform(0.0, 2 * math.pi),
     )
-    bands, disc_light = _galaxy_light(rng, disc, arms, y, x, psf_vars)
+    bands, disc_light = _galaxy_light(rng, disc, arms, y, x, psf, choices)
     galaxy_r = bands[_R].copy()  # the disc and bulge alone, for the clumps' contrast
 
-    hii_regions_yx = _add_hii_regions(rng, bands, disc, arms, disc_light, boxes_yxyx, psf_vars)
+    hii_regions_yx = _add_hii_regions(rng, bands, disc, arms, disc_light, boxes_yxyx, psf, choices)
     # Compact sources are added already blurred: Gaussian variances add.
-    clumps = _add_clumps(rng, bands, disc, clump_yx, sides, labels, psf_vars)
+    clumps = _add_clumps(rng, bands, disc, clump_yx, boxes_yxyx, light_side, labels, psf, choices)
     host_flux = bands.sum(axis=(1, 2), dtype=np.float64)  # before stars and field galaxies
-    distractors_yx = _add_stars(rng, bands, boxes_yxyx, psf_vars)
-    distractors_yx += _add_field_galaxies(rng, bands, boxes_yxyx, psf_vars)
-    snr, contrast = _clump_snr_and_contrast(clumps.flux_in_box_r, bands[_R], galaxy_r, boxes_yxyx)
+    distractors_yx = _add_stars(rng, bands, boxes_yxyx, psf, choices.psf_fwhm)
+    distractors_yx += _add_field_galaxies(rng, bands, boxes_yxyx, psf, choices.psf_fwhm)
+    snr, contrast = _clump_snr_and_contrast(
+        clumps.flux_in_box_r, bands[_R], galaxy_r, boxes_yxyx, float(sky_sigma[_R])
+    )
 
-    noise_sigma = np.sqrt(_SKY_SIGMA[:, None, None] ** 2 + np.maximum(bands, 0.0) / _GAIN)
+    noise_sigma = np.sqrt(sky_sigma[:, None, None] ** 2 + np.maximum(bands, 0.0) / _GAIN)
     noise = np.empty_like(bands)
     noise[_GRI] = rng.standard_normal(noise[_GRI].shape, dtype=np.float32)
-    noise[_UZ] = rng.spawn(1)[0].standard_normal(noise[_UZ].shape, dtype=np.float32)
-    bands += noise_sigma * noise
-    # In nanomaggies exactly as `synthetic_fits` writes them, so a FITS reader makes this composite.
-    image = gri_composite(*(bands[_GRI] * np.float32(NANOMAGGIES_PER_UNIT)))
+    noise[_UZ] = uz_rng.standard_normal(noise[_UZ].shape, dtype=np.float32)
+    # The pedestal is what the sky subtraction left: its noise is the sky noise already drawn.
+    bands += noise_sigma * noise + np.float32(choices.sky_level) * sky_sigma[:, None, None]
+    # In nanomaggies exactly as `synthetic_fits` writes them, so a FITS reader given the same
+    # stretch and Q makes this composite.
+    image = gri_composite(
+        *(bands[_GRI] * np.float32(NANOMAGGIES_PER_UNIT)),
+        lupton_q=choices.lupton_q,
+        lupton_stretch=choices.lupton_stretch,
+    )
 
     galaxy = SyntheticGalaxy(
         image=image,
@@ -496,13 +799,14 @@ def _draw(rng: np.random.Generator, image_size: int) -> SyntheticBands:
         hii_regions_yx=hii_regions_yx,
         snr=snr,
         contrast=contrast,
+        choices=choices,
     )
     return SyntheticBands(
         galaxy=galaxy,
         images=bands,
-        sky_sigma=_SKY_SIGMA.copy(),
+        sky_sigma=sky_sigma,
         gain=_GAIN,
-        psf_fwhm=_FWHM_PER_CORE_SIGMA * psf_sigma,
+        psf_fwhm=choices.psf_fwhm,
         clump_yx=clump_yx,
         clump_flux=clumps.flux,
         clump_sigma=clumps.sigma,
@@ -541,7 +845,7 @@ def _box_pixels(box_yxyx, image_size):
     return rows, columns
 
 
-def _clump_snr_and_contrast(clump_flux_r, total_r, galaxy_r, boxes_yxyx):
+def _clump_snr_and_contrast(clump_flux_r, total_r, galaxy_r, boxes_yxyx, sky_sigma_r):
     """Each clump's r-band signal-to-noise ratio and contrast within its box.
 
     Args:
@@ -549,6 +853,7 @@ def _clump_snr_and_contrast(clump_flux_r, total_r, galaxy_r, boxes_yxyx):
         total_r: [H, W] noise-free r light of every source.
         galaxy_r: [H, W] noise-free r light of the disc and bulge.
         boxes_yxyx: [N, 4] the clump boxes, px.
+        sky_sigma_r: the r-band sky noise per pixel.
 
     Returns:
         float32 [N] SNRs (the noise as the image's: sky plus Poisson of all the light) and
@@ -558,7 +863,7 @@ def _clump_snr_and_contrast(clump_flux_r, total_r, galaxy_r, boxes_yxyx):
     for flux, box in zip(clump_flux_r, boxes_yxyx):
         pixels = _box_pixels(box, total_r.shape[0])
         n_pixels = total_r[pixels].size
-        variance = n_pixels * float(_SKY_SIGMA[_R]) ** 2 + float(np.maximum(total_r[pixels], 0.0).sum()) / _GAIN
+        variance = n_pixels * sky_sigma_r**2 + float(np.maximum(total_r[pixels], 0.0).sum()) / _GAIN
         snr.append(flux / math.sqrt(variance))
         contrast.append(flux / float(galaxy_r[pixels].sum()))
     return np.array(snr, np.float32), np.array(contrast, np.float32)
@@ -573,39 +878,47 @@ class _Clumps:
     sigma: np.ndarray
 
 
-def _add_clumps(rng, bands, disc: _Disc, clump_yx, sides, labels, psf_vars) -> _Clumps:
-    """Adds PSF-blurred clumps; their peak is a random multiple of the local disc plus sky noise."""
+def _add_clumps(rng, bands, disc: _Disc, clump_yx, boxes_yxyx, light_side, labels, psf, choices) -> _Clumps:
+    """Adds PSF-blurred clumps; their peak is a random multiple of the local disc plus sky noise.
+
+    Resolved clumps' sizes are fractions of `light_side` (the galaxy's side under the "light"
+    rule) in the galaxy's clump profile; normal clumps are point-like with probability
+    1 - `choices.resolved_fraction`. Odd clumps are always resolved: their shape marks them.
+    """
     image_size = bands.shape[-1]
     flux_in_box = np.zeros(len(labels))
     total_flux = np.zeros((len(labels), len(BAND_NAMES)))
     sigma = np.zeros((len(labels), 2), np.float32)
     low, high = _CLUMP_CONTRAST_RANGE
-    for k, ((py, px), side, odd) in enumerate(zip(clump_yx, sides, labels)):
-        half = side / 2
-        pixels = _box_pixels((py - half, px - half, py + half, px + half), image_size)
+    profile = _EXPONENTIAL if choices.clump_profile == "exponential" else _GAUSSIAN
+    for k, ((py, px), box, odd) in enumerate(zip(clump_yx, boxes_yxyx, labels)):
+        pixels = _box_pixels(box, image_size)
         before = float(bands[_R][pixels].sum())
         contrast = 10 ** rng.uniform(math.log10(low), math.log10(high))
+        # In reference sky sigmas: a noisier galaxy's clumps are harder to see.
         peak = contrast * (float(disc.surface_brightness(py, px)) + 3.0 * float(_SKY_SIGMA[_R]))
+        source = profile
         if odd:
-            ugriz = _colour_to_ugriz(rng.normal(1.0, 0.12), rng.normal(0.45, 0.06))
+            ugriz = _host_ugriz(rng.normal(1.0, 0.12), rng.normal(0.45, 0.06), choices)
             if rng.random() < 0.5:  # elongated
-                sigma_major = side * rng.uniform(0.12, 0.2)
+                sigma_major = light_side * rng.uniform(0.12, 0.2)
                 sigma_minor = sigma_major * rng.uniform(0.25, 0.5)
             else:  # diffuse
-                sigma_major = side * rng.uniform(0.18, 0.28)
+                sigma_major = light_side * rng.uniform(0.18, 0.28)
                 sigma_minor = sigma_major * rng.uniform(0.7, 1.0)
                 peak *= 0.5
         else:
-            ugriz = _colour_to_ugriz(rng.normal(0.1, 0.1), rng.normal(-0.05, 0.08))
-            sigma_major = side * rng.uniform(0.06, 0.12)
-            sigma_minor = sigma_major * rng.uniform(0.7, 1.0)
-        var_major, var_minor = sigma_major**2, sigma_minor**2
-        # Flux giving `peak` after the PSF core blur.
-        flux = peak * 2 * math.pi * math.sqrt((var_major + psf_vars[0]) * (var_minor + psf_vars[0]))
+            ugriz = _host_ugriz(rng.normal(0.1, 0.1), rng.normal(-0.05, 0.08), choices)
+            if rng.random() < choices.resolved_fraction:
+                sigma_major = light_side * rng.uniform(0.06, 0.12)
+                sigma_minor = sigma_major * rng.uniform(0.7, 1.0)
+            else:
+                source, sigma_major, sigma_minor = _POINT, 0.0, 0.0
+        flux = peak / _blurred_peak(psf, source, sigma_major, sigma_minor)
         angle = rng.uniform(0.0, math.pi)
-        _add_blurred_gaussian(bands, psf_vars, py, px, var_major, var_minor, angle, flux * ugriz)
+        _add_blurred(bands, psf, source, py, px, sigma_major, sigma_minor, angle, flux * ugriz)
         flux_in_box[k] = float(bands[_R][pixels].sum()) - before
-        total_flux[k] = flux * ugriz  # the PSF's two components hold all of it
+        total_flux[k] = flux * ugriz  # the mixtures' weights sum to 1: all of it
         sigma[k] = sigma_major, sigma_minor
     return _Clumps(flux_in_box_r=flux_in_box, flux=total_flux, sigma=sigma)
 
@@ -621,28 +934,28 @@ def _distance_to_boxes(py, px, boxes_yxyx):
     return np.min(np.hypot(dy, dx), axis=-1, initial=np.inf)
 
 
-def _add_stars(rng, bands, boxes_yxyx, psf_vars):
+def _add_stars(rng, bands, boxes_yxyx, psf: _Mixture, psf_fwhm: float):
     """Adds foreground stars outside every box; returns their centres as [(y, x), ...]."""
     image_size = bands.shape[-1]
-    psf_peak = sum(w / (2 * math.pi * v) for w, v in zip(_PSF_WEIGHTS, psf_vars))
+    psf_peak = _blurred_peak(psf, _POINT, 0.0, 0.0)
     centres = []
     for _ in range(rng.poisson(_STARS_PER_IMAGE)):
         peak = 10 ** rng.uniform(math.log10(10.0), math.log10(3000.0))  # in r-band sky sigmas
         # Bright stars bloom under the asinh stretch, so they keep further from the clumps.
-        margin = 2.5 * math.sqrt(psf_vars[0]) * (1 + math.log10(peak))
+        margin = psf_fwhm * (1 + math.log10(peak))
         for _ in range(20):
             py, px = rng.uniform(0.0, image_size, size=2)
             if _distance_to_boxes(py, px, boxes_yxyx) > margin:
                 g_minus_r = rng.uniform(0.3, 1.5)
                 ugriz = _colour_to_ugriz(g_minus_r, 0.05 + 0.35 * g_minus_r)  # along the stellar locus
                 flux = peak * float(_SKY_SIGMA[_R]) / psf_peak
-                _add_blurred_gaussian(bands, psf_vars, py, px, 0.0, 0.0, 0.0, flux * ugriz)
+                _add_blurred(bands, psf, _POINT, py, px, 0.0, 0.0, 0.0, flux * ugriz)
                 centres.append((py, px))
                 break
     return centres
 
 
-def _add_field_galaxies(rng, bands, boxes_yxyx, psf_vars):
+def _add_field_galaxies(rng, bands, boxes_yxyx, psf: _Mixture, psf_fwhm: float):
     """Adds field galaxies behind and beside the disc, away from the boxes; returns their centres.
 
     Peaks follow N(> peak) ~ 1 / peak (faint ones common); brighter ones are larger. A third are
@@ -663,7 +976,7 @@ def _add_field_galaxies(rng, bands, boxes_yxyx, psf_vars):
         else:
             sigma_minor = sigma_major * rng.uniform(0.25, 1.0)
             ugriz = _colour_to_ugriz(rng.normal(0.6, 0.2), rng.normal(0.3, 0.1))
-        margin = 3 * sigma_major + 2 * math.sqrt(psf_vars[1])
+        margin = 3 * sigma_major + 1.6 * psf_fwhm
         for _ in range(20):
             py, px = rng.uniform(0.0, image_size, size=2)
             if _distance_to_boxes(py, px, boxes_yxyx) > margin:
@@ -671,8 +984,7 @@ def _add_field_galaxies(rng, bands, boxes_yxyx, psf_vars):
         else:
             continue
         flux = peak * float(_SKY_SIGMA[_R]) * 2 * math.pi * sigma_major * sigma_minor
-        var_major, var_minor = sigma_major**2, sigma_minor**2
-        _add_blurred_gaussian(bands, psf_vars, py, px, var_major, var_minor, rng.uniform(0.0, math.pi), flux * ugriz)
+        _add_blurred(bands, psf, _GAUSSIAN, py, px, sigma_major, sigma_minor, rng.uniform(0.0, math.pi), flux * ugriz)
         centres.append((py, px))
     return centres
 
@@ -686,11 +998,11 @@ class _Arms:
     phase: float
 
 
-def _add_hii_regions(rng, bands, disc: _Disc, arms: _Arms, disc_light, boxes_yxyx, psf_vars):
+def _add_hii_regions(rng, bands, disc: _Disc, arms: _Arms, disc_light, boxes_yxyx, psf: _Mixture, choices):
     """Adds unresolved HII regions on the arm crests, outside the boxes; returns their centres.
 
     Their number grows with the arms' strength; each peaks, after the PSF, at a small fraction
-    of the local unblurred arm light, and none falls within two PSF core sigmas of a box. Being
+    of the local unblurred arm light, and none falls within 0.8 PSF FWHM of a box. Being
     unresolved, each is one PSF stamp centred on a pixel, which keeps many knots cheap.
 
     Args:
@@ -710,17 +1022,17 @@ def _add_hii_regions(rng, bands, disc: _Disc, arms: _Arms, disc_light, boxes_yxy
     radius *= disc.scale_length
     py, px = disc.image_position(radius * np.cos(theta), radius * np.sin(theta))
     contrast = 10 ** rng.uniform(*np.log10(_HII_CONTRAST_RANGE), size=count)  # faint ones common
-    ugriz = _colour_to_ugriz(rng.normal(0.1, 0.1), rng.normal(-0.05, 0.08))  # as blue as young clumps
+    ugriz = _host_ugriz(rng.normal(0.1, 0.1), rng.normal(-0.05, 0.08), choices)  # as blue as young clumps
 
     rows, columns = np.floor(py).astype(int), np.floor(px).astype(int)
     inside = (rows >= 0) & (rows < image_size) & (columns >= 0) & (columns < image_size)
     rows, columns, contrast = rows[inside], columns[inside], contrast[inside]
     centres_yx = np.stack([rows, columns], axis=1).astype(np.float32) + 0.5
-    margin = 2 * math.sqrt(psf_vars[0])
+    margin = 0.8 * choices.psf_fwhm
     clear = _distance_to_boxes(centres_yx[:, 0], centres_yx[:, 1], boxes_yxyx) > margin
     if not clear.any():
         return np.zeros((0, 2), np.float32)
-    stamp = _psf_stamp(psf_vars)
+    stamp = _psf_stamp(psf)
     half = len(stamp) // 2
     peaks = contrast[clear] * disc_light[rows[clear], columns[clear]]
     for row, column, peak in zip(rows[clear], columns[clear], peaks):
@@ -731,13 +1043,13 @@ def _add_hii_regions(rng, bands, disc: _Disc, arms: _Arms, disc_light, boxes_yxy
     return centres_yx[clear]
 
 
-def _psf_stamp(psf_vars):
-    """float32 [2R + 1, 2R + 1]: the double-Gaussian PSF at integer offsets, scaled to peak 1.
+def _psf_stamp(psf: _Mixture):
+    """float32 [2R + 1, 2R + 1]: the PSF at integer offsets, scaled to peak 1.
 
-    R is three wing sigmas, which holds all but ~1% of the light.
+    R is three sigmas of its widest Gaussian, which holds all but ~1% of the light.
     """
-    radius = math.ceil(3 * math.sqrt(psf_vars[-1]))
+    radius = math.ceil(3 * math.sqrt(psf.variances.max()))
     offsets_sq = np.arange(-radius, radius + 1, dtype=np.float32) ** 2
     distance_sq = offsets_sq[:, None] + offsets_sq[None, :]
-    stamp = sum(w / var * np.exp(-0.5 * distance_sq / var) for w, var in zip(_PSF_WEIGHTS, psf_vars))
+    stamp = sum(w / var * np.exp(-0.5 * distance_sq / var) for w, var in zip(*psf))
     return (stamp / stamp[radius, radius]).astype(np.float32)

@@ -19,16 +19,19 @@ File layout:
     first (as `read_image` does) gets the generator's image frame, the frame of the boxes.
 
 Flux units:
-    The generator's unit (r-band sky noise 1 per pixel) is `synthetic.NANOMAGGIES_PER_UNIT`
-    nanomaggies. The generator maps the same nanomaggies to its composite as `read_image` maps
-    a FITS cutout (`gsfc_tf.images.gri_composite`), so reading a written file gives the
-    galaxy's `image` exactly.
+    The generator's unit (r-band sky noise 1 per pixel at noise scale 1) is
+    `synthetic.NANOMAGGIES_PER_UNIT` nanomaggies. The generator maps the same nanomaggies to its
+    composite as `read_image` maps a FITS cutout (`gsfc_tf.images.gri_composite`), with the
+    stretch and Q it drew (the truth table's `lupton_stretch`, `lupton_q`): reading a written file
+    with them gives the galaxy's `image` exactly, and so does `read_image`'s default where they
+    are the defaults (a family with `lupton_stretch` and `lupton_q` fixed at them).
 
 Shape shorthand: H = W = image size, N clumps of a galaxy.
 """
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable
 from pathlib import Path
 
@@ -45,6 +48,8 @@ from tfds_clumpscout.clump_scout.synthetic import (
     BAND_NAMES,
     NANOMAGGIES_PER_UNIT,
     REFERENCE_IMAGE_SIZE,
+    TRAINING_FAMILY,
+    RenderFamily,
     SyntheticBands,
     generate_bands,
 )
@@ -125,8 +130,9 @@ def truth_table(bands: SyntheticBands, *, galaxy_id: str, file_name: str) -> Tab
     the stored arrays), `ra`, `dec`, `snr_r` (the generator's box SNR), `sigma_major`,
     `sigma_minor` (intrinsic Gaussian sigmas, px), `psf_fwhm` (px), then per band b:
     `flux_b` (total PSF-blurred flux), `host_flux_b` (disc, bulge, HII regions and clumps within
-    the image, no stars or field galaxies) and `flux_ratio_b` = flux_b / host_flux_b; and the
-    host's `host_x`, `host_y`, `host_axis_ratio`, `host_scale_length` (px).
+    the image, no stars or field galaxies) and `flux_ratio_b` = flux_b / host_flux_b; the
+    host's `host_x`, `host_y`, `host_axis_ratio`, `host_scale_length` (px); and how the galaxy
+    was rendered, every field of its `synthetic.RenderChoices` (`psf_shape`, `lupton_q`...).
     """
     galaxy = bands.galaxy
     size = bands.images.shape[-1]
@@ -158,6 +164,9 @@ def truth_table(bands: SyntheticBands, *, galaxy_id: str, file_name: str) -> Tab
     table["host_y"] = np.full(n, bands.host_yx[0]) * u.pix
     table["host_axis_ratio"] = np.full(n, bands.host_axis_ratio)
     table["host_scale_length"] = np.full(n, bands.host_scale_length) * u.pix
+    for name, value in dataclasses.asdict(galaxy.choices).items():
+        if name != "psf_fwhm":  # the column above, with its unit
+            table[name] = [value] * n
     return table
 
 
@@ -167,14 +176,15 @@ def write_synthetic_fits(
     *,
     seed: int,
     image_size: int = REFERENCE_IMAGE_SIZE,
+    family: RenderFamily = TRAINING_FAMILY,
     overwrite: bool = False,
     on_galaxy: Callable[[], None] | None = None,
 ) -> tuple[list[Path], Path]:
     """Writes `n` synthetic galaxies as FITS cutouts and their clumps' truth table.
 
-    Galaxy k is `synthetic.generate_bands(n, seed=seed, image_size=image_size)`'s k-th, written to
-    `galaxy_{k:05d}.fits` (galaxy id `galaxy_{k:05d}`); the truth (`truth_table`'s rows of every
-    galaxy) goes to `TRUTH_TABLE_NAME` in the same folder.
+    Galaxy k is `synthetic.generate_bands(n, seed=seed, image_size=image_size, family=family)`'s
+    k-th, written to `galaxy_{k:05d}.fits` (galaxy id `galaxy_{k:05d}`); the truth (`truth_table`'s
+    rows of every galaxy) goes to `TRUTH_TABLE_NAME` in the same folder.
 
     Args:
         out_dir: folder to write to (made if missing).
@@ -182,6 +192,7 @@ def write_synthetic_fits(
         seed: non-negative integer seed.
         image_size: side H = W of the images, px (>= 32); 200 is the Clump Scout crop the
             detector takes whole.
+        family: the renderers the galaxies are drawn from (`synthetic.RenderFamily`).
         overwrite: replace existing files; otherwise an existing one is an error.
         on_galaxy: called after each galaxy is written (a progress bar's update).
 
@@ -193,7 +204,7 @@ def write_synthetic_fits(
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     paths, tables = [], []
-    for k, bands in enumerate(generate_bands(n, seed=seed, image_size=image_size)):
+    for k, bands in enumerate(generate_bands(n, seed=seed, image_size=image_size, family=family)):
         galaxy_id = f"galaxy_{k:05d}"
         path = write_galaxy_fits(bands, out_dir / f"{galaxy_id}.fits", galaxy_id=galaxy_id, overwrite=overwrite)
         paths.append(path)
@@ -202,6 +213,6 @@ def write_synthetic_fits(
             on_galaxy()
     truth_path = out_dir / TRUTH_TABLE_NAME
     truth = vstack(tables)
-    truth.meta.update(seed=seed, n_galaxies=n, image_size=image_size, zero_point=ZERO_POINT)
+    truth.meta.update(seed=seed, n_galaxies=n, image_size=image_size, zero_point=ZERO_POINT, family=family.name)
     truth.write(truth_path, format="ascii.ecsv", overwrite=overwrite)
     return paths, truth_path

@@ -1,0 +1,111 @@
+"""Quality that survives a different renderer: own test and the held-out variant, over seeds.
+
+Trains each preset at each seed on its own dataset (`experiments.train_size_experiment`: the
+threshold is chosen on the run's validation split), then scores the same model at that threshold
+on its own test split and on `clump_scout/synthetic_heldout`, whose renderer choices lie outside
+the training family's ranges (`synthetic.HELDOUT_FAMILY`), at IoU >= 0.5 and by centre. Runs are
+kept in `--out`, so a finished run is scored again without training.
+
+    python -m benchmarks.bench_generalisation [--presets smoke,cpu] [--seeds 0,1] [--out DIR] [--quick]
+"""
+
+from __future__ import annotations
+
+# machine_description() imports torch after TensorFlow; triton segfaults unless timm and
+# torchvision are loaded first.
+import timm  # noqa: F401, I001
+import torchvision  # noqa: F401
+
+import argparse
+import statistics
+import sys
+import time
+from pathlib import Path
+
+from benchmarks.results import RESULTS_PATH, markdown_table, write_section
+from gsfc_tf import config as presets
+from gsfc_tf import data
+from gsfc_tf.conventions import CENTRE_MATCH_DISTANCE
+from gsfc_tf.detector import load_detector
+from gsfc_tf.experiments import train_size_experiment
+from gsfc_tf.split_evaluation import evaluate_examples
+
+__all__ = ["HELDOUT_DATASET", "main"]
+
+HELDOUT_DATASET = "clump_scout/synthetic_heldout"
+_FIGURES = ("completeness", "purity", "centre_completeness", "centre_purity")
+
+
+def _held_out_point(run_dir: str, threshold: float, split: str, data_dir: str | None) -> dict[str, float]:
+    examples = data.load_tfds_split(HELDOUT_DATASET, split, data_dir=data_dir)
+    result = evaluate_examples(load_detector(run_dir), examples, fixed_threshold=threshold, progress=False)
+    point = result.metrics["fixed_threshold"]
+    return {
+        "completeness": point["completeness"],
+        "purity": point["purity"],
+        "centre_completeness": point["centre"]["completeness"],
+        "centre_purity": point["centre"]["purity"],
+    }
+
+
+def _pair(row: dict, kind: str) -> str:
+    prefix = "" if kind == "iou" else "centre_"
+    return f"{row[prefix + 'completeness']:.3f} / {row[prefix + 'purity']:.3f}"
+
+
+def _mean_and_spread(rows: list[dict], key: str) -> str:
+    values = [row[key] for row in rows]
+    return f"{statistics.mean(values):.3f} ± {(max(values) - min(values)) / 2:.3f}"
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--presets", default="smoke,cpu", help="comma-separated preset names")
+    parser.add_argument("--seeds", default="0,1", help="comma-separated training seeds")
+    parser.add_argument("--out", type=Path, default=Path("out/bench_generalisation"), help="where runs are kept")
+    parser.add_argument("--quick", action="store_true", help="a few steps on a few galaxies")
+    parser.add_argument("--data-dir", default=None, help="TFDS data dir (default: TFDS's)")
+    parser.add_argument("--results", type=Path, default=RESULTS_PATH, help="the RESULTS.md to update")
+    args = parser.parse_args(argv)
+    split = "test[:8]" if args.quick else "test"
+    tiny = dict(steps=2, batch_size_per_replica=4, validation_size=8) if args.quick else {}
+    table, by_preset = [], {}
+    for name in args.presets.split(","):
+        for seed in (int(s) for s in args.seeds.split(",")):
+            config = presets.PRESETS[name](seed=seed, **tiny)
+            train_size = 16 if args.quick else None
+            sizes = [train_size or int(data.load_tfds_split(config.dataset, "train", data_dir=args.data_dir).cardinality())]
+            start = time.perf_counter()
+            (own,) = train_size_experiment(config, sizes, args.out / f"{name}_seed{seed}", split=split,
+                                           data_dir=args.data_dir, progress=False)
+            held_out = _held_out_point(own["run_dir"], own["threshold"], split, args.data_dir)
+            minutes = (time.perf_counter() - start) / 60
+            by_preset.setdefault(name, []).append((own, held_out))
+            table.append([f"`{name}`", seed, f"{minutes:.1f}", f"{own['threshold']:.2f}",
+                          _pair(own, "iou"), _pair(own, "centre"), _pair(held_out, "iou"), _pair(held_out, "centre")])
+            print(table[-1], flush=True)
+    summary = []
+    for name, runs in by_preset.items():
+        owns, held_outs = [own for own, _ in runs], [held for _, held in runs]
+        summary.append([f"`{name}` ({len(runs)} seeds)",
+                        *(_mean_and_spread(owns, key) for key in _FIGURES),
+                        *(_mean_and_spread(held_outs, key) for key in _FIGURES)])
+    centre = f"by centre (≤ {CENTRE_MATCH_DISTANCE:g} px)"
+    body = (
+        f"Each preset trained on its own dataset at each seed; threshold chosen on its validation split; "
+        f"scored at that threshold on its own `{split}` split and on `{HELDOUT_DATASET}` `{split}` (renderer "
+        "choices outside the training family's ranges). Completeness / purity, class-agnostic, at IoU >= 0.5 "
+        f"and {centre}. Minutes include training, both scorings and any dataset build.\n\n"
+        + markdown_table(["preset", "seed", "minutes", "threshold", "own IoU 0.5", f"own {centre}",
+                          "held-out IoU 0.5", f"held-out {centre}"], table)
+        + "\n\nMean ± half the spread over the seeds:\n\n"
+        + markdown_table(["preset", "own C (IoU 0.5)", "own P", "own C (centre)", "own P (centre)",
+                          "held-out C (IoU 0.5)", "held-out P", "held-out C (centre)", "held-out P (centre)"], summary)
+    )
+    write_section("generalisation", "Own test and the held-out renderer" + (" (quick)" if args.quick else ""), body,
+                  path=args.results)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
