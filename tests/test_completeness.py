@@ -19,6 +19,7 @@ from gsfc_tf.commands import completeness as completeness_command
 from gsfc_tf.evaluation import ImageBoxes
 from gsfc_tf.images import read_image
 from gsfc_tf.injection import truth_boxes
+from tfds_clumpscout.clump_scout.synthetic import RenderFamily
 from tfds_clumpscout.clump_scout.synthetic_fits import write_synthetic_fits
 
 BRIGHT, FAINT = 0.3, 0.0005
@@ -27,7 +28,8 @@ BRIGHT, FAINT = 0.3, 0.0005
 class PeakDetector:
     """Boxes on local maxima of a picture's light over its local median (scores 1).
 
-    Their side is 16 px per 200 px of picture: the generator draws larger images at a finer scale.
+    Its lengths (box side 16 px) are per 200 px of picture: the generator draws larger images at
+    a finer scale.
     """
 
     source = "peaks"
@@ -39,22 +41,28 @@ class PeakDetector:
         found = []
         for image in images:
             self.seen.append(np.array(image))
+            scale = image.shape[0] / 200
             grey = image.astype(np.float64).mean(axis=-1)
-            residual = grey - ndimage.median_filter(grey, size=15)
-            rows, columns = np.nonzero((residual == ndimage.maximum_filter(residual, size=9)) & (residual > 25))
+            residual = grey - ndimage.median_filter(grey, size=round(15 * scale))
+            peaks = residual == ndimage.maximum_filter(residual, size=round(9 * scale))
+            rows, columns = np.nonzero(peaks & (residual > 25))
             centres = np.stack([rows, columns], axis=1) + 0.5
-            half = 8 * image.shape[0] / 200
+            half = 8 * scale
             boxes = np.concatenate([centres - half, centres + half], axis=1)
             found.append(ImageBoxes(boxes, np.zeros(len(boxes)), np.ones(len(boxes))))
         return found
+
+
+# PSFs of 3-3.5 px per 200 px of image, so that the peak finder's boxes are clump-sized.
+FAMILY = RenderFamily(name="test", psf_fwhm=(3.0, 3.5))
 
 
 @pytest.fixture(scope="module")
 def cutouts(tmp_path_factory):
     """Three 200-px synthetic ugriz FITS cutouts and one 400-px one (the detector sees its centre)."""
     folder = tmp_path_factory.mktemp("fits")
-    paths, _ = write_synthetic_fits(folder / "small", 3, seed=11)
-    (large,), _ = write_synthetic_fits(folder / "large", 1, seed=12, image_size=conventions.CUTOUT_SIZE)
+    paths, _ = write_synthetic_fits(folder / "small", 3, seed=11, family=FAMILY)
+    (large,), _ = write_synthetic_fits(folder / "large", 1, seed=12, image_size=conventions.CUTOUT_SIZE, family=FAMILY)
     return [*paths, large.rename(large.with_name("large_00000.fits"))]
 
 
