@@ -640,7 +640,7 @@ def read_science(path: str | Path, image: np.ndarray) -> ScienceImage:
         if detection is None:
             return ScienceImage(rgb_luminance, None, DEFAULT_FWHM_PX, note, sky_subtracted=False)
         return ScienceImage(detection, None, DEFAULT_FWHM_PX, note)
-    fwhm = bands.psf_fwhm_px.get("r", float(np.median(list(bands.psf_fwhm_px.values()))))
+    fwhm = bands.reference_fwhm_px
     if not any(band in PHOTOMETRY_BANDS for band in bands.images):
         return ScienceImage(np.sum(list(bands.images.values()), axis=0, dtype=np.float64), None, fwhm,
                             f"no band of {', '.join(PHOTOMETRY_BANDS)}")

@@ -71,6 +71,7 @@ __all__ = [
     "HOST_FLAGS",
     "Host",
     "host_fluxes",
+    "pixel_noise",
     "segment_host",
 ]
 
@@ -154,6 +155,17 @@ def _check_image(name: str, image) -> np.ndarray:
     return image.astype(np.float64)
 
 
+def pixel_noise(image) -> float:
+    """The noise per pixel of an [H, W] image (NaN and infinite pixels left out).
+
+    Neighbouring pixels' differences cancel the galaxy's smooth light, which fills a crop too
+    much for the pixels' own scatter to measure the noise: their robust (MAD) scatter is
+    sqrt(2) times the noise's.
+    """
+    differences = np.diff(np.asarray(image, np.float64), axis=1)
+    return float(MADStdBackgroundRMS()(differences[np.isfinite(differences)])) / math.sqrt(2)
+
+
 def segment_host(
     detection_image,
     *,
@@ -198,10 +210,7 @@ def segment_host(
 
     if background is None:
         background = float(np.median(_SIGMA_CLIP(image[~invalid], masked=False)))
-    # Neighbouring pixels' differences cancel the galaxy's smooth light, which fills a crop too
-    # much for the pixels' own scatter to measure the noise: sqrt(2) times the noise's.
-    differences = np.diff(np.where(invalid, np.nan, image), axis=1)
-    noise = float(MADStdBackgroundRMS()(differences[np.isfinite(differences)])) / math.sqrt(2)
+    noise = pixel_noise(image)
     kernel = make_2dgaussian_kernel(fwhm_px, size=2 * math.ceil(1.5 * fwhm_px) + 1)
     # astropy's convolve fills masked pixels from their neighbours rather than spreading NaN.
     smoothed = convolve(np.where(invalid, np.nan, image), kernel, nan_treatment="interpolate")
