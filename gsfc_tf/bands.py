@@ -75,6 +75,11 @@ class BandImages:
     wcs: WCS | None
     pixel_scale_arcsec: float
 
+    @property
+    def reference_fwhm_px(self) -> float:
+        """The cutout's one PSF FWHM, px, where a step needs one: the r band's, else the bands' median."""
+        return self.psf_fwhm_px.get("r", float(np.median(list(self.psf_fwhm_px.values()))))
+
 
 def band_name(header: fits.Header) -> str | None:
     """The band an image HDU holds: its FILTER, else its EXTNAME, stripped and lower case; None if neither."""

@@ -25,6 +25,10 @@ _COMMANDS = {
     "predict": ("gsfc_tf.commands.predict", "Find clumps in cutouts (PNG/JPEG/FITS) and write a clump catalogue."),
     "export": ("gsfc_tf.commands.export", "Export a trained model as a TF Serving SavedModel."),
     "survey": ("gsfc_tf.commands.survey", "Clump catalogue of a whole survey on Apache Beam (Parquet shards, resumable)."),
+    "completeness": (
+        "gsfc_tf.commands.completeness",
+        "Completeness on your own FITS cutouts by injecting clumps: the selection function against flux ratio.",
+    ),
     "synthetic-fits": (
         "gsfc_tf.commands.synthetic_fits",
         "Write synthetic galaxies as SDSS-like ugriz FITS cutouts with a truth table of their clumps' fluxes.",

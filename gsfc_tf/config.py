@@ -227,11 +227,12 @@ def paper_training(**overrides) -> TrainConfig:
 def smoke_training(**overrides) -> TrainConfig:
     """Minutes on a CPU: the tiny backbone on a small synthetic set (CI, Colab, `make demo`).
 
-    Measured on 2 CPU cores (2026-11-27; RESULTS.md): 1,300 steps on `synthetic_small` 1.5.0's
-    2,400 training galaxies, 174 s with its 2 validations of 1,000 galaxies (215 s with the
-    dataset's first build); its 1,000 test galaxies at the threshold chosen on its 1,000 validation
-    galaxies: completeness / purity 0.732 / 0.739 (seed 0) and 0.736 / 0.732 (seed 1), AP50 0.64;
-    dihedral TTA 0.742 / 0.744 and 0.749 / 0.743. Shared box sides (inference-only) add 0.01-0.02 of that.
+    Measured on 2 CPU cores (RESULTS.md): 1,300 steps on `synthetic_small`'s 2,400 training
+    galaxies, about 3 minutes with its 2 validations of 1,000 galaxies (4.5-5.4 with the dataset's
+    first build and other jobs, 2026-12-06). On 2.0.0 (the renderer family) its 1,000 test galaxies
+    at the threshold chosen on its 1,000 validation galaxies: completeness / purity 0.654 / 0.653
+    (seed 0) and 0.645 / 0.643 (seed 1) at IoU 0.5, 0.826 / 0.824 and 0.824 / 0.821 by centre; on
+    the one generator of 1.5.0 0.732 / 0.739 and 0.736 / 0.732 at IoU 0.5.
     """
     small = TrainConfig(
         detector=smoke(),
@@ -258,13 +259,15 @@ def bench_training(**overrides) -> TrainConfig:
 def cpu_training(**overrides) -> TrainConfig:
     """The most a 2-core CPU trains in half an hour: the tiny backbone on `synthetic` at 256 px.
 
-    Measured on `synthetic` 1.5.0 (4,000 training galaxies; 2 CPU cores, 2026-11-27; RESULTS.md):
-    6,500 steps, 16.4 minutes with its 2 validations of 1,000 galaxies (25.5 on the slower cores of
-    2026-11-26); test completeness / purity at the validation threshold 0.821 / 0.811 (seed 0) and
-    0.816 / 0.830 (seed 1), AP50 0.80; with dihedral TTA 0.830 / 0.823 and 0.824 / 0.835; without
-    shared box sides 0.793 / 0.783 and 0.791 / 0.805. On earlier versions of the set, 12,000
-    training galaxies scored as 4,000 did, and a 64-channel pyramid (5,500 steps in the same time)
-    and 320 px scored lower: the misses are faint clumps, not resolution or steps.
+    Measured on `synthetic` 2.0.0, the renderer family (4,000 training galaxies; 2 CPU cores,
+    2026-12-06; RESULTS.md): 6,500 steps, 16-31 minutes with its 2 validations of 1,000 galaxies
+    (by the day's cores and load); test completeness / purity at the validation threshold 0.725 /
+    0.698 (seed 0) and 0.726 / 0.711 (seed 1) at IoU 0.5, 0.873 / 0.841 and 0.870 / 0.852 by
+    centre; on `synthetic_heldout` 0.646 / 0.671 and 0.644 / 0.676, by centre 0.820 / 0.852 and
+    0.812 / 0.853. Half the family's galaxies size their boxes by the PSF, a side the model reads
+    off the pixels poorly (`catalogue.PSF_BOX_SIDES` supplies it for FITS): on 1.5.0 (one generator, sides read off the clumps) it scored 0.821 / 0.811 and
+    0.816 / 0.830 at IoU 0.5. There, 12,000 training galaxies scored as 4,000 did, and a 64-channel
+    pyramid and 320 px scored lower: the misses are faint clumps, not resolution or steps.
     """
     return smoke_training(
         **{

@@ -17,10 +17,11 @@ Classes:
 Crop geometry:
     Clump Scout cutouts are `CUTOUT_SIZE` (400) px square; the model sees their central
     `CROP_SIZE` (200) px (Popp et al. 2024), at `crop_offset()` (100) px from the cutout's
-    top-left corner. `PreparationRules` (the builder) and `data.model_inputs` (every detector
-    path) take their defaults from here. An image with a side under `MIN_IMAGE_SIDE` (16) px
-    is too small to show a clump (the Clump Scout boxes' median side is 16.6 px of the crop),
-    so catalogues refuse it rather than magnify it to the model's view.
+    top-left corner; any other size is seen whole (`detector_window`). `PreparationRules` (the
+    builder) and `data.model_inputs` (every detector path) take their defaults from here. An
+    image with a side under `MIN_IMAGE_SIDE` (16) px is too small to show a clump (the Clump
+    Scout boxes' median side is 16.6 px of the crop), so catalogues refuse it rather than
+    magnify it to the model's view.
 
 Box frames:
     Boxes are `yxyx` (`y_min, x_min, y_max, x_max`) in a frame named by the variable:
@@ -73,6 +74,7 @@ __all__ = [
     "PADDING",
     "box_centres_xy",
     "crop_offset",
+    "detector_window",
     "fits_pixels_to_image",
     "from_model_class",
     "from_window",
@@ -116,6 +118,18 @@ MIN_IMAGE_SIDE = 16
 def crop_offset(cutout_size: int = CUTOUT_SIZE, crop_size: int = CROP_SIZE) -> int:
     """Pixel offset (on both axes) of the central `crop_size` square in a `cutout_size` cutout."""
     return (cutout_size - crop_size) // 2
+
+
+def detector_window(height: int, width: int) -> tuple[float, float, float, float]:
+    """The part of an [H, W] input image a detector sees, yxyx px of that image.
+
+    The central `CROP_SIZE` square of a `CUTOUT_SIZE` cutout, else the whole image, as
+    `data.model_inputs` crops (tests compare the two).
+    """
+    if (height, width) == (CUTOUT_SIZE, CUTOUT_SIZE):
+        offset = crop_offset()
+        return (offset, offset, offset + CROP_SIZE, offset + CROP_SIZE)
+    return (0, 0, height, width)
 
 
 # --------------------------------------------------------------------------------------------
@@ -167,6 +181,20 @@ def box_centres_xy(boxes_yxyx) -> np.ndarray:
     """[..., 2] `(x, y)` centres of [..., 4] yxyx boxes."""
     boxes = np.asarray(boxes_yxyx)
     return (boxes[..., [1, 0]] + boxes[..., [3, 2]]) / 2
+
+
+def boxes_with_side(boxes_yxyx, side, *, image_hw: tuple[int, int] | None = None) -> np.ndarray:
+    """float64 [..., 4] square boxes of side `side` (scalar or [...]) on the centres of `boxes_yxyx`.
+
+    Clipped to an image of (height, width) `image_hw` when given.
+    """
+    boxes = np.asarray(boxes_yxyx, np.float64)
+    centres = (boxes[..., :2] + boxes[..., 2:]) / 2
+    half = np.asarray(side, np.float64)[..., None] / 2
+    squares = np.concatenate([centres - half, centres + half], axis=-1)
+    if image_hw is not None:
+        squares = np.clip(squares, 0.0, np.tile(np.asarray(image_hw, np.float64), 2))
+    return squares
 
 
 def image_to_fits_pixels(x, y, *, height: int) -> tuple[np.ndarray, np.ndarray]:

@@ -91,6 +91,7 @@ __all__ = [
     "Host",
     "detection_image",
     "host_fluxes",
+    "pixel_noise",
     "segment_host",
 ]
 
@@ -180,10 +181,14 @@ def _check_image(name: str, image) -> np.ndarray:
     return image.astype(np.float64)
 
 
-def _pixel_noise(image: np.ndarray) -> float:
-    """A band's noise per pixel from neighbouring pixels' differences (sqrt 2 times it), which
-    cancel the galaxy's smooth light; NaN pixels are left out."""
-    differences = np.diff(image, axis=1)
+def pixel_noise(image) -> float:
+    """The noise per pixel of an [H, W] image (NaN and infinite pixels left out).
+
+    Neighbouring pixels' differences cancel the galaxy's smooth light, which fills a crop too
+    much for the pixels' own scatter to measure the noise: their robust (MAD) scatter is
+    sqrt(2) times the noise's.
+    """
+    differences = np.diff(np.asarray(image, np.float64), axis=1)
     return float(mad_std(differences[np.isfinite(differences)])) / math.sqrt(2)
 
 
@@ -204,7 +209,7 @@ def detection_image(bands: Iterable[np.ndarray]) -> np.ndarray:
     images = [_check_image("band", band) for band in bands]
     if not images or any(image.shape != images[0].shape for image in images):
         raise ValueError(f"bands must be one or more images of one shape, got shapes {[i.shape for i in images]}")
-    variances = np.array([_pixel_noise(image) ** 2 for image in images])
+    variances = np.array([pixel_noise(image) ** 2 for image in images])
     weights = 1 / variances if np.all(variances > 0) else np.ones(len(images))
     return np.tensordot(weights / weights.mean(), np.stack(images), axes=1)
 

@@ -24,6 +24,7 @@ __all__ = [
     "PICTURE_SUFFIXES",
     "Image",
     "UnreadableImageError",
+    "fits_picture",
     "gri_composite",
     "read_image",
 ]
@@ -109,13 +110,31 @@ def _read_fits(path: Path, lupton_q: float, lupton_stretch: float) -> Image:
             f"{path.name}: expected a (3, H, W) g,r,i cube, three 2-D g,r,i HDUs or one 2-D plane, got "
             f"{[p.shape for p in planes]}."
         )
-    bad = ~(np.isfinite(g) & np.isfinite(r) & np.isfinite(i))
-    if bad.all():
+    if not (np.isfinite(g) & np.isfinite(r) & np.isfinite(i)).any():
         raise UnreadableImageError(f"{path.name}: no finite pixel values (every pixel is NaN or infinite)")
+    rgb, n_bad_pixels = fits_picture(g, r, i, lupton_q=lupton_q, lupton_stretch=lupton_stretch)
+    return Image(rgb, header, n_bad_pixels)
+
+
+def fits_picture(
+    g, r, i, *, lupton_q: float = LUPTON_Q, lupton_stretch: float = LUPTON_STRETCH
+) -> tuple[np.ndarray, int]:
+    """The picture `read_image` makes of FITS g, r, i planes [H, W] as stored (bottom row first).
+
+    NaN and infinite pixels (in any plane) are drawn black, the planes combined by
+    `gri_composite` and the rows flipped to top row first. The selection function
+    (`gsfc_tf.completeness`) rebuilds a cutout's picture after injecting clumps through it, so the
+    detector sees exactly what `predict` would.
+
+    Returns:
+        (uint8 [H, W, 3] top row first, the number of pixels drawn black).
+    """
+    g, r, i = (np.asarray(p, np.float32) for p in (g, r, i))
+    bad = ~(np.isfinite(g) & np.isfinite(r) & np.isfinite(i))
     g, r, i = (np.where(bad, 0.0, p) for p in (g, r, i))
     rgb = gri_composite(g, r, i, lupton_q=lupton_q, lupton_stretch=lupton_stretch)
     # FITS row 0 is the bottom of the sky image; PNG row 0 (and the boxes) is the top.
-    return Image(np.ascontiguousarray(rgb[::-1]), header, int(bad.sum()))
+    return np.ascontiguousarray(rgb[::-1]), int(bad.sum())
 
 
 def _pillow_rgb(img, path: Path) -> np.ndarray:

@@ -27,6 +27,7 @@ __all__ = [
     "plot_completeness_by_snr",
     "plot_completeness_purity",
     "plot_detections_grid",
+    "plot_selection_function",
     "plot_training_size_curve",
 ]
 
@@ -374,4 +375,59 @@ def plot_detections_grid(
     legend = fig.legend(handles=handles, loc="outside lower center", ncols=min(len(handles), 4), fontsize=8,
                         facecolor="0.15", labelcolor="white", edgecolor="0.15")
     legend.get_frame().set_alpha(1.0)
+    return fig
+
+
+# Line styles of the selection function's match rules, in `completeness.MATCH_RULES` order: the
+# paper's IoU solid, the centre match faint.
+_RULE_STYLES = (("o-", 1.0), ("s-", 0.45))
+
+
+def _plot_rules(ax, positions, breakdown: Mapping[str, Any], rules: Mapping[str, str]) -> None:
+    for (rule, label), (style, alpha) in zip(rules.items(), _RULE_STYLES):
+        ax.plot(positions, _floats(breakdown[f"completeness_{rule}"]), style, color=_COMPLETENESS_COLOUR,
+                alpha=alpha, lw=2, label=label)
+    ax.set(ylabel="recovered fraction", ylim=(0, 1.05))
+    ax.grid(alpha=0.3)
+
+
+def plot_selection_function(summary: Mapping[str, Any]) -> Figure:
+    """Recovered fraction of injected clumps against flux ratio, SNR, galactocentric distance and host axis ratio.
+
+    Args:
+        summary: `completeness.CompletenessResult.summary` (or `completeness.json`, re-read).
+
+    Returns:
+        The figure: four panels, both match rules in each; the flux-ratio panel marks the
+        catalogue's flux-ratio flags (dotted) and the ratios of 50 % and 80 % completeness (x).
+    """
+    rules = summary["match_rules"]
+    fig = Figure(figsize=(10.0, 7.0), layout="constrained")
+    (ratio_ax, snr_ax), (distance_ax, axis_ax) = fig.subplots(2, 2)
+    by_ratio = summary["by_flux_ratio"]
+    ratios = np.asarray(by_ratio["flux_ratio"], float)
+    _plot_rules(ratio_ax, ratios, by_ratio, rules)
+    ratio_ax.set_xscale("log")
+    ratio_ax.set_xticks(ratios, [f"{100 * r:.2g}" for r in ratios])
+    ratio_ax.xaxis.set_minor_locator(NullLocator())
+    for flag in summary["flux_ratio_flags"]:
+        ratio_ax.axvline(flag, color="0.5", ls=":", lw=1)
+    for rule, (_, alpha) in zip(rules, _RULE_STYLES):
+        for point in summary["flux_ratio_at"][rule]:
+            if point["how"] == "interpolated":
+                ratio_ax.plot(point["flux_ratio"], point["level"], "x", color="k", alpha=alpha, ms=8)
+    band = summary["settings"]["flag_band"] or "bluest"
+    ratio_ax.set(xlabel=f"clump/host flux ratio, {band} band (%)")
+    ratio_ax.legend(loc="lower right", fontsize=8)
+    ratio_ax.set_title(f"{summary['n_injected']} clumps injected into {summary['n_galaxies_injected']} galaxies "
+                       f"(score ≥ {summary['min_score']:.2f})", fontsize=10, loc="left")
+    panels = ((snr_ax, "by_snr", f"clump SNR ({summary['settings']['snr_band']} band, in its aperture)"),
+              (distance_ax, "by_distance_re", "distance from the host's centre (half-light radii)"),
+              (axis_ax, "by_host_axis_ratio", "host axis ratio"))
+    for ax, key, xlabel in panels:
+        breakdown = summary[key]
+        positions = np.arange(len(breakdown["labels"]))
+        _plot_rules(ax, positions, breakdown, rules)
+        ax.set_xticks(positions, [f"{label}\nn={n}" for label, n in zip(breakdown["labels"], breakdown["n"])], fontsize=8)
+        ax.set(xlabel=xlabel)
     return fig

@@ -180,3 +180,21 @@ def test_pictures_host_mask_keeps_most_true_clumps(synthetic, tmp_path):
     # Measured 32 of 33 here (0.989 on 150 galaxies, `gsfc_tf.host`; 0.82 here with the crop's
     # clipped median for the sky and the 1-sigma isophote).
     assert np.mean(np.logical_not(off_host)) == pytest.approx(32 / 33)
+
+
+def test_fits_boxes_take_their_side_from_the_psf_pictures_keep_the_model_s(synthetic, tmp_path):
+    paths, truth = synthetic
+    path = paths[0]
+    rows = truth[truth["file"] == path.name]
+    cutout = read_cutout(path)
+    science = read_science(path, cutout.image)
+    detections = ImageBoxes([[60.0, 60.0, 100.0, 110.0]], [0], [0.9])  # 40 x 50 px: not the PSF's side
+    (row,) = catalogue_galaxy("g", detections, science, host_mask="off").rows
+    side = conventions.BOX_SIDE_PER_PSF_FWHM * science.fwhm_px
+    assert science.fwhm_px == pytest.approx(float(rows["psf_fwhm"][0]), rel=1e-5)
+    assert (row.x_max - row.x_min, row.y_max - row.y_min) == (pytest.approx(side), pytest.approx(side))
+    assert (row.x_centre, row.y_centre) == (pytest.approx(85.0), pytest.approx(80.0))
+    Image.fromarray(cutout.image).save(tmp_path / "g.png")
+    picture = read_science(tmp_path / "g.png", cutout.image)
+    (row,) = catalogue_galaxy("g", detections, picture, host_mask="off").rows
+    assert (row.x_max - row.x_min, row.y_max - row.y_min) == (50.0, 40.0)

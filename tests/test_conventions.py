@@ -108,3 +108,11 @@ def test_crop_catalogue_labels_are_one_based_class_ids(tmp_path, label, expected
     path.write_text(f"local_ids,label,x1,x2,y1,y2\ng1,{label},60,76,60,76\n")
     _, (row,) = preparation.read_catalogue(path, preparation.PreparationRules())
     assert row.class_id == expected
+
+
+def test_boxes_with_side_keeps_centres_and_clips():
+    boxes = np.array([[10.0, 20.0, 14.0, 30.0], [0.0, 0.0, 2.0, 2.0]])
+    squares = conventions.boxes_with_side(boxes, [6.0, 8.0])
+    np.testing.assert_allclose(squares, [[9.0, 22.0, 15.0, 28.0], [-3.0, -3.0, 5.0, 5.0]])
+    np.testing.assert_allclose(conventions.boxes_with_side(boxes, 8.0, image_hw=(16, 26))[:, 2:], [[16.0, 26.0], [5.0, 5.0]])
+    assert conventions.boxes_with_side(np.zeros((0, 4)), 5.0).shape == (0, 4)

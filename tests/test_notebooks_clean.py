@@ -17,6 +17,7 @@ NOTEBOOKS = (
     "04_export_and_serve",
     "05_zoobot_weights",
     "06_clump_science",
+    "07_selection_function",
 )
 _DEFINITION = re.compile(r"^\s*(async\s+def|def|class)\s", re.MULTILINE)
 _IMPORTS_TENSORFLOW = re.compile(r"^\s*(import|from)\s+(tensorflow|keras|gsfc_tf|tfds_clumpscout)\b", re.MULTILINE)
@@ -33,7 +34,7 @@ def _code_cells(notebook) -> list:
     return [cell for cell in notebook.cells if cell.cell_type == "code"]
 
 
-def test_the_six_notebooks_are_all_there_are():
+def test_the_notebooks_are_all_there_are():
     assert sorted(path.stem for path in NOTEBOOK_DIR.glob("*.ipynb")) == list(NOTEBOOKS)
 
 
