@@ -7,7 +7,9 @@ seconds, so start-up (TensorFlow import, model load and tracing, Beam worker sta
 apart (`--quick` runs the large list only, start-up included). The Beam path runs
 `direct_running_mode=multi_processing` with 2 workers; peak memory per worker is the largest
 worker process's peak RSS. The model's own rate is the detector on in-memory images, timed in the
-`predict` process; overhead is the per-image time beyond it.
+`predict` process; overhead is the per-image time beyond it. Both paths run with the science steps
+(the default host mask, `drop`: on PNG cutouts the host's segmentation) and without them
+(`--host-mask off`).
 
 The GZ DESI estimate (8.7 M cutouts) is on paper: the paper detector's own per-core time on this
 machine (measured here on a few batches) plus the measured Beam overhead per image, in
@@ -67,14 +69,15 @@ def _child(args) -> dict:
         from gsfc_tf.detector import load_detector
 
         detector = load_detector(args.model)
-        predict_catalogue(detector, paths, min_score=0.5, batch_size=_BATCH)
+        predict_catalogue(detector, paths, min_score=0.5, batch_size=_BATCH, host_mask=args.host_mask)
         seconds = time.perf_counter() - start
         return {"seconds": seconds, "peak_mib": _peak_mib(), "model_seconds_per_image": _model_seconds(detector, paths, args.quick)}
     if args.child == "survey":
         from gsfc_tf.survey import run_survey
 
         options = ["--runner=DirectRunner", "--direct_running_mode=multi_processing", "--direct_num_workers=2"]
-        run_survey(args.model, args.out, patterns=paths, min_score=0.5, batch_size=_BATCH, pipeline_args=options)
+        run_survey(args.model, args.out, patterns=paths, min_score=0.5, batch_size=_BATCH, host_mask=args.host_mask,
+                   pipeline_args=options)
         return {"seconds": time.perf_counter() - start, "peak_mib": _peak_mib(), "worker_peak_mib": _peak_mib(resource.RUSAGE_CHILDREN)}
     # "paper": the paper detector's own rate, for the GZ DESI estimate.
     from gsfc_tf.config import paper
@@ -99,14 +102,14 @@ def _model_seconds(detector, paths: list[str], quick: bool) -> float:
     return (time.perf_counter() - start) / (batches * _BATCH)
 
 
-def _measure(child: str, model: str, paths: list[str], tmp: Path, quick: bool) -> dict:
+def _measure(child: str, model: str, paths: list[str], tmp: Path, quick: bool, host_mask: str = "drop") -> dict:
     inputs = tmp / f"{child}-{len(paths)}.txt"
     inputs.write_text("\n".join(paths))
-    command = [sys.executable, "-m", "benchmarks.bench_survey", "--child", child, "--model", model,
-               "--inputs", str(inputs), "--out", str(tmp / f"survey-{len(paths)}" / "gz")] + (["--quick"] if quick else [])
-    output = subprocess.run(command, check=True, capture_output=True, text=True).stdout
+    command = [sys.executable, "-m", "benchmarks.bench_survey", "--child", child, "--model", model, "--inputs",
+               str(inputs), "--out", str(tmp / f"survey-{len(paths)}-{host_mask}" / "gz"), "--host-mask", host_mask]
+    output = subprocess.run(command + (["--quick"] if quick else []), check=True, capture_output=True, text=True).stdout
     result = json.loads(output.strip().splitlines()[-1])
-    print(child, len(paths), result, flush=True)
+    print(child, host_mask, len(paths), result, flush=True)
     return result
 
 
@@ -119,6 +122,7 @@ def main(argv=None) -> int:
     parser.add_argument("--model", help=argparse.SUPPRESS)
     parser.add_argument("--inputs", help=argparse.SUPPRESS)
     parser.add_argument("--out", help=argparse.SUPPRESS)
+    parser.add_argument("--host-mask", default="drop", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.child:
         print(json.dumps(_child(args)), flush=True)
@@ -146,29 +150,38 @@ def main(argv=None) -> int:
         model = str(export_saved_model(build_detector(smoke()), tmp / "export" / "1"))
         (tmp / "cutouts").mkdir()
         paths = _write_cutouts(tmp / "cutouts", large)
-        runs = {child: {n: _measure(child, model, paths[:n], tmp, args.quick) for n in sizes} for child in ("predict", "survey")}
-        own = runs["predict"][large]["model_seconds_per_image"]
+        runs = {
+            (child, host_mask): {n: _measure(child, model, paths[:n], tmp, args.quick, host_mask) for n in sizes}
+            for child in ("predict", "survey") for host_mask in ("drop", "off")
+        }
+        own = runs["predict", "drop"][large]["model_seconds_per_image"]
         # Quick mode skips building the paper detector; its estimate uses the smoke one.
         paper_own = own if args.quick else _measure("paper", model, paths, tmp, args.quick)["model_seconds_per_image"]
 
-    def rate(child):
+    def rate(child, host_mask="drop"):
+        run = runs[child, host_mask]
         if args.quick:
-            return large / runs[child][large]["seconds"]
-        return (large - small) / (runs[child][large]["seconds"] - runs[child][small]["seconds"])
+            return large / run[large]["seconds"]
+        return (large - small) / (run[large]["seconds"] - run[small]["seconds"])
 
-    def start_up(child):
-        return "included" if args.quick else f"{runs[child][large]['seconds'] - large / rate(child):.0f}"
+    def start_up(child, host_mask="drop"):
+        if args.quick:
+            return "included"
+        return f"{runs[child, host_mask][large]['seconds'] - large / rate(child, host_mask):.0f}"
 
     cores = os.cpu_count()
     beam_overhead = cores / rate("survey") - cores * own  # core-seconds per image beyond the model
-    rows = [
-        ["detector alone (in-memory images, batch 8)", f"{1 / own:.1f}", f"{1 / (own * cores):.1f}", "", "", ""],
-        ["`predict` (one process)", f"{rate('predict'):.1f}", f"{rate('predict') / cores:.1f}",
-         start_up("predict"), f"{runs['predict'][large]['peak_mib']:.0f}", ""],
-        ["`survey`, DirectRunner multi_processing, 2 workers", f"{rate('survey'):.1f}", f"{rate('survey') / cores:.1f}",
-         start_up("survey"), f"{runs['survey'][large]['peak_mib']:.0f}",
-         f"{runs['survey'][large]['worker_peak_mib']:.0f}"],
-    ]
+    rows = [["detector alone (in-memory images, batch 8)", f"{1 / own:.1f}", f"{1 / (own * cores):.1f}", "", "", ""]]
+    for host_mask, science in (("drop", "with the science steps"), ("off", "without (`--host-mask off`)")):
+        predict_run, survey_run = runs["predict", host_mask][large], runs["survey", host_mask][large]
+        rows += [
+            [f"`predict` (one process), {science}", f"{rate('predict', host_mask):.1f}",
+             f"{rate('predict', host_mask) / cores:.1f}", start_up("predict", host_mask),
+             f"{predict_run['peak_mib']:.0f}", ""],
+            [f"`survey`, DirectRunner multi_processing, 2 workers, {science}", f"{rate('survey', host_mask):.1f}",
+             f"{rate('survey', host_mask) / cores:.1f}", start_up("survey", host_mask), f"{survey_run['peak_mib']:.0f}",
+             f"{survey_run['worker_peak_mib']:.0f}"],
+        ]
     per_image_core_s = paper_own * cores + max(beam_overhead, 0.0)
     core_hours = GZ_DESI_CUTOUTS * per_image_core_s / 3600
     workers_for_a_day = core_hours / 24 / VCPUS_PER_WORKER
