@@ -216,9 +216,11 @@ def detection_image(bands: Iterable[np.ndarray]) -> np.ndarray:
 
 def _sky_and_noise(smoothed: np.ndarray, invalid: np.ndarray) -> tuple[float, float]:
     """The median and MAD standard deviation of the faintest `SKY_BOX_PX` box of `smoothed` that
-    has noise: flat boxes (a cutout's zero padding) are not sky. (median, 0) for a flat image."""
+    has noise: flat boxes (a cutout's zero padding) are not sky. (median, 0) for a flat image.
+    Pixels the smoothing could not fill (NaN holes wider than its kernel) are left out, and boxes
+    more than half made of them."""
     mesh = Background2D(
-        smoothed, min(SKY_BOX_PX, *smoothed.shape), mask=invalid, filter_size=1, exclude_percentile=50.0,
+        smoothed, min(SKY_BOX_PX, *smoothed.shape), filter_size=1, exclude_percentile=50.0,
         bkg_estimator=MedianBackground(), bkg_rms_estimator=MADStdBackgroundRMS(),
     )
     noisy = mesh.background_rms_mesh > 0
@@ -268,9 +270,13 @@ def segment_host(
         return Host("no_valid_pixels", empty, None, None, 0, math.nan, math.nan, n_invalid)
 
     kernel = make_2dgaussian_kernel(fwhm_px, size=2 * math.ceil(1.5 * fwhm_px) + 1)
-    # astropy's convolve fills masked pixels from their neighbours rather than spreading NaN.
-    smoothed = convolve(np.where(invalid, np.nan, image), kernel, nan_treatment="interpolate")
-    sky, noise = _sky_and_noise(smoothed, invalid)
+    with warnings.catch_warnings():
+        # NaN holes wider than the kernel stay NaN and are left out: `n_invalid` counts them.
+        warnings.filterwarnings("ignore", message=".*NaN values detected post convolution")
+        warnings.filterwarnings("ignore", message="Input data contains non-finite")
+        # astropy's convolve fills masked pixels from their neighbours rather than spreading NaN.
+        smoothed = convolve(np.where(invalid, np.nan, image), kernel, nan_treatment="interpolate")
+        sky, noise = _sky_and_noise(smoothed, invalid)
     if background is not None:
         sky = float(background)
     with warnings.catch_warnings():

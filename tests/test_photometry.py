@@ -225,6 +225,11 @@ def test_host_not_found_is_a_flag():
     host = segment_host(np.zeros((40, 40)), fwhm_px=_FWHM)
     assert host.flag == "no_segment_at_centre" and not host.found
     assert segment_host(np.full((40, 40), np.nan), fwhm_px=_FWHM).flag == "no_valid_pixels"
+    # Noise with most pixels NaN, scattered or in a block: a flag, not a crash.
+    rng = np.random.default_rng(6)
+    for bad in (rng.random((100, 100)) < 0.7, np.arange(100) < 60):
+        noise = np.where(bad, np.nan, rng.normal(0.0, 1.0, (100, 100)))
+        assert segment_host(noise, fwhm_px=_FWHM).flag == "no_segment_at_centre"
     table = _measure(np.zeros((40, 40)), [[20.0, 20.0]], host=host)
     assert np.isnan(table["flux_ratio_r"][0]) and not table["is_clump_8pct"][0]
     # Without a host, every clump is off it.
