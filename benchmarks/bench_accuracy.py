@@ -28,7 +28,7 @@ from pathlib import Path
 
 import numpy as np
 
-from benchmarks.results import RESULTS_PATH, markdown_table, write_section
+from benchmarks.results import add_training_arguments, markdown_table, training_budget, write_section
 from gsfc_tf import config as presets
 from gsfc_tf import data, realimages
 from gsfc_tf.conventions import CENTRE_MATCH_DISTANCE
@@ -56,13 +56,9 @@ def _false_detections(run_dir: str, threshold: float, background_images: np.ndar
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="a few steps on a few galaxies")
-    parser.add_argument("--data-dir", default=None, help="TFDS data dir (default: TFDS's)")
-    parser.add_argument("--results", type=Path, default=RESULTS_PATH, help="the RESULTS.md to update")
+    add_training_arguments(parser)
     args = parser.parse_args(argv)
-    split = "test[:8]" if args.quick else "test"
-    # Quick: tiny budgets that still run every code path (train, validate, score, curve).
-    tiny = dict(steps=2, batch_size_per_replica=4, validation_size=8) if args.quick else {}
+    split, tiny = training_budget(args.quick)
     split_sizes = {
         name: int(data.load_tfds_split(_DATASET, name, data_dir=args.data_dir).cardinality())
         for name in ("train", "validation", "test")

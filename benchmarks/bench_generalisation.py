@@ -28,7 +28,7 @@ import sys
 import time
 from pathlib import Path
 
-from benchmarks.results import RESULTS_PATH, markdown_table, write_section
+from benchmarks.results import add_training_arguments, markdown_table, training_budget, write_section
 from gsfc_tf import config as presets
 import numpy as np
 
@@ -98,12 +98,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--presets", default="smoke,cpu", help="comma-separated preset names")
     parser.add_argument("--seeds", default="0,1", help="comma-separated training seeds")
     parser.add_argument("--out", type=Path, default=Path("out/bench_generalisation"), help="where runs are kept")
-    parser.add_argument("--quick", action="store_true", help="a few steps on a few galaxies")
-    parser.add_argument("--data-dir", default=None, help="TFDS data dir (default: TFDS's)")
-    parser.add_argument("--results", type=Path, default=RESULTS_PATH, help="the RESULTS.md to update")
+    add_training_arguments(parser)
     args = parser.parse_args(argv)
-    split = "test[:8]" if args.quick else "test"
-    tiny = dict(steps=2, batch_size_per_replica=4, validation_size=8) if args.quick else {}
+    split, tiny = training_budget(args.quick)
     table, by_preset, side_rows = [], {}, []
     for name in args.presets.split(","):
         for seed in (int(s) for s in args.seeds.split(",")):

@@ -6,13 +6,15 @@ running one benchmark rewrites its own rows and leaves the others as they were.
 
 from __future__ import annotations
 
+import argparse
 import datetime
 import os
 import platform
 import re
 from pathlib import Path
 
-__all__ = ["RESULTS_PATH", "machine_description", "markdown_table", "write_section"]
+__all__ = ["RESULTS_PATH", "add_training_arguments", "machine_description", "markdown_table", "training_budget",
+           "write_section"]
 
 RESULTS_PATH = Path(__file__).with_name("RESULTS.md")
 _HEADER = "# Benchmark results\n\nWritten by the scripts in `benchmarks/` (`make bench` runs them all).\n"
@@ -54,3 +56,17 @@ def write_section(name: str, title: str, body: str, *, path: Path = RESULTS_PATH
     pattern = re.compile(rf"<!-- begin {re.escape(name)} -->.*?<!-- end {re.escape(name)} -->", re.S)
     text = pattern.sub(lambda _: section, text) if pattern.search(text) else text.rstrip() + "\n\n" + section
     path.write_text(text.rstrip() + "\n")
+
+
+def add_training_arguments(parser: argparse.ArgumentParser) -> None:
+    """`--quick`, `--data-dir` and `--results`: the options of every benchmark that trains."""
+    parser.add_argument("--quick", action="store_true", help="a few steps on a few galaxies")
+    parser.add_argument("--data-dir", default=None, help="TFDS data dir (default: TFDS's)")
+    parser.add_argument("--results", type=Path, default=RESULTS_PATH, help="the RESULTS.md to update")
+
+
+def training_budget(quick: bool) -> tuple[str, dict]:
+    """The split scored and the `TrainConfig` overrides: with `quick`, tiny budgets that still run every code path."""
+    if quick:
+        return "test[:8]", dict(steps=2, batch_size_per_replica=4, validation_size=8)
+    return "test", {}
