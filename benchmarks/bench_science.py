@@ -62,11 +62,9 @@ def _picture_science(image: np.ndarray) -> ScienceImage:
 
 def _off_host(science: ScienceImage, x_image, y_image, n_sigma: float) -> np.ndarray:
     """bool [N]: whether points in image coordinates lie off the host, found as `catalogue_galaxy` finds it."""
-    height, width = science.detection.shape
+    height = science.detection.shape[0]
     x, y = conventions.image_to_fits_pixels(np.asarray(x_image, float), np.asarray(y_image, float), height=height)
-    centre = conventions.image_to_fits_pixels(width / 2, height / 2, height=height)
-    host = segment_host(science.detection, fwhm_px=science.fwhm_px, centre_xy=tuple(map(float, centre)),
-                        n_sigma=n_sigma)
+    host = segment_host(science.detection, fwhm_px=science.fwhm_px, n_sigma=n_sigma)  # under the cutout's centre
     return ~host.contains(x, y)
 
 

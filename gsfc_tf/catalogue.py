@@ -729,14 +729,13 @@ def catalogue_galaxy(
     rows = rows_from_detections(galaxy_id, detections, wcs=wcs, class_names=class_names, min_score=min_score)
     if science is None:
         return GalaxyRows(rows, {})
-    height, width = science.detection.shape
+    height = science.detection.shape[0]
     x, y = conventions.image_to_fits_pixels(
         np.array([row.x_centre for row in rows]), np.array([row.y_centre for row in rows]), height=height
     )
     host = None
     if host_mask != "off":
-        centre = conventions.image_to_fits_pixels(width / 2, height / 2, height=height)
-        host = segment_host(science.detection, fwhm_px=science.fwhm_px, centre_xy=tuple(map(float, centre)))
+        host = segment_host(science.detection, fwhm_px=science.fwhm_px)  # under the cutout's centre
     off_host = ~host.contains(x, y) if host is not None else np.zeros(len(rows), bool)
     image_columns = {**_host_columns(host, height, science.fwhm_px), "n_off_host": int(off_host.sum()),
                      "photometry_note": science.note}

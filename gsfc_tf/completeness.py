@@ -229,9 +229,7 @@ def _prepare(path: Path, galaxy_id: str, flag_band: str | None) -> _Galaxy:
     flag = flag_band or next(iter(bands.images))  # bands come bluest first
     # The host as `predict` finds it (`catalogue.read_science`, `catalogue.catalogue_galaxy`).
     light = detection_image(bands.images.values())
-    height, width = light.shape
-    centre = conventions.image_to_fits_pixels(width / 2, height / 2, height=height)
-    host = segment_host(light, fwhm_px=bands.reference_fwhm_px, centre_xy=tuple(map(float, centre)))
+    host = segment_host(light, fwhm_px=bands.reference_fwhm_px)  # under the cutout's centre
     host_flux = host_fluxes({flag: bands.images[flag]}, host)[flag]
     return _Galaxy(galaxy_id, path, bands, flag, light, host, host_flux, _picture(bands.images))
 
