@@ -2,9 +2,10 @@
 
 Writes `synthetic_fits.write_synthetic_fits(.., n, seed=2026)` cutouts, finds each host with
 `host.segment_host` on the ugriz `detection_image` and measures every true clump (at its true centre) with
-`photometry.clump_photometry`, with the authors' point-source correction and with `resolved`.
+`photometry.clump_photometry`: each `CORRECTIONS` (the authors' point-source correction and
+`resolved`, with the cutouts' PSF images, and `resolved` with a Gaussian PSF of the FWHM).
 Reports, per band, the median |relative flux error| and the median error of the normal clumps
-with r-band box SNR > 10 (the generator's), the 8 % and 3 % u-band flags' agreement with the
+with r-band box SNR > 10 (the generator's), the median |error| their flux errors alone would give, the 8 % and 3 % u-band flags' agreement with the
 truth, the share of true clumps on the host and the host's flux over its truth. Then the
 evidence for `photometry.MERGE_DISTANCE_FWHM`: how a second detection of a clump, d FWHM away,
 changes its catalogued flux when kept or merged, and how close the true clumps come.
@@ -30,19 +31,23 @@ from tfds_clumpscout.clump_scout.synthetic_fits import TRUTH_TABLE_NAME, read_ba
 __all__ = ["duplicate_detection_changes", "main", "measure_against_truth", "relative_errors"]
 
 SEED = 2026
+# (label, resolved, with the cutouts' PSF images); the first two are `measure_against_truth`'s default.
+CORRECTIONS = (("point", False, True), ("resolved", True, True), ("resolved, Gaussian PSF", True, False))
 DUPLICATE_DISTANCES_FWHM = (0.5, 1.0, 1.25, 1.5, 2.0)
 
 
-def measure_against_truth(out_dir: Path, n: int, *, seed: int = SEED) -> tuple[dict[bool, Table], list]:
+def measure_against_truth(
+    out_dir: Path, n: int, *, seed: int = SEED, corrections=CORRECTIONS[:2]
+) -> tuple[dict[str, Table], list]:
     """Writes `n` synthetic cutouts to `out_dir` and measures their true clumps.
 
     Returns:
-        ({resolved: the truth table's rows with the measured columns, `meas_` where the names
-        clash}, [(host, true host x, true host y) per galaxy, in the arrays' pixel frame]).
+        ({label of `corrections`: the truth table's rows with the measured columns, `meas_` where
+        the names clash}, [(host, true host x, true host y) per galaxy, in the arrays' pixel frame]).
     """
     _, truth_path = write_synthetic_fits(out_dir, n, seed=seed)
     truth = Table.read(truth_path)
-    tables, hosts = {False: [], True: []}, []
+    tables, hosts = {label: [] for label, _, _ in corrections}, []
     for galaxy_id in np.unique(truth["galaxy_id"]):
         rows = truth[truth["galaxy_id"] == galaxy_id]
         cutout = read_bands(out_dir / rows["file"][0])
@@ -51,13 +56,14 @@ def measure_against_truth(out_dir: Path, n: int, *, seed: int = SEED) -> tuple[d
         height = cutout.images["r"].shape[0]
         hosts.append((host, rows["host_x"][0] - 0.5, height - 0.5 - rows["host_y"][0]))
         centres = np.stack([rows["x_fits"], rows["y_fits"]], axis=1)
-        for resolved, parts in tables.items():
+        for label, resolved, with_psf_images in corrections:
             table = clump_photometry(
                 images,
                 centres,
                 fwhm_px=cutout.psf_fwhm_px,
                 zero_point=cutout.zero_points,
                 gain=cutout.gains,
+                psf_images=cutout.psf_images if with_psf_images else None,
                 host=host,
                 wcs=cutout.wcs,
                 resolved=resolved,
@@ -66,8 +72,8 @@ def measure_against_truth(out_dir: Path, n: int, *, seed: int = SEED) -> tuple[d
             table.rename_columns(clashing, ["meas_" + name for name in clashing])
             for name in rows.colnames:
                 table[name] = rows[name]
-            parts.append(table)
-    return {resolved: vstack(parts) for resolved, parts in tables.items()}, hosts
+            tables[label].append(table)
+    return {label: vstack(parts) for label, parts in tables.items()}, hosts
 
 
 def duplicate_detection_changes(out_dir: Path, *, seed: int = SEED) -> tuple[list[list], float]:
@@ -134,30 +140,38 @@ def main(argv: list[str] | None = None) -> int:
 
     n = 8 if args.quick else args.galaxies
     with tempfile.TemporaryDirectory() as folder:
-        tables, hosts = measure_against_truth(Path(folder), n)
+        tables, hosts = measure_against_truth(Path(folder), n, corrections=CORRECTIONS)
         duplicates, closest = duplicate_detection_changes(Path(folder))
 
     rows = []
-    for resolved, table in tables.items():
+    for correction, table in tables.items():
         bright = np.asarray(table["snr_r"] > 10)
         for label, kind in ((0, "normal"), (1, "odd")):
             selection = bright & np.asarray(table["label"] == label)
             errors = {band: relative_errors(table, band, selection) for band in BAND_NAMES}
             rows.append([
-                "resolved" if resolved else "point", kind, int(selection.sum()),
+                correction, kind, int(selection.sum()),
                 *(f"{np.median(np.abs(e)):.3f} ({np.median(e):+.3f})" for e in errors.values()),
             ])
         rows[-2] += [f"{_flag_agreement(table, bright, 0.08, 'is_clump_8pct'):.3f}",
                      f"{_flag_agreement(table, bright, 0.03, 'is_clump_3pct'):.3f}"]
         rows[-1] += ["", ""]
         print(rows[-2], rows[-1], flush=True)
-    table = tables[False]
+    table = tables["resolved"]
+    normal = np.asarray(table["snr_r"] > 10) & np.asarray(table["label"] == 0)
+    # A normal error's median |value| is 0.6745 sigma.
+    rows.append(["noise (the flux errors alone)", "normal", int(normal.sum()), *(
+        f"{0.6745 * np.median(np.asarray(table[f'flux_err_{band}'] / table[f'flux_{band}'])[normal]):.3f}"
+        for band in BAND_NAMES
+    ), "", ""])
     offsets = [np.hypot(host.x - x, host.y - y) for host, x, y in hosts]
     host_ratio = np.asarray(table["meas_host_flux_r"] / table["host_flux_r"])
     body = (
         f"{n} galaxies (seed {SEED}), {len(table)} true clumps measured at their true centres; cells are "
         "median |relative flux error| (median error) for clumps with the generator's r-band box SNR > 10; "
-        "flags in u, agreement with the truth over those clumps.\n\n"
+        "flags in u, agreement with the truth over those clumps. \"PSF images\": the aperture correction for "
+        "the PSF image each cutout carries, else for a Gaussian of its FWHM; the last row is the median "
+        "|error| that the resolved photometry's flux errors alone would give.\n\n"
         + markdown_table(
             ["correction", "clumps", "n", *BAND_NAMES, "8 % flag", "3 % flag"], rows
         )

@@ -18,6 +18,12 @@ File layout (what `tfds_clumpscout.clump_scout.synthetic_fits.write_galaxy_fits`
                           noise; none: left out).
       a celestial WCS     sky positions; the first band's is the file's.
 
+    An image HDU whose EXTNAME is `PSF_<band>` (`PSF_EXTNAME_PREFIX`) is not a band but that
+    band's PSF image, for photometry's aperture correction (`photometry.clump_photometry`): any
+    odd or even size, the PSF centred on the stamp's central pixel (SDSS's psField PSFs, as
+    `read_PSF` reconstructs them, or any survey's), normalised here to unit sum. Bands without
+    one are corrected for a Gaussian of their FWHM.
+
     Options of `read_bands` supply what the headers lack; a header value wins. Pixel values are
     taken as sky-subtracted flux per pixel. Arrays are returned as stored (bottom row first;
     `conventions.image_to_fits_pixels` maps image coordinates there).
@@ -40,15 +46,19 @@ from astropy.wcs.utils import proj_plane_pixel_scales
 
 __all__ = [
     "KNOWN_BANDS",
+    "PSF_EXTNAME_PREFIX",
     "BandImages",
     "BandReadError",
     "band_name",
     "names_its_bands",
+    "psf_band",
     "read_bands",
 ]
 
 # Band names in wavelength order (bluest first); others sort after them, in file order.
 KNOWN_BANDS = ("u", "g", "r", "i", "z", "y")
+# EXTNAME prefix of a band's PSF image HDU (`PSF_R`, any case).
+PSF_EXTNAME_PREFIX = "PSF_"
 
 
 class BandReadError(ValueError):
@@ -66,6 +76,8 @@ class BandImages:
         gains: band name -> Poisson counts per unit of flux (inf where unknown).
         wcs: the celestial WCS of the planes (astropy's 0-based pixel frame), or None.
         pixel_scale_arcsec: arcsec per pixel (NaN where unknown).
+        psf_images: band name -> float64 [h, w] PSF image of unit sum, for the bands the file
+            gives one (`PSF_EXTNAME_PREFIX`).
     """
 
     images: Mapping[str, np.ndarray]
@@ -74,6 +86,7 @@ class BandImages:
     gains: Mapping[str, float]
     wcs: WCS | None
     pixel_scale_arcsec: float
+    psf_images: Mapping[str, np.ndarray] = dataclasses.field(default_factory=dict)
 
     @property
     def reference_fwhm_px(self) -> float:
@@ -81,8 +94,19 @@ class BandImages:
         return self.psf_fwhm_px.get("r", float(np.median(list(self.psf_fwhm_px.values()))))
 
 
+def psf_band(header: fits.Header) -> str | None:
+    """The band whose PSF image an HDU holds (EXTNAME `PSF_<band>`), lower case; None for other HDUs."""
+    extname = str(header.get("EXTNAME", "")).strip()
+    if extname.upper().startswith(PSF_EXTNAME_PREFIX) and len(extname) > len(PSF_EXTNAME_PREFIX):
+        return extname[len(PSF_EXTNAME_PREFIX):].lower()
+    return None
+
+
 def band_name(header: fits.Header) -> str | None:
-    """The band an image HDU holds: its FILTER, else its EXTNAME, stripped and lower case; None if neither."""
+    """The band an image HDU holds: its FILTER, else its EXTNAME, stripped and lower case; None if
+    neither or if it holds a PSF image (`psf_band`)."""
+    if psf_band(header) is not None:
+        return None
     for key in ("FILTER", "EXTNAME"):
         value = header.get(key)
         if value is not None and str(value).strip():
@@ -132,7 +156,8 @@ def read_bands(
 
     Raises:
         BandReadError: no named bands, an unnamed or repeated band, a required band missing,
-            shapes differing between bands, no zero point, or no or non-positive FWHM or pixel scale.
+            shapes differing between bands, no zero point, no or non-positive FWHM or pixel
+            scale, or a PSF image that is not finite, 2-D and of positive sum, or of no band.
     """
     name = Path(path).name
     try:
@@ -141,6 +166,17 @@ def read_bands(
                     if hdu.is_image and hdu.data is not None and hdu.data.size > 0]
     except Exception as error:  # astropy raises many types for corrupt files
         raise BandReadError(f"{name}: {type(error).__name__}: {error}") from error
+    psf_images = {}
+    for header, data in hdus:
+        band = psf_band(header)
+        if band is None:
+            continue
+        if band in psf_images:
+            raise BandReadError(f"{name}: two PSF images of band {band!r}")
+        if data.ndim != 2 or not np.all(np.isfinite(data)) or not data.sum() > 0:
+            raise BandReadError(f"{name}: the PSF image of band {band!r} must be a finite 2-D image of positive sum")
+        psf_images[band] = data.astype(np.float64) / data.astype(np.float64).sum()
+    hdus = [(header, data) for header, data in hdus if psf_band(header) is None]
     if not names_its_bands([header for header, _ in hdus]):
         raise BandReadError(f"{name}: no image HDU names its band (FILTER, or EXTNAME one of {', '.join(KNOWN_BANDS)})")
     planes: dict[str, tuple[fits.Header, np.ndarray]] = {}
@@ -188,4 +224,7 @@ def read_bands(
         zero_points[band] = float(zp)
         fwhm_px[band] = float(fwhm) / scale
         gains[band] = math.inf if band_gain is None else float(band_gain)
-    return BandImages(images, zero_points, fwhm_px, gains, wcs, float(scale))
+    unknown = [band for band in psf_images if band not in images]
+    if unknown:
+        raise BandReadError(f"{name}: PSF images of {', '.join(unknown)}, which are not among its bands {', '.join(images)}")
+    return BandImages(images, zero_points, fwhm_px, gains, wcs, float(scale), psf_images)

@@ -18,9 +18,10 @@ def galaxy(tmp_path_factory):
 
 
 def _rewrite(source, destination, order, *, edit=None):
-    """Copies `source` with its band HDUs in `order` (names any case); `edit(band, hdu)` may change one."""
+    """Copies `source` with its band HDUs in `order` (names any case), without its PSF images;
+    `edit(band, hdu)` may change one."""
     with fits.open(source) as hdul:
-        by_band = {hdu.header["FILTER"]: hdu.copy() for hdu in hdul[1:]}
+        by_band = {hdu.header["FILTER"]: hdu.copy() for hdu in hdul[1:] if "FILTER" in hdu.header}
     hdus = [fits.PrimaryHDU()]
     for band in order:
         hdu = by_band[band.lower()]
@@ -71,6 +72,33 @@ def test_read_bands_in_wavelength_order(galaxy, tmp_path):
         assert bands.gains["r"] == pytest.approx(r.header["GAIN"])
     assert np.median(bands.images["r"]) == pytest.approx(0, abs=5 * NANOMAGGIES_PER_UNIT)
     assert bands.wcs is not None and bands.wcs.has_celestial
+
+
+def test_psf_images_are_read_by_band_and_normalised(galaxy, tmp_path):
+    bands = read_bands(galaxy)
+    assert sorted(bands.psf_images) == sorted("ugriz")
+    psf = bands.psf_images["r"]
+    assert psf.sum() == pytest.approx(1.0)
+    centre = np.unravel_index(np.argmax(psf), psf.shape)
+    assert centre == (psf.shape[0] // 2, psf.shape[1] // 2)
+    # A file without them: no PSF images; the picture ignores them either way.
+    bare = _rewrite(galaxy, tmp_path / "bare.fits", ("u", "g", "r", "i", "z"))
+    assert read_bands(bare).psf_images == {}
+    np.testing.assert_array_equal(read_image(galaxy).rgb, read_image(bare).rgb)
+
+
+@pytest.mark.parametrize(
+    "psf, name, message",
+    [
+        (np.full((5, 5), np.nan), "PSF_R", r"^bad.fits: the PSF image of band 'r' must be a finite 2-D image of positive sum$"),
+        (np.ones((5, 5)), "PSF_Y", r"^bad.fits: PSF images of y, which are not among its bands u, g, r, i, z$"),
+    ],
+)
+def test_bad_psf_images_give_one_clear_line(galaxy, tmp_path, psf, name, message):
+    path = _rewrite(galaxy, tmp_path / "bad.fits", ("u", "g", "r", "i", "z"))
+    fits.append(path, psf, header=fits.Header([("EXTNAME", name)]))
+    with pytest.raises(BandReadError, match=message):
+        read_bands(path)
 
 
 def _drop(*keys):

@@ -8,9 +8,11 @@ import pytest
 from gsfc_tf.host import detection_image, segment_host
 from gsfc_tf.photometry import (
     APERTURE_FWHM,
+    PsfMixture,
     clump_photometry,
     clump_light_fraction,
     merge_detections,
+    psf_mixture,
 )
 
 _SIZE = 101
@@ -35,22 +37,72 @@ def _measure(image, centres, **kwargs):
 
 
 def test_clump_light_fraction():
-    # A point source: the Gaussian PSF's 1 - exp(-r^2 / 2 sigma^2) = 1 - 2^(-4 (r / FWHM)^2).
-    point = clump_light_fraction(APERTURE_FWHM * _FWHM, _FWHM)
-    assert point == pytest.approx(1 - 2 ** (-4 * APERTURE_FWHM**2), abs=3e-5)
+    # A point source through a Gaussian PSF, as exact apertures sum it: 1 - exp(-r^2 / 2 sigma^2)
+    # with the pixel's 1/12 px^2 added to the PSF's sigma^2.
+    radius, sigma_sq = APERTURE_FWHM * _FWHM, (_FWHM / 2.3548200450309493) ** 2
+    point = clump_light_fraction(radius, _FWHM)
+    assert point == pytest.approx(1 - math.exp(-(radius**2) / (2 * (sigma_sq + 1 / 12))), abs=1e-4)
     assert clump_light_fraction(0.0, _FWHM) == 0.0
     # A clump as wide as the PSF's sigma loses more light outside and into the annulus.
-    wide = clump_light_fraction(APERTURE_FWHM * _FWHM, _FWHM, size_px=_FWHM / 2.3548)
+    wide = clump_light_fraction(radius, _FWHM, size_px=_FWHM / 2.3548)
     assert 0.5 < wide < point
-    # Numerically: a Gaussian of sigma^2 = 2 PSF sigma^2, its aperture less the annulus median.
-    sigma = math.sqrt(2) * _FWHM / 2.3548200450309493
+    # Numerically: a Gaussian of sigma^2 = 2 PSF sigma^2 + 1/12, its aperture less the annulus median.
+    sigma = math.sqrt(2 * sigma_sq + 1 / 12)
     y, x = (np.mgrid[:2001, :2001] - 1000) / 40
     profile = np.exp(-(x**2 + y**2) / (2 * sigma**2)) / (2 * np.pi * sigma**2) / 40**2
     distance = np.hypot(x, y)
     in_annulus = (distance >= 1.5 * _FWHM) & (distance < 2.5 * _FWHM)
     background = np.median(profile[in_annulus])
-    in_aperture = distance < APERTURE_FWHM * _FWHM
+    in_aperture = distance < radius
     assert wide == pytest.approx(profile[in_aperture].sum() - background * in_aperture.sum(), abs=0.005)
+    # A PSF given as a mixture: the weighted sum of its Gaussians' fractions.
+    core, wing = PsfMixture(np.ones(1), np.array([sigma_sq])), PsfMixture(np.ones(1), np.array([4 * sigma_sq]))
+    mixed = clump_light_fraction(radius, _FWHM, psf=PsfMixture(np.array([0.9, 0.1]), np.array([sigma_sq, 4 * sigma_sq])))
+    assert mixed == pytest.approx(
+        0.9 * clump_light_fraction(radius, _FWHM, psf=core) + 0.1 * clump_light_fraction(radius, _FWHM, psf=wing)
+    )
+    assert clump_light_fraction(radius, _FWHM, psf=core) == pytest.approx(point)
+
+
+def _moffat_image(beta, fwhm=_FWHM, size=_SIZE, x0=None, y0=None, flux=1.0):
+    """[size, size] Moffat profile of total `flux` (the whole plane's) at (x0, y0), default the centre."""
+    x0 = (size - 1) / 2 if x0 is None else x0
+    y0 = (size - 1) / 2 if y0 is None else y0
+    alpha = fwhm / (2 * math.sqrt(2 ** (1 / beta) - 1))
+    y, x = np.mgrid[:size, :size]
+    return flux * (beta - 1) / (math.pi * alpha**2) * (1 + ((x - x0) ** 2 + (y - y0) ** 2) / alpha**2) ** -beta
+
+
+@pytest.mark.parametrize("beta", [2.0, 3.0, 4.5])
+def test_psf_mixture_gives_what_the_aperture_measures_on_the_psf(beta):
+    # The correction from a Moffat PSF image equals the aperture less the annulus median measured
+    # on that image (of the whole plane's light) within 0.005; a Gaussian of the FWHM misses its
+    # wings by 0.05-0.3.
+    image = _moffat_image(beta, size=201)
+    centre = [[100.0, 100.0]]
+    measured = _measure(image, centre)
+    gaussian_fraction = clump_light_fraction(APERTURE_FWHM * _FWHM, _FWHM)
+    aperture_less_annulus = measured["flux_r"][0] * gaussian_fraction  # undo the Gaussian correction
+    mixture = psf_mixture(image[80:121, 80:121], _FWHM)
+    assert mixture.weights.sum() == pytest.approx(1.0)
+    fraction = clump_light_fraction(APERTURE_FWHM * _FWHM, _FWHM, psf=mixture)
+    assert fraction == pytest.approx(aperture_less_annulus, abs=0.005)
+    assert gaussian_fraction - fraction > 0.05
+
+
+def test_psf_images_correct_a_moffat_clumps_flux():
+    # A clump seen through a Moffat PSF (beta 2.5) on a disc: its PSF image gives its flux as well
+    # as a Gaussian clump's on a Gaussian PSF (102.7, the disc's curvature: see above); a
+    # Gaussian of the FWHM leaves out the wings, 20 % of the light.
+    image = _disc() + _moffat_image(2.5, x0=70.0, y0=50.0, flux=100.0)
+    psf = _moffat_image(2.5, size=41)
+    with_psf = _measure(image, [[70.0, 50.0]], psf_images={"r": psf})["flux_r"][0]
+    assert with_psf == pytest.approx(100.0, rel=0.03)
+    assert _measure(image, [[70.0, 50.0]])["flux_r"][0] < 85.0
+    # Resolved: the same clump's fitted size stays a point's.
+    resolved = _measure(image, [[70.0, 50.0]], psf_images={"r": psf}, resolved=True)
+    assert resolved["size"][0] < 0.3
+    assert resolved["flux_r"][0] == pytest.approx(100.0, rel=0.04)
 
 
 def test_point_source_is_recovered():
@@ -64,11 +116,11 @@ def test_point_source_is_recovered():
 
 def test_point_source_on_a_disc_is_recovered():
     # 20 px out on an exponential disc (scale 15 px) holding 35x its light, 1.3x its peak under
-    # it: the annulus removes the disc. Measured 102.1: the annulus' median follows the curved
+    # it: the annulus removes the disc. Measured 102.7: the annulus' median follows the curved
     # isophotes, a little below the disc under the clump. Without the background: 150.
     disc = _disc()
     table = _measure(disc + _gaussian(70.0, 50.0, 100.0), [[70.0, 50.0]])
-    assert table["flux_r"][0] == pytest.approx(100.0, rel=0.025)
+    assert table["flux_r"][0] == pytest.approx(100.0, rel=0.03)
     assert _measure(disc, [[70.0, 50.0]])["background_r"][0] == pytest.approx(disc[50, 70], rel=0.1)
 
 

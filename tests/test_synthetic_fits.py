@@ -99,8 +99,10 @@ def test_fits_layout(written):
     assert [p.name for p in paths] == ["galaxy_00000.fits", "galaxy_00001.fits", "galaxy_00002.fits"]
     with fits.open(paths[0]) as hdul:
         assert hdul[0].data is None and hdul[0].header["OBJECT"] == "galaxy_00000"
-        assert [h.header["FILTER"] for h in hdul[1:]] == list(FITS_BAND_ORDER)
-        assert all(h.header["MAGZP"] == ZERO_POINT and h.header["BUNIT"] == "nanomaggy" for h in hdul[1:])
+        band_hdus, psf_hdus = hdul[1 : 1 + len(FITS_BAND_ORDER)], hdul[1 + len(FITS_BAND_ORDER) :]
+        assert [h.header["FILTER"] for h in band_hdus] == list(FITS_BAND_ORDER)
+        assert all(h.header["MAGZP"] == ZERO_POINT and h.header["BUNIT"] == "nanomaggy" for h in band_hdus)
+        assert [h.name for h in psf_hdus] == [f"PSF_{band.upper()}" for band in FITS_BAND_ORDER]
 
 
 def test_fits_planes_are_the_generator_light(written):
@@ -111,6 +113,8 @@ def test_fits_planes_are_the_generator_light(written):
             expected = bands.images[k][::-1] * np.float32(NANOMAGGIES_PER_UNIT)
             np.testing.assert_array_equal(read.images[band], expected)
             assert read.psf_fwhm_px[band] == pytest.approx(bands.psf_fwhm)
+            # The PSF image: the galaxy's PSF as its sources are drawn, of that FWHM.
+            np.testing.assert_allclose(read.psf_images[band], synthetic.psf_image(bands.galaxy.choices) / synthetic.psf_image(bands.galaxy.choices).sum(), rtol=1e-6)
         # The reader flips the rows back to the boxes' frame and maps the nanomaggies with the
         # generator's composite, given the stretch and Q the galaxy drew: exactly its picture.
         choices = bands.galaxy.choices

@@ -78,6 +78,7 @@ __all__ = [
     "generate_bands",
     "generate_galaxies",
     "generate_galaxy",
+    "psf_image",
 ]
 
 # Galaxy Zoo: Clump Scout consensus boxes (Popp et al. 2024), 200-px crops, measured from the
@@ -525,6 +526,18 @@ def _psf(choices: RenderChoices) -> _Mixture:
         return _moffat(choices.moffat_beta, choices.psf_fwhm)
     unit = _GAUSSIAN if choices.psf_shape == "gaussian" else _DOUBLE_GAUSSIAN
     return _with_fwhm(unit, choices.psf_fwhm)
+
+
+def psf_image(choices: RenderChoices) -> np.ndarray:
+    """float32 [S, S] the galaxy's PSF (`_psf`) sampled at pixel centres as its sources are, centred on
+    the central pixel of an odd stamp reaching 5 sigma of its widest Gaussian (at most 12 FWHM)
+    from it: what a survey's PSF model gives photometry (`gsfc_tf.bands`' PSF images)."""
+    psf = _psf(choices)
+    half = math.ceil(min(5 * math.sqrt(psf.variances.max()), 12 * choices.psf_fwhm))
+    stamp = np.zeros((1, 2 * half + 1, 2 * half + 1))
+    for weight, variance in zip(*psf):
+        _add_gaussian(stamp, half + 0.5, half + 0.5, variance, variance, 0.0, np.array([weight]))
+    return stamp[0].astype(np.float32)
 
 
 def _log_uniform(rng: np.random.Generator, low_high: tuple[float, float]) -> float:

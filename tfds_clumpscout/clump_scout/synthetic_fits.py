@@ -15,6 +15,8 @@ File layout:
       - PSFFWHM (arcsec) and PIXSCALE (0.396 arcsec per pixel, SDSS's);
       - GAIN, Poisson counts per nanomaggy (the noise model's, for flux errors);
       - a TAN WCS centred on the galaxy's (RA, DEC), north up, east left.
+    Then, per band in the same order, its PSF image (EXTNAME `PSF_<band>`, `synthetic.psf_image`;
+    every band's PSF is the same): photometry corrects its apertures for it.
     Rows are stored bottom row first, as FITS images are: a reader that flips them to top row
     first (as `read_image` does) gets the generator's image frame, the frame of the boxes.
 
@@ -43,7 +45,7 @@ from astropy.wcs import WCS
 
 from gsfc_tf import conventions
 # The one reader of this layout, re-exported here beside its writer.
-from gsfc_tf.bands import BandImages, read_bands
+from gsfc_tf.bands import PSF_EXTNAME_PREFIX, BandImages, read_bands
 from gsfc_tf.evaluation import ImageBoxes
 from tfds_clumpscout.clump_scout.synthetic import (
     BAND_NAMES,
@@ -53,6 +55,7 @@ from tfds_clumpscout.clump_scout.synthetic import (
     RenderFamily,
     SyntheticBands,
     generate_bands,
+    psf_image,
 )
 
 __all__ = [
@@ -119,6 +122,8 @@ def write_galaxy_fits(bands: SyntheticBands, path: str | Path, *, galaxy_id: str
         plane = bands.images[BAND_NAMES.index(band)] * np.float32(NANOMAGGIES_PER_UNIT)
         # FITS rows run upward: the image's bottom row is stored first.
         hdus.append(fits.ImageHDU(np.ascontiguousarray(plane[::-1]), header=_band_header(band, bands)))
+    psf = psf_image(bands.galaxy.choices)
+    hdus += [fits.ImageHDU(psf, name=f"{PSF_EXTNAME_PREFIX}{band.upper()}") for band in FITS_BAND_ORDER]
     fits.HDUList(hdus).writeto(path, overwrite=overwrite)
     return path
 
