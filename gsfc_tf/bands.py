@@ -1,4 +1,4 @@
-"""Named band images of a multi-band FITS cutout: the one reader of that layout.
+"""Named band images of a multi-band FITS cutout: the one reader of those layouts.
 
 Model-free (numpy and astropy; no TensorFlow). `gsfc_tf.images.read_image` takes its g, r, i
 planes by the same names (`band_name`); `read_bands` reads every band with what photometry
@@ -24,6 +24,14 @@ File layout (what `tfds_clumpscout.clump_scout.synthetic_fits.write_galaxy_fits`
     `read_PSF` reconstructs them, or any survey's), normalised here to unit sum. Bands without
     one are corrected for a Gaussian of their FWHM.
 
+    Two more layouts give the same:
+      a cube              a 3-D image HDU (B, H, W) whose BANDS keyword lists its planes' bands
+                          (comma- or space-separated, e.g. 'u,g,r,i,z'); its header's values
+                          serve every band.
+      one file per band   a path holding `BAND_PLACEHOLDER` ("{band}"), e.g.
+                          'cutouts/J1234_{band}.fits': each band of `KNOWN_BANDS` whose file
+                          exists is that file's first image HDU (its FILTER, if any, must agree).
+
     Options of `read_bands` supply what the headers lack; a header value wins. Pixel values are
     taken as sky-subtracted flux per pixel. Arrays are returned as stored (bottom row first;
     `conventions.image_to_fits_pixels` maps image coordinates there).
@@ -45,6 +53,7 @@ from astropy.wcs import WCS, FITSFixedWarning
 from astropy.wcs.utils import proj_plane_pixel_scales
 
 __all__ = [
+    "BAND_PLACEHOLDER",
     "KNOWN_BANDS",
     "PSF_EXTNAME_PREFIX",
     "BandImages",
@@ -53,12 +62,15 @@ __all__ = [
     "names_its_bands",
     "psf_band",
     "read_bands",
+    "read_hdus",
 ]
 
 # Band names in wavelength order (bluest first); others sort after them, in file order.
 KNOWN_BANDS = ("u", "g", "r", "i", "z", "y")
 # EXTNAME prefix of a band's PSF image HDU (`PSF_R`, any case).
 PSF_EXTNAME_PREFIX = "PSF_"
+# Stands for the band's name in the path of a galaxy's one-file-per-band cutouts.
+BAND_PLACEHOLDER = "{band}"
 
 
 class BandReadError(ValueError):
@@ -131,6 +143,70 @@ def _wavelength_order(names: list[str]) -> list[str]:
     return sorted(names, key=lambda name: (KNOWN_BANDS.index(name) if name in KNOWN_BANDS else len(KNOWN_BANDS)))
 
 
+def _image_hdus(path: str | Path) -> list[tuple[fits.Header, np.ndarray]]:
+    """(header, float32 data) of a FITS file's image HDUs that hold data."""
+    try:
+        with fits.open(path, memmap=False) as hdul:
+            return [(hdu.header.copy(), np.asarray(hdu.data, np.float32)) for hdu in hdul
+                    if hdu.is_image and hdu.data is not None and hdu.data.size > 0]
+    except Exception as error:  # astropy raises many types for corrupt files
+        raise BandReadError(f"{Path(path).name}: {type(error).__name__}: {error}") from error
+
+
+def read_hdus(path: str | Path) -> list[tuple[fits.Header, np.ndarray]]:
+    """(header, float32 data) of a cutout's image HDUs that hold data, in any layout of the module
+    docstring: a cube listing its BANDS comes as one 2-D plane per band and each file of a
+    `BAND_PLACEHOLDER` path as its band's plane, named by FILTER; PSF images are kept.
+
+    Raises:
+        BandReadError: an unreadable file, a cube whose BANDS do not match its planes, a
+            per-band file without an image or naming another band, no file for any band.
+    """
+    if BAND_PLACEHOLDER in str(path):
+        return _band_file_hdus(str(path))
+    return _split_band_cubes(Path(path).name, _image_hdus(path))
+
+
+def _split_band_cubes(name: str, hdus) -> list[tuple[fits.Header, np.ndarray]]:
+    """`hdus` of file `name` with each cube that lists its BANDS split into one plane per band."""
+    planes = []
+    for header, data in hdus:
+        if "BANDS" not in header:
+            planes.append((header, data))
+            continue
+        bands = str(header["BANDS"]).replace(",", " ").split()
+        if data.ndim != 3 or data.shape[0] != len(bands):
+            raise BandReadError(f"{name}: BANDS lists {len(bands)} bands ({', '.join(bands)}) for data of shape {data.shape}")
+        for band, plane in zip(bands, data):
+            plane_header = header.copy()
+            plane_header["FILTER"] = band
+            plane_header.pop("EXTNAME", None)
+            planes.append((plane_header, plane))
+    return planes
+
+
+def _band_file_hdus(pattern: str) -> list[tuple[fits.Header, np.ndarray]]:
+    """The band planes (their first image HDU, named by the file) and PSF images of a galaxy's files per band."""
+    hdus = []
+    for band in KNOWN_BANDS:
+        path = Path(pattern.replace(BAND_PLACEHOLDER, band))
+        if not path.exists():
+            continue
+        in_file = _image_hdus(path)
+        planes = [(header, data) for header, data in in_file if psf_band(header) is None]
+        if not planes:
+            raise BandReadError(f"{path.name}: holds no image")
+        header, data = planes[0]
+        named = str(header.get("FILTER", band)).strip().lower()
+        if named != band:
+            raise BandReadError(f"{path.name}: FILTER says band {named!r}, the file name {band!r}")
+        header["FILTER"] = band
+        hdus += [(header, data), *((h, d) for h, d in in_file if psf_band(h) is not None)]
+    if not hdus:
+        raise BandReadError(f"{Path(pattern).name}: no file for any band ({', '.join(KNOWN_BANDS)})")
+    return hdus
+
+
 def read_bands(
     path: str | Path,
     *,
@@ -143,7 +219,8 @@ def read_bands(
     """Reads every named band of a multi-band FITS cutout (module docstring).
 
     Args:
-        path: the FITS file (optionally gzipped).
+        path: the FITS file (optionally gzipped), or the pattern of a galaxy's files per band
+            (holding `BAND_PLACEHOLDER`).
         zero_point: AB magnitude of one unit of flux, for bands without MAGZP (a number, or
             band name -> number).
         fwhm_arcsec: PSF FWHM (arcsec) for bands without PSFFWHM, likewise.
@@ -160,12 +237,7 @@ def read_bands(
             scale, or a PSF image that is not finite, 2-D and of positive sum, or of no band.
     """
     name = Path(path).name
-    try:
-        with fits.open(path, memmap=False) as hdul:
-            hdus = [(hdu.header.copy(), np.asarray(hdu.data, np.float32)) for hdu in hdul
-                    if hdu.is_image and hdu.data is not None and hdu.data.size > 0]
-    except Exception as error:  # astropy raises many types for corrupt files
-        raise BandReadError(f"{name}: {type(error).__name__}: {error}") from error
+    hdus = read_hdus(path)
     psf_images = {}
     for header, data in hdus:
         band = psf_band(header)

@@ -94,7 +94,7 @@ from astropy.wcs import WCS, FITSFixedWarning
 from tqdm.auto import tqdm
 
 from gsfc_tf import conventions
-from gsfc_tf.bands import BandImages, BandReadError, read_bands
+from gsfc_tf.bands import BAND_PLACEHOLDER, KNOWN_BANDS, BandImages, BandReadError, psf_band, read_bands, read_hdus
 from gsfc_tf.evaluation import ImageBoxes
 from gsfc_tf.host import HOST_FLAGS, Host, detection_image, segment_host
 from gsfc_tf.images import FITS_SUFFIXES, PICTURE_SUFFIXES, UnreadableImageError, read_image
@@ -502,10 +502,15 @@ def printable(path: str | os.PathLike) -> str:
 
 
 def galaxy_id(path: str | os.PathLike) -> str:
-    """A cutout's galaxy id: its file name without the image (and `.gz`) suffix, `printable`."""
+    """A cutout's galaxy id: its file name without the image (and `.gz`) suffix, `printable`;
+    for files per band without the band placeholder and the separators beside it."""
     name = Path(printable(path)).name
     name = name[:-3] if name.lower().endswith(".gz") else name
-    return Path(name).stem
+    stem = Path(name).stem
+    if BAND_PLACEHOLDER in stem:
+        before, _, after = stem.partition(BAND_PLACEHOLDER)
+        stem = (before.rstrip("_-.") + "_" + after.lstrip("_-.")).strip("_") or stem
+    return stem
 
 
 def _path_parts(path: str | os.PathLike) -> list[str]:
@@ -610,9 +615,8 @@ class ScienceImage(NamedTuple):
 
 
 def _fits_planes(path: Path, shape: tuple[int, int]) -> list[np.ndarray]:
-    """A FITS file's stored 2-D planes (or a cube's) of `shape`."""
-    with fits.open(path, memmap=False) as hdul:
-        planes = [np.asarray(h.data, np.float64) for h in hdul if h.is_image and h.data is not None]
+    """A FITS cutout's stored 2-D planes (or a cube's) of `shape`, in any `gsfc_tf.bands` layout."""
+    planes = [np.asarray(data, np.float64) for header, data in read_hdus(path) if psf_band(header) is None]
     return [p for plane in planes for p in (plane if plane.ndim == 3 else [plane]) if p.shape == shape]
 
 
@@ -827,6 +831,27 @@ def _glob(pattern: str) -> list[str]:
     return matches
 
 
+def _galaxies_of_band_files(pattern: str) -> list[str]:
+    """The galaxy paths (holding `BAND_PLACEHOLDER`) of the files per band a glob pattern matches.
+
+    The placeholder must sit in the file name, with no glob character after it:
+    `cutouts/*_{band}.fits` matches `cutouts/J1234_r.fits` and gives `cutouts/J1234_{band}.fits`.
+    """
+    folder, name = os.path.split(pattern)
+    before, placeholder, after = name.partition(BAND_PLACEHOLDER)
+    if BAND_PLACEHOLDER in folder or not placeholder or is_glob_pattern(after) or BAND_PLACEHOLDER in after:
+        raise ValueError(
+            f"{pattern}: {BAND_PLACEHOLDER} must appear once, in the file name, with no wildcard after it"
+        )
+    galaxies = set()
+    for band in KNOWN_BANDS:
+        for match in _glob(pattern.replace(BAND_PLACEHOLDER, band)):
+            match_folder, match_name = os.path.split(match)
+            stem = match_name[: len(match_name) - len(after)]
+            galaxies.add(os.path.join(match_folder, stem[: len(stem) - len(band)] + BAND_PLACEHOLDER + after))
+    return sorted(galaxies)
+
+
 def expand_image_paths(patterns: Iterable[str]) -> list[Path]:
     """Expands glob patterns (sorted matches); plain paths and patterns matching nothing stay as given.
 
@@ -835,11 +860,19 @@ def expand_image_paths(patterns: Iterable[str]) -> list[Path]:
     walked once however many links lead to it. Keeping unmatched names lets `iter_cutouts`
     report them as unreadable instead of silently dropping them. A file named twice (two
     overlapping patterns, `a.png` and `./a.png`, a link to it) is kept once, where it first
-    appears: it is one galaxy.
+    appears: it is one galaxy. A pattern holding `bands.BAND_PLACEHOLDER` in its file name
+    (`cutouts/*_{band}.fits`) finds galaxies with one file per band: each is one path holding the
+    placeholder (`cutouts/J1234_{band}.fits`), read by `bands.read_bands`.
+
+    Raises:
+        ValueError: a placeholder outside the file name or followed by a wildcard.
     """
     paths, seen = [], set()
     for pattern in patterns:
-        matches = sorted(set(_glob(pattern))) if is_glob_pattern(pattern) else []
+        if BAND_PLACEHOLDER in pattern:
+            matches = _galaxies_of_band_files(pattern) if is_glob_pattern(pattern) else []
+        else:
+            matches = sorted(set(_glob(pattern))) if is_glob_pattern(pattern) else []
         for path in [Path(p) for p in matches] or [Path(pattern)]:
             file = path.resolve()
             if file not in seen:

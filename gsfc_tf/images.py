@@ -79,15 +79,16 @@ def gri_composite(g, r, i, *, lupton_q: float = LUPTON_Q, lupton_stretch: float 
 
 
 def _read_fits(path: Path, lupton_q: float, lupton_stretch: float) -> Image:
-    # Deferred: astropy is slow to import and only FITS cutouts need it.
-    from astropy.io import fits
+    # Deferred: astropy (which `bands` imports) is slow to import and only FITS cutouts need it.
+    from gsfc_tf.bands import BandReadError, band_name, names_its_bands, psf_band, read_hdus
 
-    from gsfc_tf.bands import band_name, names_its_bands
-
-    with fits.open(path, memmap=False) as hdul:
-        hdus = [h for h in hdul if h.is_image and h.data is not None]
-        planes = [np.asarray(h.data, np.float32) for h in hdus]
-        headers = [h.header.copy() for h in hdus]
+    # Any layout `gsfc_tf.bands` reads (a cube listing its BANDS as one plane per band, or one file
+    # per band); PSF images are not planes.
+    try:
+        hdus = [(header, data) for header, data in read_hdus(path) if psf_band(header) is None]
+    except BandReadError as error:
+        raise UnreadableImageError(str(error)) from error
+    headers, planes = [header for header, _ in hdus], [data for _, data in hdus]
     header = headers[0] if headers else None
     if len(planes) > 1 and names_its_bands(headers):
         # The file names its bands (`gsfc_tf.bands`): g, r, i by name, in any HDU order.
@@ -159,7 +160,8 @@ def read_image(path: str | Path, *, lupton_q: float = LUPTON_Q, lupton_stretch: 
     PNG/JPEG (any Pillow format): RGB, RGBA (alpha dropped), greyscale or palette, 8 or
     16 bits, exactly as ``tf.io.decode_image(channels=3, dtype=tf.uint8)`` (and so the
     SavedModel) decodes a PNG: 16-bit values keep their high byte (``v >> 8``). FITS
-    (`FITS_SUFFIXES`, optionally gzipped): g, r, i planes taken by name when the image HDUs
+    (`FITS_SUFFIXES`, optionally gzipped; or a `gsfc_tf.bands` cube listing its BANDS, or a path
+    of one file per band holding "{band}"): g, r, i planes taken by name when the image HDUs
     name their bands (FILTER or EXTNAME, any case and order: `gsfc_tf.bands.names_its_bands`),
     else as a (3, H, W) cube in one HDU or as the first three image HDUs; combined by `gri_composite` (i -> R, r -> G, g -> B), or a
     single 2-D plane shown grey; flipped to top row first. NaN or infinite FITS pixels are

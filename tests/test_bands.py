@@ -140,3 +140,68 @@ def test_bad_input_gives_one_clear_line(galaxy, tmp_path, edit, kwargs, message)
     path = _rewrite(galaxy, tmp_path / "bad.fits", ("u", "g", "r", "i", "z"), edit=edit)
     with pytest.raises(BandReadError, match=message):
         read_bands(path, **kwargs)
+
+
+def _cube(galaxy, destination, order="ugriz", bands_keyword=None):
+    """The galaxy's planes in one (B, H, W) cube listing them in BANDS, with the r band's header values."""
+    bands = read_bands(galaxy)
+    with fits.open(galaxy) as hdul:
+        header = hdul["r"].header.copy()
+    for key in ("FILTER", "EXTNAME"):
+        del header[key]
+    header["BANDS"] = bands_keyword or ",".join(order)
+    fits.PrimaryHDU(np.stack([bands.images[band] for band in order]), header=header).writeto(destination)
+    return destination
+
+
+def _files_per_band(galaxy, folder, stem="J1234"):
+    """The galaxy's band HDUs as one file each, `{stem}_{band}.fits`; returns the placeholder path."""
+    with fits.open(galaxy) as hdul:
+        for hdu in hdul[1:]:
+            if "FILTER" in hdu.header:
+                fits.PrimaryHDU(hdu.data, header=hdu.header).writeto(folder / f"{stem}_{hdu.header['FILTER']}.fits")
+    return folder / f"{stem}_{{band}}.fits"
+
+
+def test_a_cube_listing_its_bands_reads_as_one_hdu_per_band(galaxy, tmp_path):
+    expected = read_bands(galaxy)
+    cube = read_bands(_cube(galaxy, tmp_path / "cube.fits", order="zirgu"))
+    assert list(cube.images) == ["u", "g", "r", "i", "z"]
+    for band in "ugriz":
+        np.testing.assert_array_equal(cube.images[band], expected.images[band])
+    assert cube.psf_fwhm_px == pytest.approx(expected.psf_fwhm_px) and cube.wcs is not None
+    # The picture takes g, r, i by the names BANDS gives, whatever the planes' order.
+    np.testing.assert_array_equal(read_image(tmp_path / "cube.fits").rgb, read_image(galaxy).rgb)
+
+
+def test_files_per_band_read_as_one_galaxy(galaxy, tmp_path):
+    from gsfc_tf.catalogue import expand_image_paths, galaxy_id, read_science
+
+    pattern = _files_per_band(galaxy, tmp_path)
+    expected = read_bands(galaxy)
+    per_band = read_bands(pattern)
+    assert list(per_band.images) == ["u", "g", "r", "i", "z"]
+    for band in "ugriz":
+        np.testing.assert_array_equal(per_band.images[band], expected.images[band])
+    picture = read_image(pattern).rgb
+    np.testing.assert_array_equal(picture, read_image(galaxy).rgb)
+    np.testing.assert_array_equal(read_science(pattern, picture).detection, read_science(galaxy, picture).detection)
+    # `predict` and `survey` find each galaxy once, named without its band.
+    _files_per_band(galaxy, tmp_path, stem="J5678")
+    found = expand_image_paths([str(tmp_path / "J*_{band}.fits")])
+    assert [path.name for path in found] == ["J1234_{band}.fits", "J5678_{band}.fits"]
+    assert [galaxy_id(path) for path in found] == ["J1234", "J5678"]
+    with pytest.raises(ValueError, match=r"\{band\} must appear once, in the file name, with no wildcard after it$"):
+        expand_image_paths([str(tmp_path / "J1234_{band}*.fits")])
+
+
+def test_bad_cubes_and_files_per_band_give_one_clear_line(galaxy, tmp_path):
+    _cube(galaxy, tmp_path / "cube.fits", bands_keyword="u,g,r")
+    with pytest.raises(BandReadError, match=r"^cube.fits: BANDS lists 3 bands \(u, g, r\) for data of shape \(5, 48, 48\)$"):
+        read_bands(tmp_path / "cube.fits")
+    pattern = _files_per_band(galaxy, tmp_path)
+    fits.setval(tmp_path / "J1234_g.fits", "FILTER", value="r")
+    with pytest.raises(BandReadError, match=r"^J1234_g.fits: FILTER says band 'r', the file name 'g'$"):
+        read_bands(pattern)
+    with pytest.raises(BandReadError, match=r"^nothing_\{band\}.fits: no file for any band \(u, g, r, i, z, y\)$"):
+        read_bands(tmp_path / "nothing_{band}.fits")
