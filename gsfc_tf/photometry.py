@@ -35,13 +35,14 @@ with r-band box SNR > 10, and the median |error| their flux errors alone would g
 
                               u              g              r              i              z
     resolved, PSF images      0.070 (-0.02)  0.058 (-0.01)  0.056 (-0.01)  0.064 (-0.00)  0.089 (-0.02)
-    resolved, Gaussian PSF    0.097 (-0.07)  0.106 (-0.07)  0.122 (-0.07)  0.124 (-0.07)  0.146 (-0.10)
+    resolved, Gaussian PSF    0.104 (-0.07)  0.097 (-0.06)  0.100 (-0.06)  0.106 (-0.07)  0.131 (-0.10)
     point, PSF images         0.114 (-0.11)  0.165 (-0.12)  0.166 (-0.13)  0.167 (-0.12)  0.183 (-0.15)
     noise                     0.039          0.030          0.029          0.037          0.059
 
 A Gaussian of the FWHM misses a Moffat PSF's wings (a beta-2.5 Moffat holds 0.77 of its light in
 1.125 FWHM, a Gaussian 0.97): with the PSF images the Moffat-PSF clumps' r-band bias went from
--0.12 to 0.00. Fitting the size in all bands at once, not only in r, took r from 0.076 to 0.061;
+-0.12 to 0.00 (the last session's photometry, a Gaussian PSF and sizes fitted in r alone: 0.097-0.146).
+Fitting the size in all bands at once, not only in r, took r from 0.076 to 0.061;
 adding the pixel's own blur to the model (`_PIXEL_VARIANCE`) made point sources' fitted sizes
 0.07 PSF sigma (median) instead of 0.21. What is left: exponential clumps (a Gaussian size
 under-corrects their wings: 0.077, bias -0.05; Gaussian clumps 0.046), clumps faint against the
