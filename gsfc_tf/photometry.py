@@ -71,7 +71,7 @@ from astropy.coordinates import SkyCoord
 from astropy.stats import SigmaClip
 from astropy.table import Table
 from astropy.wcs import WCS
-from photutils.aperture import ApertureStats, CircularAnnulus, CircularAperture, aperture_photometry
+from photutils.aperture import CircularAnnulus, CircularAperture
 from scipy.optimize import nnls
 
 from gsfc_tf.host import Host, host_fluxes
@@ -252,11 +252,41 @@ def _check_bands(bands: Mapping[str, np.ndarray], per_band: Mapping[str, Mapping
     return images
 
 
-def _other_apertures_mask(shape, centres, radius) -> np.ndarray:
-    """bool [N, H, W]: for clump k, the pixels within `radius` of any other clump's centre."""
-    rows, columns = np.indices(shape)
-    near = np.hypot(columns[None] - centres[:, 0, None, None], rows[None] - centres[:, 1, None, None]) <= radius
-    return near.sum(axis=0, keepdims=True) - near > 0
+@dataclasses.dataclass(frozen=True)
+class _Geometry:
+    """The clumps' apertures and annuli in one FWHM, made once for every band that has it.
+
+    Attributes:
+        radius: the aperture's radius, px.
+        apertures: per radius (the aperture's, half of it), per clump, photutils' exact
+            `ApertureMask`.
+        annuli: per clump, the annulus' pixels (centre method) as (rows, columns) of the image,
+            less those within `radius` of another clump's centre.
+    """
+
+    radius: float
+    apertures: tuple[list, list]
+    annuli: list[tuple[np.ndarray, np.ndarray]]
+
+    @classmethod
+    def make(cls, shape, centres, fwhm) -> _Geometry:
+        radius = APERTURE_FWHM * fwhm
+        if not len(centres):
+            return cls(radius, ([], []), [])
+        apertures = tuple(CircularAperture(centres, r=r).to_mask(method="exact") for r in (radius, radius / 2))
+        annuli = []
+        annulus_masks = CircularAnnulus(centres, r_in=ANNULUS_FWHM[0] * fwhm, r_out=ANNULUS_FWHM[1] * fwhm).to_mask(
+            method="center"
+        )
+        for k, annulus in enumerate(annulus_masks):
+            rows, columns = np.nonzero(annulus.data)
+            rows, columns = rows + annulus.bbox.iymin, columns + annulus.bbox.ixmin
+            inside = (rows >= 0) & (rows < shape[0]) & (columns >= 0) & (columns < shape[1])
+            others = np.delete(centres, k, axis=0)
+            near_other = (np.hypot(columns[:, None] - others[:, 0], rows[:, None] - others[:, 1]) <= radius).any(axis=1)
+            keep = inside & ~near_other
+            annuli.append((rows[keep], columns[keep]))
+        return cls(radius, apertures, annuli)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -274,32 +304,45 @@ class _Apertures:
     n_masked: np.ndarray
 
 
-def _measure_band(image, centres, *, fwhm, gain) -> _Apertures:
-    """Steps 1, 2 and 4 of the module docstring in one band: apertures, annuli and errors."""
-    if not len(centres):
+def _weighted_sums(mask, image: np.ndarray) -> float:
+    """The sum of `image` under a photutils `ApertureMask`'s weights (the part on the image)."""
+    large, small = mask.get_overlap_slices(image.shape)
+    return 0.0 if large is None else float(np.sum(mask.data[small] * image[large]))
+
+
+def _measure_band(image, geometry: _Geometry, *, gain) -> _Apertures:
+    """Steps 1, 2 and 4 of the module docstring in one band: apertures, annuli and errors.
+
+    The background is the median of the annulus' pixels (those whose centre lies in it: photutils'
+    'center' method) that are finite and not near another clump, sigma-clipped (`_SIGMA_CLIP`);
+    the apertures are photutils' exact ones.
+    """
+    n = len(geometry.annuli)
+    if not n:
         return _Apertures(*(np.zeros(0) for _ in range(5)))
     invalid = ~np.isfinite(image)
-    radius = APERTURE_FWHM * fwhm
-    annulus = CircularAnnulus(centres, r_in=ANNULUS_FWHM[0] * fwhm, r_out=ANNULUS_FWHM[1] * fwhm)
-    others = _other_apertures_mask(image.shape, centres, radius)
-    background, scatter, n_background = (np.empty(len(centres)) for _ in range(3))
-    for k in range(len(centres)):
-        stats = ApertureStats(image, annulus[k], mask=invalid | others[k], sigma_clip=_SIGMA_CLIP)
-        background[k], scatter[k], n_background[k] = stats.median, stats.std, stats.sum_aper_area.value
-    filled = np.where(invalid, 0.0, image)
+    background, scatter, n_background = (np.full(n, np.nan) for _ in range(3))
+    for k, (rows, columns) in enumerate(geometry.annuli):
+        values = image[rows, columns]
+        kept = _SIGMA_CLIP(values[np.isfinite(values)], masked=False)
+        if kept.size:
+            background[k], scatter[k], n_background[k] = np.median(kept), np.std(kept), kept.size
+    filled, valid = np.where(invalid, 0.0, image), (~invalid).astype(np.float64)
     fluxes, areas = [], []
-    for r in (radius, radius / 2):
-        aperture = CircularAperture(centres, r=r)
-        total = np.asarray(aperture_photometry(filled, aperture, mask=invalid)["aperture_sum"], np.float64)
-        area = np.asarray(aperture.area_overlap(filled, mask=invalid), np.float64)
-        fluxes.append((total - background * area) * aperture.area / area)
+    for r, masks in zip((geometry.radius, geometry.radius / 2), geometry.apertures):
+        total = np.array([_weighted_sums(mask, filled) for mask in masks])
+        area = np.array([_weighted_sums(mask, valid) for mask in masks])
+        with np.errstate(divide="ignore", invalid="ignore"):
+            fluxes.append((total - background * area) * (math.pi * r**2) / area)
         areas.append(area)
-    n_masked = np.pi * radius**2 - areas[0]
+    n_masked = np.pi * geometry.radius**2 - areas[0]
     # The background's own error (the median's, ~ sqrt(pi / 2) of the mean's) adds to the pixels'.
-    variance = areas[0] * scatter**2 * (1 + math.pi / 2 * areas[0] / n_background)
-    if math.isfinite(gain):
-        variance += np.maximum(fluxes[0], 0.0) / gain
-    return _Apertures(fluxes[0], fluxes[1], variance * (np.pi * radius**2 / areas[0]) ** 2, background, n_masked)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        variance = areas[0] * scatter**2 * (1 + math.pi / 2 * areas[0] / n_background)
+        if math.isfinite(gain):
+            variance += np.maximum(fluxes[0], 0.0) / gain
+        variance *= (np.pi * geometry.radius**2 / areas[0]) ** 2
+    return _Apertures(fluxes[0], fluxes[1], variance, background, n_masked)
 
 
 def _clump_sizes(measured: Mapping[str, _Apertures], fwhm_px: Mapping[str, float], psfs) -> np.ndarray:
@@ -387,8 +430,12 @@ def clump_photometry(
         raise ValueError(f"flag_band {flag_band!r} is not one of the bands {names}")
     gain = gain or {}
     psfs = {name: psf_mixture(image, fwhm_px[name]) for name, image in (psf_images or {}).items() if name in images}
+    geometries = {}  # one per distinct FWHM: bands of one PSF share their apertures
+    for name in images:
+        if fwhm_px[name] not in geometries:
+            geometries[fwhm_px[name]] = _Geometry.make(next(iter(images.values())).shape, centres, fwhm_px[name])
     measured = {
-        name: _measure_band(image, centres.reshape(-1, 2), fwhm=fwhm_px[name], gain=gain.get(name, math.inf))
+        name: _measure_band(image, geometries[fwhm_px[name]], gain=gain.get(name, math.inf))
         for name, image in images.items()
     }
     size = _clump_sizes(measured, fwhm_px, psfs) if resolved and len(centres) else np.zeros(len(centres))
