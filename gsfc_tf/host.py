@@ -18,7 +18,8 @@ How the host is found (`segment_host`):
        No source there is a per-galaxy flag, not an error, and every detection is off.
     4. Its centroid, shape and half-light radius come from photutils' `SourceCatalog`; its flux
        in each band (`host_fluxes`) is the Kron flux in the detection image's Kron aperture,
-       other sources' pixels there replaced by their mirror images.
+       other sources' pixels there replaced by their mirror images: photutils' `kron_flux`,
+       with the aperture's exact pixel overlap made once for all bands (`_KronAperture`).
 
 The host is not deblended: splitting off peaks with 30 % of its light (`deblend_sources`)
 moved neither its Kron flux nor its centroid (80 galaxies of seed 77 below: r-band Kron flux
@@ -75,6 +76,7 @@ from astropy import units as u
 from astropy.convolution import convolve
 from astropy.stats import mad_std
 from astropy.table import Table
+from photutils.aperture import CircularAperture
 from photutils.background import Background2D, MADStdBackgroundRMS, MedianBackground
 from photutils.segmentation import (
     SegmentationImage,
@@ -82,6 +84,7 @@ from photutils.segmentation import (
     detect_sources,
     make_2dgaussian_kernel,
 )
+from photutils.geometry import circular_overlap_grid, elliptical_overlap_grid
 from photutils.utils import NoDetectionsWarning
 
 __all__ = [
@@ -315,6 +318,12 @@ def host_fluxes(bands: Mapping[str, np.ndarray], host: Host) -> dict[str, float]
     centre (photutils' 'correct' method); NaN pixels are left out. NaN in every band when the
     host was not found.
 
+    The value is photutils' `SourceCatalog(band, host.segmentation, mask=NaN pixels,
+    detection_catalog=host.catalog).kron_flux` (the tests compare the two), but the aperture's
+    exact pixel overlap and the mirror geometry, the same in every band, are made once
+    (`_KronAperture`) rather than once a band: photutils computes that overlap over the whole
+    bounding box, which a host filling the crop overfills, 9-13 ms a band at 200 px.
+
     Args:
         bands: band name -> [H, W] sky-subtracted image in flux per pixel, the frame of `host`.
         host: from `segment_host` on these bands' detection image.
@@ -322,14 +331,91 @@ def host_fluxes(bands: Mapping[str, np.ndarray], host: Host) -> dict[str, float]
     Returns:
         band name -> flux, in the images' units.
     """
-    if not host.found:
-        return {name: math.nan for name in bands}
-    fluxes = {}
+    images = {}
     for name, image in bands.items():
         image = _check_image(f"band {name!r}", image)
         if image.shape != host.mask.shape:
             raise ValueError(f"band {name!r} has shape {image.shape}, the host's mask {host.mask.shape}")
-        invalid = ~np.isfinite(image)
-        catalog = SourceCatalog(image, host.segmentation, mask=invalid, detection_catalog=host.catalog)
-        fluxes[name] = float(catalog.select_label(host.label).kron_flux)
-    return fluxes
+        images[name] = image
+    if not host.found:
+        return {name: math.nan for name in images}
+    aperture = _KronAperture.of_host(host)
+    return {name: aperture.flux(image) for name, image in images.items()}
+
+
+@dataclasses.dataclass(frozen=True)
+class _KronAperture:
+    """The host's Kron aperture on its image, as photutils' `SourceCatalog` applies it to a band.
+
+    photutils 3.0 (`SourceCatalog._calc_kron_photometry`, 'correct' neighbour method) cuts the
+    band to the aperture's bounding box (the part in the image), replaces the other segments'
+    pixels there by the pixel mirrored about the aperture's centre pixel (0 where that pixel is
+    outside the cut, on another segment or NaN: `segmentation.utils._mask_to_mirrored_value`),
+    and sums weight x value over the pixels the aperture overlaps that are not NaN.
+
+    Attributes:
+        cut: the image's (rows, columns) slices of the bounding box; None when the aperture is
+            off the image or undefined (photutils gives no aperture: NaN flux).
+        weights: float64 [h, w] the exact share of each pixel of the cut inside the aperture.
+        neighbour_yx: ([N], [N]) the cut's pixels inside the aperture on another segment.
+        mirror_yx: ([N], [N]) their mirror pixels, -1 where the mirror gives 0 (outside the
+            cut or on another segment).
+    """
+
+    cut: tuple[slice, slice] | None
+    weights: np.ndarray | None = None
+    neighbour_yx: tuple[np.ndarray, np.ndarray] | None = None
+    mirror_yx: tuple[np.ndarray, np.ndarray] | None = None
+
+    @classmethod
+    def of_host(cls, host: Host) -> _KronAperture:
+        aperture = host.catalog.select_label(host.label).kron_aperture
+        if aperture is None:
+            return cls(None)
+        x, y = aperture.positions
+        if isinstance(aperture, CircularAperture):
+            x_extent = y_extent = aperture.r
+        else:
+            theta = u.Quantity(aperture.theta, u.rad).to_value(u.rad)
+            a_cos, a_sin = aperture.a * math.cos(theta), aperture.a * math.sin(theta)
+            b_cos, b_sin = aperture.b * math.cos(theta), aperture.b * math.sin(theta)
+            x_extent, y_extent = math.hypot(a_cos, b_sin), math.hypot(a_sin, b_cos)
+        # The bounding box as photutils 3.0's Kron photometry rounds it, clipped to the image: the
+        # overlap is computed on the clipped part only, the mirror stays within it.
+        height, width = host.mask.shape
+        x_min, y_min = max(math.floor(x - x_extent + 0.5), 0), max(math.floor(y - y_extent + 0.5), 0)
+        x_max = min(math.floor(x + x_extent + 1.5), width)
+        y_max = min(math.floor(y + y_extent + 1.5), height)
+        if x_min >= x_max or y_min >= y_max:
+            return cls(None)
+        edges = (x_min - 0.5 - x, x_max - 0.5 - x, y_min - 0.5 - y, y_max - 0.5 - y, x_max - x_min, y_max - y_min)
+        if isinstance(aperture, CircularAperture):
+            weights = circular_overlap_grid(*edges, aperture.r, 1, 1)
+        else:
+            weights = elliptical_overlap_grid(*edges, aperture.a, aperture.b, theta, 1, 1)
+        cut = (slice(y_min, y_max), slice(x_min, x_max))
+        segments = host.segmentation.data[cut]
+        rows, columns = np.nonzero((weights > 0) & (segments != host.label) & (segments != 0))
+        # photutils mirrors about int(centre + 0.5) in the cut's pixels.
+        mirror_rows = 2 * int(y - y_min + 0.5) - rows
+        mirror_columns = 2 * int(x - x_min + 0.5) - columns
+        inside = (mirror_rows >= 0) & (mirror_rows < y_max - y_min) & (mirror_columns >= 0) & (mirror_columns < x_max - x_min)
+        usable = inside.copy()
+        mirrored = segments[mirror_rows[inside], mirror_columns[inside]]
+        usable[inside] = (mirrored == host.label) | (mirrored == 0)
+        return cls(cut, weights, (rows, columns), (np.where(usable, mirror_rows, -1), np.where(usable, mirror_columns, -1)))
+
+    def flux(self, image: np.ndarray) -> float:
+        """The Kron flux of a float64 [H, W] band (NaN pixels left out; NaN when none is left)."""
+        if self.cut is None:
+            return math.nan
+        data = image[self.cut]
+        invalid = ~np.isfinite(data)
+        corrected = data.copy()
+        mirror_rows, mirror_columns = self.mirror_yx
+        mirrored = data[mirror_rows, mirror_columns]
+        unusable = (mirror_rows < 0) | invalid[mirror_rows, mirror_columns]
+        corrected[self.neighbour_yx] = np.where(unusable, 0.0, mirrored)
+        # photutils' sum, term for term: the same pixels in the same order.
+        values = (self.weights * corrected)[(self.weights > 0) & ~invalid]
+        return float(np.sum(values)) if values.size else math.nan
