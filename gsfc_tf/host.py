@@ -399,11 +399,13 @@ class _KronAperture:
         # photutils mirrors about int(centre + 0.5) in the cut's pixels.
         mirror_rows = 2 * int(y - y_min + 0.5) - rows
         mirror_columns = 2 * int(x - x_min + 0.5) - columns
-        inside = (mirror_rows >= 0) & (mirror_rows < y_max - y_min) & (mirror_columns >= 0) & (mirror_columns < x_max - x_min)
-        usable = inside.copy()
-        mirrored = segments[mirror_rows[inside], mirror_columns[inside]]
-        usable[inside] = (mirrored == host.label) | (mirrored == 0)
-        return cls(cut, weights, (rows, columns), (np.where(usable, mirror_rows, -1), np.where(usable, mirror_columns, -1)))
+        cut_height, cut_width = weights.shape
+        in_cut = (0 <= mirror_rows) & (mirror_rows < cut_height) & (0 <= mirror_columns) & (mirror_columns < cut_width)
+        usable = in_cut.copy()
+        mirrored = segments[mirror_rows[in_cut], mirror_columns[in_cut]]
+        usable[in_cut] = (mirrored == host.label) | (mirrored == 0)
+        mirror_yx = (np.where(usable, mirror_rows, -1), np.where(usable, mirror_columns, -1))
+        return cls(cut, weights, (rows, columns), mirror_yx)
 
     def flux(self, image: np.ndarray) -> float:
         """The Kron flux of a float64 [H, W] band (NaN pixels left out; NaN when none is left)."""
