@@ -18,8 +18,10 @@ How the host is found (`segment_host`):
        No source there is a per-galaxy flag, not an error, and every detection is off.
     4. Its centroid, shape and half-light radius come from photutils' `SourceCatalog`; its flux
        in each band (`host_fluxes`) is the Kron flux in the detection image's Kron aperture,
-       other sources' pixels there replaced by their mirror images: photutils' `kron_flux`,
-       with the aperture's exact pixel overlap made once for all bands (`_KronAperture`).
+       other sources' pixels there replaced by their mirror images. The Kron aperture's exact
+       pixel overlap is made once (`Host.kron_aperture`) and serves the half-light radius and
+       every band: photutils' `flux_radius` and `kron_flux` make it again each time, over the
+       aperture's whole bounding box (9-15 ms each at 200 px); the tests compare the values.
 
 The host is not deblended: splitting off peaks with 30 % of its light (`deblend_sources`)
 moved neither its Kron flux nor its centroid (80 galaxies of seed 77 below: r-band Kron flux
@@ -86,6 +88,7 @@ from photutils.segmentation import (
 )
 from photutils.geometry import circular_overlap_grid, elliptical_overlap_grid
 from photutils.utils import NoDetectionsWarning
+from scipy.optimize import root_scalar
 
 __all__ = [
     "HOST_FLAGS",
@@ -118,7 +121,7 @@ class Host:
             False when not found.
         segmentation: the sources of the detection image (None if nothing was found).
         catalog: photutils' `SourceCatalog` of `segmentation` on the detection image (None
-            when the host was not found): its Kron apertures measure the host in every band.
+            when the host was not found).
         label: the host's segment in `segmentation` (0 when not found).
         background: the PSF-smoothed detection image's sky level per pixel.
         noise: its noise per pixel.
@@ -128,8 +131,11 @@ class Host:
             `semimajor_axis`, the 1-sigma semi-major axis), px.
         axis_ratio: minor over major RMS extent.
         position_angle: the major axis' angle, deg counter-clockwise from +x, in [0, 180).
-        half_light_radius: radius of the circle holding half its Kron flux, px.
+        half_light_radius: radius of the circle holding half its Kron flux, px (photutils'
+            `flux_radius(0.5)`).
         area: its segment's area, px^2.
+        kron_aperture: its Kron aperture in `catalog` on the image, which measures it in every
+            band (`host_fluxes`); None when not found.
     """
 
     flag: str
@@ -147,6 +153,7 @@ class Host:
     position_angle: float = math.nan
     half_light_radius: float = math.nan
     area: float = math.nan
+    kron_aperture: _KronAperture | None = dataclasses.field(default=None, repr=False)
 
     @property
     def found(self) -> bool:
@@ -293,6 +300,7 @@ def segment_host(
     label = int(sources.data[row, column])
     catalog = SourceCatalog(image - sky, sources, convolved_data=smoothed - sky, mask=invalid)
     source = catalog.select_label(label)
+    kron_aperture = _KronAperture.of_source(source, sources, label)
     return dataclasses.replace(
         host,
         flag="",
@@ -306,8 +314,9 @@ def segment_host(
         axis_ratio=float(source.semiminor_axis.value / source.semimajor_axis.value),
         # An ellipse's axis is the same at theta and theta + 180: one value in [0, 180).
         position_angle=float(source.orientation.to_value(u.deg)) % 180.0,
-        half_light_radius=float(source.flux_radius(0.5).value),
+        half_light_radius=_half_light_radius(image - sky, source, sources, label, kron_aperture),
         area=float(source.area.value),
+        kron_aperture=kron_aperture,
     )
 
 
@@ -319,10 +328,10 @@ def host_fluxes(bands: Mapping[str, np.ndarray], host: Host) -> dict[str, float]
     host was not found.
 
     The value is photutils' `SourceCatalog(band, host.segmentation, mask=NaN pixels,
-    detection_catalog=host.catalog).kron_flux` (the tests compare the two), but the aperture's
-    exact pixel overlap and the mirror geometry, the same in every band, are made once
-    (`_KronAperture`) rather than once a band: photutils computes that overlap over the whole
-    bounding box, which a host filling the crop overfills, 9-13 ms a band at 200 px.
+    detection_catalog=host.catalog).kron_flux` (the tests compare the two), from the aperture's
+    pixel overlap and mirror geometry that `segment_host` made once (`Host.kron_aperture`):
+    photutils makes them again for every band, over the aperture's whole bounding box, which
+    a host filling the crop overfills (9-13 ms a band at 200 px).
 
     Args:
         bands: band name -> [H, W] sky-subtracted image in flux per pixel, the frame of `host`.
@@ -339,37 +348,82 @@ def host_fluxes(bands: Mapping[str, np.ndarray], host: Host) -> dict[str, float]
         images[name] = image
     if not host.found:
         return {name: math.nan for name in images}
-    aperture = _KronAperture.of_host(host)
-    return {name: aperture.flux(image) for name, image in images.items()}
+    return {name: host.kron_aperture.flux(image) for name, image in images.items()}
+
+
+@dataclasses.dataclass(frozen=True)
+class _MirroredCut:
+    """A box of the image whose pixels on other segments than the host's take, as photutils'
+    'correct' method has them (`segmentation.utils._mask_to_mirrored_value`), the value of the
+    pixel mirrored about the box's pixel `int(centre + 0.5)`; 0 where that pixel is outside the
+    box, on another segment, or NaN.
+
+    Attributes:
+        box: the image's (rows, columns) slices.
+        neighbour_yx: ([N], [N]) the box's pixels on other segments that are replaced.
+        mirror_yx: ([N], [N]) their mirror pixels, -1 where the mirror gives 0 whatever the band.
+    """
+
+    box: tuple[slice, slice]
+    neighbour_yx: tuple[np.ndarray, np.ndarray]
+    mirror_yx: tuple[np.ndarray, np.ndarray]
+
+    @classmethod
+    def of(cls, segmentation: SegmentationImage, label: int, box: tuple[slice, slice], centre_xy, replaced=None):
+        """`replaced`: bool [h, w] pixels of the box that matter (default all)."""
+        segments = segmentation.data[box]
+        others = (segments != label) & (segments != 0)
+        rows, columns = np.nonzero(others if replaced is None else others & replaced)
+        mirror_rows = 2 * int(centre_xy[1] - box[0].start + 0.5) - rows
+        mirror_columns = 2 * int(centre_xy[0] - box[1].start + 0.5) - columns
+        height, width = segments.shape
+        in_box = (0 <= mirror_rows) & (mirror_rows < height) & (0 <= mirror_columns) & (mirror_columns < width)
+        usable = in_box.copy()
+        usable[in_box] = ~others[mirror_rows[in_box], mirror_columns[in_box]]
+        return cls(box, (rows, columns), (np.where(usable, mirror_rows, -1), np.where(usable, mirror_columns, -1)))
+
+    def values(self, image: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(float64 [h, w]: the box of an [H, W] image, neighbours' pixels replaced; bool [h, w]: its NaN pixels)."""
+        data = image[self.box]
+        invalid = ~np.isfinite(data)
+        corrected = data.copy()
+        mirror_rows, mirror_columns = self.mirror_yx
+        unusable = (mirror_rows < 0) | invalid[mirror_rows, mirror_columns]
+        corrected[self.neighbour_yx] = np.where(unusable, 0.0, data[mirror_rows, mirror_columns])
+        return corrected, invalid
+
+
+def _clipped_box(x_range: tuple[int, int], y_range: tuple[int, int], shape) -> tuple[slice, slice] | None:
+    """The (rows, columns) slices of the part of a pixel box in an image of `shape`; None if none is,
+    or if the box is larger than photutils measures in (the image or a million pixels: NaN)."""
+    if (x_range[1] - x_range[0]) * (y_range[1] - y_range[0]) > max(shape[0] * shape[1], 1_000_000):
+        return None
+    x_min, x_max = max(x_range[0], 0), min(x_range[1], shape[1])
+    y_min, y_max = max(y_range[0], 0), min(y_range[1], shape[0])
+    return (slice(y_min, y_max), slice(x_min, x_max)) if x_min < x_max and y_min < y_max else None
 
 
 @dataclasses.dataclass(frozen=True)
 class _KronAperture:
-    """The host's Kron aperture on its image, as photutils' `SourceCatalog` applies it to a band.
+    """The host's Kron aperture on the image, as photutils' Kron photometry applies it to a band.
 
-    photutils 3.0 (`SourceCatalog._calc_kron_photometry`, 'correct' neighbour method) cuts the
-    band to the aperture's bounding box (the part in the image), replaces the other segments'
-    pixels there by the pixel mirrored about the aperture's centre pixel (0 where that pixel is
-    outside the cut, on another segment or NaN: `segmentation.utils._mask_to_mirrored_value`),
-    and sums weight x value over the pixels the aperture overlaps that are not NaN.
+    photutils 3.0 (`SourceCatalog._calc_kron_photometry`) cuts the band to the aperture's
+    bounding box, replaces the other segments' pixels there (`_MirroredCut`), and sums weight x
+    value over the pixels the aperture overlaps that are not NaN; here the overlap is made on the
+    part of the box in the image only (photutils makes it on the whole box).
 
     Attributes:
-        cut: the image's (rows, columns) slices of the bounding box; None when the aperture is
-            off the image or undefined (photutils gives no aperture: NaN flux).
-        weights: float64 [h, w] the exact share of each pixel of the cut inside the aperture.
-        neighbour_yx: ([N], [N]) the cut's pixels inside the aperture on another segment.
-        mirror_yx: ([N], [N]) their mirror pixels, -1 where the mirror gives 0 (outside the
-            cut or on another segment).
+        pixels: the box (None when photutils has no aperture or it is off the image: NaN flux).
+        weights: float64 [h, w] the exact share of each pixel of the box inside the aperture.
     """
 
-    cut: tuple[slice, slice] | None
+    pixels: _MirroredCut | None
     weights: np.ndarray | None = None
-    neighbour_yx: tuple[np.ndarray, np.ndarray] | None = None
-    mirror_yx: tuple[np.ndarray, np.ndarray] | None = None
 
     @classmethod
-    def of_host(cls, host: Host) -> _KronAperture:
-        aperture = host.catalog.select_label(host.label).kron_aperture
+    def of_source(cls, source: SourceCatalog, segmentation: SegmentationImage, label: int) -> _KronAperture:
+        """The aperture of `source`, the host's row of the detection image's catalogue."""
+        aperture = source.kron_aperture
         if aperture is None:
             return cls(None)
         x, y = aperture.positions
@@ -380,44 +434,71 @@ class _KronAperture:
             a_cos, a_sin = aperture.a * math.cos(theta), aperture.a * math.sin(theta)
             b_cos, b_sin = aperture.b * math.cos(theta), aperture.b * math.sin(theta)
             x_extent, y_extent = math.hypot(a_cos, b_sin), math.hypot(a_sin, b_cos)
-        # The bounding box as photutils 3.0's Kron photometry rounds it, clipped to the image: the
-        # overlap is computed on the clipped part only, the mirror stays within it.
-        height, width = host.mask.shape
-        x_min, y_min = max(math.floor(x - x_extent + 0.5), 0), max(math.floor(y - y_extent + 0.5), 0)
-        x_max = min(math.floor(x + x_extent + 1.5), width)
-        y_max = min(math.floor(y + y_extent + 1.5), height)
-        if x_min >= x_max or y_min >= y_max:
+        # The bounding box as photutils 3.0's Kron photometry rounds it.
+        box = _clipped_box(
+            (math.floor(x - x_extent + 0.5), math.floor(x + x_extent + 1.5)),
+            (math.floor(y - y_extent + 0.5), math.floor(y + y_extent + 1.5)),
+            segmentation.shape,
+        )
+        if box is None:
             return cls(None)
-        edges = (x_min - 0.5 - x, x_max - 0.5 - x, y_min - 0.5 - y, y_max - 0.5 - y, x_max - x_min, y_max - y_min)
+        rows, columns = box
+        edges = (columns.start - 0.5 - x, columns.stop - 0.5 - x, rows.start - 0.5 - y, rows.stop - 0.5 - y,
+                 columns.stop - columns.start, rows.stop - rows.start)
         if isinstance(aperture, CircularAperture):
             weights = circular_overlap_grid(*edges, aperture.r, 1, 1)
         else:
             weights = elliptical_overlap_grid(*edges, aperture.a, aperture.b, theta, 1, 1)
-        cut = (slice(y_min, y_max), slice(x_min, x_max))
-        segments = host.segmentation.data[cut]
-        rows, columns = np.nonzero((weights > 0) & (segments != host.label) & (segments != 0))
-        # photutils mirrors about int(centre + 0.5) in the cut's pixels.
-        mirror_rows = 2 * int(y - y_min + 0.5) - rows
-        mirror_columns = 2 * int(x - x_min + 0.5) - columns
-        cut_height, cut_width = weights.shape
-        in_cut = (0 <= mirror_rows) & (mirror_rows < cut_height) & (0 <= mirror_columns) & (mirror_columns < cut_width)
-        usable = in_cut.copy()
-        mirrored = segments[mirror_rows[in_cut], mirror_columns[in_cut]]
-        usable[in_cut] = (mirrored == host.label) | (mirrored == 0)
-        mirror_yx = (np.where(usable, mirror_rows, -1), np.where(usable, mirror_columns, -1))
-        return cls(cut, weights, (rows, columns), mirror_yx)
+        return cls(_MirroredCut.of(segmentation, label, box, (x, y), replaced=weights > 0), weights)
 
     def flux(self, image: np.ndarray) -> float:
         """The Kron flux of a float64 [H, W] band (NaN pixels left out; NaN when none is left)."""
-        if self.cut is None:
+        if self.pixels is None:
             return math.nan
-        data = image[self.cut]
-        invalid = ~np.isfinite(data)
-        corrected = data.copy()
-        mirror_rows, mirror_columns = self.mirror_yx
-        mirrored = data[mirror_rows, mirror_columns]
-        unusable = (mirror_rows < 0) | invalid[mirror_rows, mirror_columns]
-        corrected[self.neighbour_yx] = np.where(unusable, 0.0, mirrored)
+        corrected, invalid = self.pixels.values(image)
         # photutils' sum, term for term: the same pixels in the same order.
         values = (self.weights * corrected)[(self.weights > 0) & ~invalid]
         return float(np.sum(values)) if values.size else math.nan
+
+
+def _half_light_radius(
+    data: np.ndarray, source: SourceCatalog, segmentation: SegmentationImage, label: int, kron_aperture: _KronAperture
+) -> float:
+    """photutils' `source.flux_radius(0.5)` (3.0), px, from the Kron flux in `kron_aperture`.
+
+    photutils computes that Kron flux again, and with it the aperture's pixel overlap over its
+    whole bounding box: 12-15 ms of a 200-px crop's 35 (tests compare the radii). As there,
+    the radius is the circle's (about the centroid) holding half the Kron flux of `data` (the
+    sky-subtracted detection image, NaN pixels 0, other segments mirrored within the circle of
+    the maximum radius `source.kron_radius` x `kron_params[0]` x `semimajor_axis`), found by
+    Brent's method between 0.1 px and that radius, narrowed by tenths of it until the root is
+    bracketed; NaN when none is.
+    """
+    kron_flux = kron_aperture.flux(data)
+    x, y = float(source.x_centroid), float(source.y_centroid)
+    max_radius = float(source.semimajor_axis.value * source.kron_radius.value) * source.kron_params[0]
+    if not np.all(np.isfinite((x, y, kron_flux, max_radius))) or kron_flux == 0:
+        return math.nan
+    box = _clipped_box(
+        (math.floor(x - max_radius + 0.5), math.ceil(x + max_radius + 0.5)),
+        (math.floor(y - max_radius + 0.5), math.ceil(y + max_radius + 0.5)),
+        data.shape,
+    )
+    if box is None:
+        return math.nan
+    clean, invalid = _MirroredCut.of(segmentation, label, box, (x, y)).values(data)
+    clean[invalid] = 0.0
+    height, width = clean.shape
+    x_box, y_box = x - box[1].start, y - box[0].start
+    edges = (-0.5 - x_box, width - 0.5 - x_box, -0.5 - y_box, height - 0.5 - y_box, width, height)
+
+    def flux_short_of_half(radius):
+        return 1.0 - np.sum(clean * circular_overlap_grid(*edges, radius, 1, 1)) / (0.5 * kron_flux)
+
+    min_radius, step = 0.1, 0.1 * max_radius
+    while max_radius > min_radius:
+        try:
+            return float(root_scalar(flux_short_of_half, bracket=[min_radius, max_radius], method="brentq").root)
+        except ValueError:  # not bracketed
+            max_radius -= step
+    return math.nan
