@@ -80,13 +80,13 @@ from astropy.stats import mad_std
 from astropy.table import Table
 from photutils.aperture import CircularAperture
 from photutils.background import Background2D, MADStdBackgroundRMS, MedianBackground
+from photutils.geometry import circular_overlap_grid, elliptical_overlap_grid
 from photutils.segmentation import (
     SegmentationImage,
     SourceCatalog,
     detect_sources,
     make_2dgaussian_kernel,
 )
-from photutils.geometry import circular_overlap_grid, elliptical_overlap_grid
 from photutils.utils import NoDetectionsWarning
 from scipy.optimize import root_scalar
 
