@@ -1,4 +1,5 @@
-"""`host.host_fluxes` against photutils, its reference: one `SourceCatalog` Kron flux per band."""
+"""`host.host_fluxes` and `Host.half_light_radius` against photutils, their reference: one
+`SourceCatalog` Kron flux per band, and `flux_radius(0.5)`."""
 
 import math
 
