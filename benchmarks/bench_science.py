@@ -16,7 +16,8 @@ Four measurements:
 4. Cost: seconds per galaxy of the science steps as `predict` runs them (`read_science` and
    `catalogue_galaxy` on the true boxes, host mask off and drop) on `gsfc-tf synthetic-fits`
    cutouts (ugriz photometry) and on their PNG composites (host only), against the detector's
-   seconds per image (batches of 8 in memory) and `read_cutout`'s.
+   seconds per image (batches of 8 in memory) and `read_cutout`'s. (`predict` reads a FITS
+   cutout with named bands once, `read_galaxy`: its picture costs less than `read_cutout`.)
 
 The detector is the `make demo` export unless `--model` names another; a run without one says so
 in its section. `--quick` uses a few galaxies and an untrained `smoke` export (its numbers mean

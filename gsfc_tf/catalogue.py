@@ -97,7 +97,7 @@ from gsfc_tf import conventions
 from gsfc_tf.bands import BAND_PLACEHOLDER, KNOWN_BANDS, BandImages, BandReadError, psf_band, read_bands, read_hdus
 from gsfc_tf.evaluation import ImageBoxes
 from gsfc_tf.host import HOST_FLAGS, Host, detection_image, segment_host
-from gsfc_tf.images import FITS_SUFFIXES, PICTURE_SUFFIXES, UnreadableImageError, read_image
+from gsfc_tf.images import FITS_SUFFIXES, PICTURE_SUFFIXES, UnreadableImageError, fits_picture, read_image
 from gsfc_tf.photometry import clump_photometry, merge_detections
 
 if TYPE_CHECKING:
@@ -133,6 +133,7 @@ __all__ = [
     "predict_catalogue",
     "printable",
     "read_cutout",
+    "read_galaxy",
     "read_science",
     "rows_from_detections",
     "unique_galaxy_ids",
@@ -584,13 +585,18 @@ def read_cutout(path: str | Path) -> Cutout:
             smaller than `conventions.MIN_IMAGE_SIDE`.
     """
     image, header, n_bad_pixels = read_image(path)
+    wcs = None if header is None else _as_wcs(header)
+    return _sized_cutout(path, image, wcs, n_bad_pixels)
+
+
+def _sized_cutout(path: str | Path, image: np.ndarray, wcs: WCS | None, n_bad_pixels: int) -> Cutout:
+    """The `Cutout` of a picture, its WCS kept when celestial; an `UnreadableImageError` when too small."""
     height, width = image.shape[:2]
     if min(height, width) < conventions.MIN_IMAGE_SIDE:
         raise UnreadableImageError(
             f"{printable(Path(path).name)}: {width}x{height} px is too small to show a clump "
             f"(sides of at least {conventions.MIN_IMAGE_SIDE} px)"
         )
-    wcs = None if header is None else _as_wcs(header)
     return Cutout(image, wcs if wcs is not None and wcs.has_celestial else None, n_bad_pixels)
 
 
@@ -627,15 +633,45 @@ def read_science(path: str | Path, image: np.ndarray) -> ScienceImage:
     band images for photometry and their `host.detection_image` for the host; other FITS give their
     planes', PNG/JPEG their luminance (0.299 R + 0.587 G + 0.114 B), and no photometry.
     """
-    path = Path(path)
-    rgb_luminance = (np.asarray(image, np.float64) @ np.array([0.299, 0.587, 0.114]))[::-1]
-    if not path.name.lower().endswith(FITS_SUFFIXES):
-        return ScienceImage(rgb_luminance, None, DEFAULT_FWHM_PX, "no bands (PNG/JPEG)")
+    return _science(path, image, *_named_bands(path))
+
+
+def read_galaxy(path: str | Path) -> tuple[Cutout, ScienceImage]:
+    """`read_cutout` and `read_science` of a cutout, reading a FITS file with named bands once.
+
+    Such a file's bands (`bands.read_bands`) make its picture as `read_image` does
+    (`images.fits_picture` of g, r, i) and give its WCS (the file's: its first band's,
+    `gsfc_tf.bands`); other cutouts, and files whose bands lack g, r or i or a finite pixel,
+    are read by `read_cutout`, which says why one is unreadable.
+
+    Raises:
+        UnreadableImageError: as `read_cutout`.
+    """
+    bands, note = _named_bands(path)
+    planes = [] if bands is None else [bands.images[band] for band in ("g", "r", "i") if band in bands.images]
+    if len(planes) == 3 and np.logical_and.reduce([np.isfinite(plane) for plane in planes]).any():
+        picture, n_bad_pixels = fits_picture(*planes)
+        cutout = _sized_cutout(path, picture, bands.wcs, n_bad_pixels)
+    else:
+        cutout = read_cutout(path)
+    return cutout, _science(path, cutout.image, bands, note)
+
+
+def _named_bands(path: str | Path) -> tuple[BandImages | None, str]:
+    """(the FITS file's named bands, "") or (None, why there are none)."""
+    if not Path(path).name.lower().endswith(FITS_SUFFIXES):
+        return None, "no bands (PNG/JPEG)"
     try:
-        bands = read_bands(path)
+        return read_bands(path), ""
     except BandReadError as error:
-        planes = _fits_planes(path, image.shape[:2])
-        note = str(error).split(": ", 1)[-1]
+        return None, str(error).split(": ", 1)[-1]
+
+
+def _science(path: str | Path, image: np.ndarray, bands: BandImages | None, note: str) -> ScienceImage:
+    """`read_science` of a cutout read as `image`, given its `_named_bands`."""
+    if bands is None:
+        rgb_luminance = (np.asarray(image, np.float64) @ np.array([0.299, 0.587, 0.114]))[::-1]
+        planes = _fits_planes(Path(path), image.shape[:2]) if Path(path).name.lower().endswith(FITS_SUFFIXES) else []
         return ScienceImage(detection_image(planes) if planes else rgb_luminance, None, DEFAULT_FWHM_PX, note)
     fwhm = bands.reference_fwhm_px
     detection = detection_image(bands.images.values())
@@ -765,8 +801,9 @@ def iter_cutouts(
     paths: Iterable[str | Path],
     *,
     on_error: Callable[[Path, UnreadableImageError], None] | None = None,
-) -> Iterator[tuple[Path, Cutout]]:
-    """Yields (path, `Cutout`) for every readable cutout, reporting and skipping the rest.
+) -> Iterator[tuple[Path, Cutout, ScienceImage]]:
+    """Yields (path, `Cutout`, `ScienceImage`) of every readable cutout (`read_galaxy`), reporting and
+    skipping the rest.
 
     Args:
         paths: cutout files.
@@ -775,14 +812,14 @@ def iter_cutouts(
     """
     for path in map(Path, paths):
         try:
-            cutout = read_cutout(path)
+            cutout, science = read_galaxy(path)
         except UnreadableImageError as error:
             if on_error is None:
                 _LOG.warning("skipping unreadable cutout %s", error)
             else:
                 on_error(path, error)
             continue
-        yield path, cutout
+        yield path, cutout, science
 
 
 def is_glob_pattern(pattern: str) -> bool:
@@ -945,7 +982,7 @@ def predict_catalogue(
 
     Cutouts are batched with others of the same size; boxes are pixels of each original
     cutout; RA/Dec come from the cutout's celestial WCS (FITS) and are NaN otherwise. Each
-    galaxy's rows are made by `catalogue_galaxy` on its `read_science` image.
+    galaxy's rows are made by `catalogue_galaxy` on its science image (`read_galaxy`).
 
     Args:
         detector: a `gsfc_tf.detector.Detector`.
@@ -984,9 +1021,9 @@ def predict_catalogue(
             bad_pixels[index] = cutout.n_bad_pixels
 
     cutouts = iter_cutouts(tqdm(paths, desc="predict", unit="image", disable=not progress), on_error=record)
-    for path, cutout in cutouts:
+    for path, cutout, science in cutouts:
         group = pending.setdefault(cutout.image.shape, [])
-        group.append((index_of[path], cutout, read_science(path, cutout.image)))
+        group.append((index_of[path], cutout, science))
         if len(group) == batch_size:
             flush(cutout.image.shape)
     for shape in list(pending):

@@ -5,7 +5,8 @@ Shape shorthand: H x W image size.
 The TFDS builder (`tfds_clumpscout.clump_scout.preparation.load_cutout`) and the catalogue
 (`gsfc_tf.catalogue.read_cutout`) both read through `read_image`, so a cutout becomes the same
 pixels for training and for `gsfc-tf predict`, and the same pixels the SavedModel's decoder
-makes of a PNG or JPEG. numpy only at import (Pillow and astropy are imported when a file of
+makes of a PNG or JPEG. (`catalogue.read_galaxy` makes the picture of a FITS cutout with named
+bands from the bands it reads for photometry, through `fits_picture`, `read_image`'s own.) numpy only at import (Pillow and astropy are imported when a file of
 their kind is read); no TensorFlow, no tensorflow_datasets.
 """
 

@@ -5,10 +5,10 @@ Shape shorthand: B cutouts in a batch, H x W one cutout's size.
 The pipeline (`DetectClumps`, written by `run_survey`) runs unchanged on the DirectRunner here and
 on Dataflow, Flink or Spark at scale:
 
-    inputs -> read each cutout (`catalogue.read_cutout`) -> RunInference (`DetectorHandler`:
+    inputs -> read each cutout (`catalogue.read_galaxy`) -> RunInference (`DetectorHandler`:
     the model loaded once per worker process and shared by its threads, batches of one image
     size) -> clump rows with host and photometry columns (`catalogue.catalogue_galaxy` on the
-    cutout's `catalogue.read_science`, as `gsfc-tf predict` makes them) -> Parquet shards; and
+    cutout's science image, as `gsfc-tf predict` makes them) -> Parquet shards; and
     every input's status (detected / no_clumps / unreadable) and host columns -> Parquet shards.
 
 Both schemas follow the row dataclasses (`catalogue.CatalogueRow` and the input path,
@@ -320,27 +320,22 @@ def _copy_to(source: str, destination: Path) -> None:
         shutil.copyfileobj(src, dst)
 
 
-def _read_local(path: str | Path) -> tuple[catalogue.Cutout, catalogue.ScienceImage]:
-    cutout = catalogue.read_cutout(path)
-    return cutout, catalogue.read_science(path, cutout.image)
-
-
 def _read(item: SurveyInput) -> tuple[catalogue.Cutout, catalogue.ScienceImage]:
-    """`catalogue.read_cutout` and `catalogue.read_science` of a local or remote cutout.
+    """`catalogue.read_galaxy` of a local or remote cutout.
 
     Raises:
         UnreadableImageError: the file is missing, unreachable or not a usable image.
     """
     if _is_local(item.path):
-        return _read_local(item.path)
+        return catalogue.read_galaxy(item.path)
     with tempfile.TemporaryDirectory() as tmp:
-        # read_cutout reads local files; the file's own name picks the format and names it in errors.
+        # read_galaxy reads local files; the file's own name picks the format and names it in errors.
         local = Path(tmp) / FileSystems.split(item.path)[1]
         try:
             _copy_to(item.path, local)
         except Exception as error:  # each filesystem raises its own types for a missing file
             raise UnreadableImageError(f"{local.name}: {type(error).__name__}: {error}") from error
-        return _read_local(local)
+        return catalogue.read_galaxy(local)
 
 
 def _local_model(model: str) -> str:

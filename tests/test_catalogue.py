@@ -117,7 +117,7 @@ def test_unreadable_inputs_are_reported_and_skipped(tmp_path):
             read_cutout(path)
     errors = []
     read = list(iter_cutouts([bad[0], good, *bad[1:]], on_error=lambda p, e: errors.append(p)))
-    assert [p for p, _ in read] == [good] and errors == bad
+    assert [p for p, _, _ in read] == [good] and errors == bad
 
 
 def test_iter_cutouts_logs_a_warning_by_default(tmp_path, caplog):

@@ -10,6 +10,7 @@ import math
 
 import numpy as np
 import pytest
+from astropy.io import fits
 from astropy.table import Table
 from PIL import Image
 
@@ -20,10 +21,12 @@ from gsfc_tf.catalogue import (
     ScienceImage,
     catalogue_galaxy,
     read_cutout,
+    read_galaxy,
     read_science,
 )
 from gsfc_tf.evaluation import ImageBoxes
 from gsfc_tf.host import detection_image, segment_host
+from gsfc_tf.images import UnreadableImageError
 from gsfc_tf.photometry import clump_photometry
 from tfds_clumpscout.clump_scout.synthetic_fits import truth_boxes, write_synthetic_fits
 
@@ -201,3 +204,64 @@ def test_fits_boxes_take_their_side_from_the_psf_pictures_keep_the_model_s(synth
     picture = read_science(tmp_path / "g.png", cutout.image)
     (row,) = catalogue_galaxy("g", detections, picture, host_mask="off").rows
     assert (row.x_max - row.x_min, row.y_max - row.y_min) == (50.0, 40.0)
+
+
+def _rewritten(path, destination, change):
+    """A copy of a FITS cutout with `change(hdus)` applied to its list of HDUs."""
+    with fits.open(path) as hdul:
+        hdus = [hdu.copy() for hdu in hdul]
+    fits.HDUList(change(hdus)).writeto(destination)
+    return destination
+
+
+def _without_zero_points(hdus):
+    for hdu in hdus:
+        hdu.header.remove("MAGZP", ignore_missing=True)
+    return hdus
+
+
+def test_read_galaxy_is_read_cutout_and_read_science_opening_a_file_once(synthetic, tmp_path, monkeypatch):
+    paths, _ = synthetic
+    path = paths[0]
+    picture = tmp_path / "g.png"
+    Image.fromarray(read_cutout(path).image).save(picture)
+    no_zero_points = _rewritten(path, tmp_path / "no_zero_points.fits", _without_zero_points)  # no photometry
+    for cutout_path in (path, picture, no_zero_points):
+        cutout, science = read_galaxy(cutout_path)
+        expected = read_cutout(cutout_path)
+        expected_science = read_science(cutout_path, expected.image)
+        np.testing.assert_array_equal(cutout.image, expected.image)
+        assert cutout.n_bad_pixels == expected.n_bad_pixels
+        assert (cutout.wcs is None) == (expected.wcs is None)
+        if cutout.wcs is not None:
+            np.testing.assert_array_equal(cutout.wcs.pixel_to_world_values(10.0, 20.0),
+                                          expected.wcs.pixel_to_world_values(10.0, 20.0))
+        np.testing.assert_array_equal(science.detection, expected_science.detection)
+        assert (science.fwhm_px, science.note) == (expected_science.fwhm_px, expected_science.note)
+        assert (science.bands is None) == (expected_science.bands is None)
+        if science.bands is not None:
+            for band, image in science.bands.images.items():
+                np.testing.assert_array_equal(image, expected_science.bands.images[band])
+    # A file with named bands is opened once for its picture and its bands.
+    opened = []
+    open_fits = fits.open
+    monkeypatch.setattr(fits, "open", lambda *args, **kwargs: opened.append(args[0]) or open_fits(*args, **kwargs))
+    read_galaxy(path)
+    assert opened == [path]
+
+
+@pytest.mark.parametrize(
+    "change, message",
+    [
+        (lambda hdus: [hdu for hdu in hdus if hdu.header.get("FILTER", "").strip().lower() != "i"], "lacks i"),
+        (lambda hdus: [hdu.__class__(np.full_like(hdu.data, np.nan), hdu.header) if hdu.data is not None else hdu
+                       for hdu in hdus], "no finite pixel values"),
+    ],
+)
+def test_read_galaxy_says_why_a_cutout_with_named_bands_is_unreadable(synthetic, tmp_path, change, message):
+    # read_bands reads these bands; the picture cannot be made: read_cutout's error.
+    path = _rewritten(synthetic[0][0], tmp_path / "bad.fits", change)
+    with pytest.raises(UnreadableImageError, match=message):
+        read_cutout(path)
+    with pytest.raises(UnreadableImageError, match=message):
+        read_galaxy(path)
