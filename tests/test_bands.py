@@ -175,7 +175,7 @@ def test_a_cube_listing_its_bands_reads_as_one_hdu_per_band(galaxy, tmp_path):
 
 
 def test_files_per_band_read_as_one_galaxy(galaxy, tmp_path):
-    from gsfc_tf.catalogue import expand_image_paths, galaxy_id, read_science
+    from gsfc_tf.catalogue import expand_image_paths, galaxy_id, read_galaxy, read_science
 
     pattern = _files_per_band(galaxy, tmp_path)
     expected = read_bands(galaxy)
@@ -186,6 +186,10 @@ def test_files_per_band_read_as_one_galaxy(galaxy, tmp_path):
     picture = read_image(pattern).rgb
     np.testing.assert_array_equal(picture, read_image(galaxy).rgb)
     np.testing.assert_array_equal(read_science(pattern, picture).detection, read_science(galaxy, picture).detection)
+    # As `predict` and `survey` read it: the same picture and bands as the one file's.
+    cutout, science = read_galaxy(pattern)
+    np.testing.assert_array_equal(cutout.image, picture)
+    np.testing.assert_array_equal(science.bands.images["u"], expected.images["u"])
     # `predict` and `survey` find each galaxy once, named without its band.
     _files_per_band(galaxy, tmp_path, stem="J5678")
     found = expand_image_paths([str(tmp_path / "J*_{band}.fits")])
