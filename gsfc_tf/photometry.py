@@ -314,8 +314,9 @@ def _measure_band(image, geometry: _Geometry, *, gain) -> _Apertures:
     """Steps 1, 2 and 4 of the module docstring in one band: apertures, annuli and errors.
 
     The background is the median of the annulus' pixels (those whose centre lies in it: photutils'
-    'center' method) that are finite and not near another clump, sigma-clipped (`_SIGMA_CLIP`);
-    the apertures are photutils' exact ones.
+    'center' method) that are finite and not near another clump, sigma-clipped (`_SIGMA_CLIP`):
+    photutils' `ApertureStats` median, which costs 4x more per clump (tested against it). The
+    apertures are photutils' exact ones.
     """
     n = len(geometry.annuli)
     if not n:

@@ -356,3 +356,25 @@ def test_segment_host_bad_inputs():
         segment_host(np.zeros((5, 5)), fwhm_px=-1.0)
     with pytest.raises(ValueError, match="detection_image must be a 2-D numeric image"):
         segment_host(np.zeros((2, 5, 5)), fwhm_px=3.0)
+
+
+def test_annulus_background_is_photutils_aperture_stats_median():
+    # The annulus' sigma-clipped median and scatter, the other clumps' apertures and NaN pixels
+    # left out, are ApertureStats' (which `_measure_band` no longer calls, for speed).
+    from photutils.aperture import ApertureStats, CircularAnnulus
+
+    from gsfc_tf.photometry import ANNULUS_FWHM, _SIGMA_CLIP, _Geometry, _measure_band
+
+    rng = np.random.default_rng(3)
+    centres = np.array([[70.0, 50.0], [64.5, 52.0], [30.2, 48.7], [3.0, 97.0]])  # the last one off the edge
+    image = _disc() + sum(_gaussian(x, y, 200.0) for x, y in centres) + rng.normal(0.0, 0.3, (_SIZE, _SIZE))
+    image[48:51, 75:78] = np.nan
+    measured = _measure_band(image, _Geometry.make(image.shape, centres, _FWHM), gain=math.inf)
+    radius = APERTURE_FWHM * _FWHM
+    rows, columns = np.indices(image.shape)
+    for k, (x, y) in enumerate(centres):
+        others = np.delete(centres, k, axis=0)
+        near = (np.hypot(columns[..., None] - others[:, 0], rows[..., None] - others[:, 1]) <= radius).any(axis=-1)
+        annulus = CircularAnnulus((x, y), r_in=ANNULUS_FWHM[0] * _FWHM, r_out=ANNULUS_FWHM[1] * _FWHM)
+        stats = ApertureStats(image, annulus, mask=near | ~np.isfinite(image), sigma_clip=_SIGMA_CLIP)
+        assert measured.background[k] == pytest.approx(stats.median, rel=1e-12)
