@@ -1,8 +1,9 @@
 """The host galaxy of a cutout: its photutils segment, shape, size and flux per band.
 
-Model-free (numpy, astropy, photutils; no TensorFlow), like `evaluation`: it takes band images
-and returns numbers with units, so it serves any detector's boxes. `gsfc_tf.photometry` uses the
-host to mask detections to it and to give each clump its flux ratio and galactocentric distance.
+Model-free (numpy, astropy, photutils, scikit-image; no TensorFlow), like `evaluation`: it takes
+band images and returns numbers with units, so it serves any detector's boxes. `gsfc_tf.photometry`
+uses the host to mask detections to it and to give each clump its flux ratio and galactocentric
+distance.
 
 How the host is found (`segment_host`):
     1. NaN and infinite pixels are masked (and counted). FITS cutouts are segmented on their
@@ -148,7 +149,8 @@ class Host:
         flag: one of `HOST_FLAGS`; "" when the host was found.
         mask: bool [H, W], True on the host's segment: a detection off it is off the host. All
             False when not found.
-        segmentation: the sources of the detection image (None if nothing was found).
+        segmentation: the sources of the detection image, the host's neighbours split off its
+            segment with labels of their own (None if nothing was found).
         catalog: photutils' `SourceCatalog` of `segmentation` on the detection image (None
             when the host was not found): its Kron apertures measure the host in every band.
         label: the host's segment in `segmentation` (0 when not found).
@@ -295,6 +297,8 @@ def _split_off_neighbours(
         return sources
     is_neighbour = np.isin(cores.data, neighbours)
     markers = np.where(is_neighbour, cores.data, np.where(cores.data > 0, central, 0))
+    # Light climbs to the markers on the negated image; the NaN holes left by the smoothing lie
+    # outside the segment (detect_sources masked them).
     owners = watershed(np.where(segment, -smoothed, 0.0), markers, mask=segment)
     split = segment & (owners != central)
     data = sources.data.copy()
