@@ -19,12 +19,13 @@ How the host is found (`segment_host`):
        not an error, and every detection is off.
     4. Its neighbours are split off it: at 2 sigma a galaxy's faint light joins its neighbours'
        into one segment. The segment's sources above `NEIGHBOUR_N_SIGMA` (3) sigma are its
-       cores; the one under the centre and the compact ones (clumps, single PSF knots) are the
-       host's, each other one covering `NEIGHBOUR_MIN_BEAMS` (10) PSF beams of the smoothed
-       image or more is a neighbour, a whole galaxy. Each pixel of the segment goes to the core
-       its light climbs to (watershed, as `deblend_sources` assigns pixels); the neighbours'
-       get labels of their own in `Host.segmentation`. The rest is the host, `Host.mask`: a
-       detection off it is off the host.
+       cores: the one under the centre is the host's, each other one covering
+       `NEIGHBOUR_MIN_BEAMS` (10) PSF beams of the smoothed image or more a neighbour's, a whole
+       galaxy. The compact ones (clumps, single PSF knots, or small galaxies) and the fainter
+       pixels go with the core their light joins at the highest level (watershed, as
+       `deblend_sources` assigns pixels); the neighbours' get labels of their own in
+       `Host.segmentation`. The rest is the host, `Host.mask`: a detection off it is off the
+       host.
     5. Its centroid, shape and half-light radius come from photutils' `SourceCatalog`; its flux
        in each band (`host_fluxes`) is the Kron flux in the detection image's Kron aperture,
        other sources' pixels there replaced by their mirror images.
@@ -279,11 +280,11 @@ def _split_off_neighbours(
 ) -> SegmentationImage:
     """`sources` with the host's neighbours split off its segment `label` (module docstring).
 
-    The segment's sources above `threshold` are its cores: the one under the centre and the
-    compact ones (clumps) mark the host, each other one of at least `min_area_px` pixels a
-    neighbour. Every pixel of the segment goes to the core its light climbs to (watershed on the
-    smoothed image, as photutils' `deblend_sources` assigns them); a neighbour's pixels get a
-    new label, the host keeps `label`.
+    The segment's sources above `threshold` are its cores: the one under the centre marks the
+    host, each other one of at least `min_area_px` pixels a neighbour. Every other pixel of the
+    segment, the compact cores' (clumps) too, goes to the marked core its light joins at the
+    highest level (watershed on the smoothed image, as photutils' `deblend_sources` assigns
+    pixels); a neighbour's pixels get a new label, the host keeps `label`.
     """
     segment = sources.data == label
     with warnings.catch_warnings():
@@ -295,8 +296,7 @@ def _split_off_neighbours(
     neighbours = cores.labels[(cores.areas >= min_area_px) & (cores.labels != central)]
     if not neighbours.size:
         return sources
-    is_neighbour = np.isin(cores.data, neighbours)
-    markers = np.where(is_neighbour, cores.data, np.where(cores.data > 0, central, 0))
+    markers = np.where(np.isin(cores.data, neighbours) | (cores.data == central), cores.data, 0)
     # Light climbs to the markers on the negated image; the NaN holes left by the smoothing lie
     # outside the segment (detect_sources masked them).
     owners = watershed(np.where(segment, -smoothed, 0.0), markers, mask=segment)
