@@ -61,19 +61,20 @@ and 58):
     n_sigma 2.5, neighbours not split                      0.034    0.020    49/194, 7/43
     n_sigma 2.0, neighbours not split                      0.020    0.011    64/194, 9/43
       the same, FITS on the plain band sum                 0.034
-    n_sigma 2.5, neighbours split                          0.034    0.020    41/194, 5/43
-    n_sigma 2.0, neighbours split (default)                0.020    0.011    46/194, 6/43
-      neighbours from 5 beams                              0.025    0.014    42/194, 6/43
-      from 3.5 sigma cores                                 0.020    0.011    48/194, 4/43
+    n_sigma 2.5, neighbours split                          0.034    0.020    39/194, 5/43
+    n_sigma 2.0, neighbours split (default)                0.020    0.011    43/194, 5/43
+      neighbours from 5 beams                              0.028    0.014    40/194, 5/43
+      from 3.5 sigma cores                                 0.020    0.011    43/194, 3/43
+      compact cores marking the host                       0.020    0.011    46/194, 6/43
 
-At the default the host also keeps 30 of the galaxy crops' 279 detections on no source (47
-unsplit) and 5 of the background crops' 58 (7). Splitting neighbours changed the segment of 7 of
+At the default the host also keeps 22 of the galaxy crops' 279 detections on no source (47
+unsplit) and 1 of the background crops' 58 (7). Splitting neighbours changed the segment of 7 of
 the 150 synthetic galaxies, and neither their Kron flux nor their centroid (r-band Kron flux over
-the truth 0.99 median either way, 10-90 % 0.95-1.13). It costs 0.9 ms per synthetic picture
-and 2 ms per deep-field crop (mean; `segment_host` takes 30 and 24 ms in all). The
-neighbour detections still on the host (52, both kinds of crop) lie on galaxies joined to the
+the truth 0.99 median either way, 10-90 % 0.95-1.13). The split takes 1.0 ms per synthetic
+picture and 2.5 ms per deep-field crop (mean; `segment_host` about 30 and 22 ms in all). The
+neighbour detections still on the host (48, both kinds of crop) lie on galaxies joined to the
 central one above 3 sigma (43) or on compact ones: as a 3-sigma source of their own they cover
-3-10 beams, as the brightest clumps in the outer disc do (at 5 beams 8 more of 782 true clumps,
+3-10 beams, as the brightest clumps in the outer disc do (at 5 beams 9 more of 782 true clumps,
 FITS and pictures of seeds 77 and 2026, go off with them). The clumps still off lie in the
 generator's outer disc, 4-6 scale lengths out, where none of the disc's light rises above the
 noise: only distance could put them on, and no ellipse or multiple of the half-light radius that
@@ -133,8 +134,8 @@ N_SIGMA = 2.0
 # The host's neighbours (module docstring): sources this many noise sigmas above the sky inside
 # the host's segment, other than the one under the centre, covering at least this many PSF beams
 # of the smoothed image. A clump is one PSF knot: measured, the 16 true clumps (of 782, FITS and
-# pictures) on a 3-sigma source of their own cover 1.2-9.9 beams (median 4), the deep field's
-# neighbours under a detection 3.4-119 (median 14); 5 beams would lose 8 of those clumps.
+# pictures) on a 3-sigma source of their own cover 1.2-9.9 beams (median 4.5), the deep field's
+# neighbours under a detection 3.4-119 (median 14); at 5 beams 9 more clumps went off.
 NEIGHBOUR_N_SIGMA = 3.0
 NEIGHBOUR_MIN_BEAMS = 10.0
 # Side of the boxes whose faintest gives the sky and noise: 64 boxes in a 200-px crop, each with
