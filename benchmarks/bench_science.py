@@ -69,7 +69,8 @@ def _off_host(science: ScienceImage, x_image, y_image, rule: tuple[float, float 
     height = science.detection.shape[0]
     x, y = conventions.image_to_fits_pixels(np.asarray(x_image, float), np.asarray(y_image, float), height=height)
     n_sigma, neighbour_n_sigma = rule
-    host = segment_host(science.detection, fwhm_px=science.fwhm_px, n_sigma=n_sigma,  # under the cutout's centre
+    # Under the cutout's centre, `segment_host`'s default.
+    host = segment_host(science.detection, fwhm_px=science.fwhm_px, n_sigma=n_sigma,
                         neighbour_n_sigma=neighbour_n_sigma)
     return ~host.contains(x, y)
 
