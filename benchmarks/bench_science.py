@@ -3,8 +3,9 @@
 Four measurements:
 
 1. The on-host rule on true positions: the share of the true clumps of `generate_bands(n,
-   seed=77)` off the host (`host.segment_host`) at each `n_sigma` of `RULE_N_SIGMAS`, on the FITS
-   bands' `detection_image` and on the PNG composite's luminance (`catalogue.read_science`).
+   seed=77)` off the host (`host.segment_host`) under each of `RULES` (its threshold, and its
+   neighbours split off or not), on the FITS bands' `detection_image` and on the PNG composite's
+   luminance (`catalogue.read_science`).
 2. A detector on synthetic test galaxies (`generate_galaxies(n, seed=2)`: the first n of the
    `clump_scout/synthetic` test split, never trained on) at its operating threshold, as
    `predict` catalogues their PNG composites: completeness and purity at IoU 0.5 and by centre
@@ -12,7 +13,7 @@ Four measurements:
    detections matching no clump on and off the host.
 3. The same detector on the Hubble deep field's galaxy and background crops (`realimages`), its
    detections sorted by the 5-sigma source they fall on (`realimages.segment_sources`): the
-   central galaxy's, another source's, or none; on and off the host, at each `n_sigma`.
+   central galaxy's, another source's, or none; on and off the host, under each of `RULES`.
 4. Cost: seconds per galaxy of the science steps as `predict` runs them (`read_science` and
    `catalogue_galaxy` on the true boxes, host mask off and drop) on `gsfc-tf synthetic-fits`
    cutouts (ugriz photometry) and on their PNG composites (host only), against the detector's
@@ -42,7 +43,7 @@ from benchmarks.results import RESULTS_PATH, markdown_table, write_section
 from gsfc_tf import conventions, realimages
 from gsfc_tf.catalogue import ScienceImage, catalogue_galaxy, read_cutout, read_science
 from gsfc_tf.evaluation import greedy_match
-from gsfc_tf.host import N_SIGMA, detection_image, segment_host
+from gsfc_tf.host import N_SIGMA, NEIGHBOUR_N_SIGMA, detection_image, segment_host
 from tfds_clumpscout.clump_scout.synthetic import generate_bands, generate_galaxies
 from tfds_clumpscout.clump_scout.synthetic_fits import truth_boxes, write_synthetic_fits
 
@@ -50,7 +51,9 @@ __all__ = ["HdfCrop", "detector_on_synthetic", "hdf_crops", "hdf_on_host", "main
 
 RULE_SEED = 77  # galaxies the rule was chosen on: not the test split's
 TEST_SEED = 2  # `clump_scout/synthetic`'s test split (builder seed 3 * synthetic_seed + 2)
-RULE_N_SIGMAS = (2.0, 2.5, 3.0)
+# `segment_host`'s (n_sigma, neighbour_n_sigma): its threshold, and its neighbours' (None: not split).
+DEFAULT_RULE = (N_SIGMA, NEIGHBOUR_N_SIGMA)
+RULES = ((3.0, NEIGHBOUR_N_SIGMA), (2.5, NEIGHBOUR_N_SIGMA), (N_SIGMA, None), DEFAULT_RULE)
 DEMO_EXPORT = Path("out/demo/export/gsfc_tf/1")
 _SOURCE_KINDS = ("central", "other", "none")
 _BATCH = 8
@@ -61,17 +64,27 @@ def _picture_science(image: np.ndarray) -> ScienceImage:
     return read_science("galaxy.png", image)
 
 
-def _off_host(science: ScienceImage, x_image, y_image, n_sigma: float) -> np.ndarray:
-    """bool [N]: whether points in image coordinates lie off the host, found as `catalogue_galaxy` finds it."""
+def _off_host(science: ScienceImage, x_image, y_image, rule: tuple[float, float | None]) -> np.ndarray:
+    """bool [N]: whether points in image coordinates lie off the host, found as `catalogue_galaxy`
+    finds it under `rule` ((n_sigma, neighbour_n_sigma))."""
     height = science.detection.shape[0]
     x, y = conventions.image_to_fits_pixels(np.asarray(x_image, float), np.asarray(y_image, float), height=height)
-    host = segment_host(science.detection, fwhm_px=science.fwhm_px, n_sigma=n_sigma)  # under the cutout's centre
+    n_sigma, neighbour_n_sigma = rule
+    # Under the cutout's centre, `segment_host`'s default.
+    host = segment_host(science.detection, fwhm_px=science.fwhm_px, n_sigma=n_sigma,
+                        neighbour_n_sigma=neighbour_n_sigma)
     return ~host.contains(x, y)
 
 
-def truth_off_host(n: int, n_sigmas=RULE_N_SIGMAS) -> tuple[dict[tuple[str, float], float], int]:
-    """({("FITS" or "PNG", n_sigma): share of the true clumps off the host}, clumps)."""
-    off = {(kind, n_sigma): [] for kind in ("FITS", "PNG") for n_sigma in n_sigmas}
+def _rule_name(rule: tuple[float, float | None]) -> str:
+    n_sigma, neighbour_n_sigma = rule
+    split = "not split" if neighbour_n_sigma is None else f"split at {neighbour_n_sigma:g} sigma"
+    return f"{n_sigma:g}, {split}" + (" (default)" if rule == DEFAULT_RULE else "")
+
+
+def truth_off_host(n: int, rules=RULES) -> tuple[dict[tuple[str, tuple], float], int]:
+    """({("FITS" or "PNG", rule): share of the true clumps off the host}, clumps)."""
+    off = {(kind, rule): [] for kind in ("FITS", "PNG") for rule in rules}
     for bands in generate_bands(n, seed=RULE_SEED):
         y, x = bands.clump_yx.T
         sciences = {
@@ -79,9 +92,9 @@ def truth_off_host(n: int, n_sigmas=RULE_N_SIGMAS) -> tuple[dict[tuple[str, floa
             "FITS": ScienceImage(detection_image(bands.images)[::-1], None, bands.psf_fwhm, ""),
             "PNG": _picture_science(bands.galaxy.image),
         }
-        for (kind, n_sigma), flags in off.items():
-            flags.extend(_off_host(sciences[kind], x, y, n_sigma))
-    return {key: float(np.mean(flags)) for key, flags in off.items()}, len(off["FITS", n_sigmas[0]])
+        for (kind, rule), flags in off.items():
+            flags.extend(_off_host(sciences[kind], x, y, rule))
+    return {key: float(np.mean(flags)) for key, flags in off.items()}, len(off["FITS", rules[0]])
 
 
 @dataclasses.dataclass(frozen=True)
@@ -121,11 +134,11 @@ def hdf_crops(detector, threshold: float, *, n_galaxy: int = 20, n_background: i
     return result
 
 
-def hdf_on_host(crops: list[HdfCrop], n_sigma: float) -> dict[tuple[str, str], tuple[int, int]]:
-    """{(crop kind, source kind): (detections on the host, detections)}."""
+def hdf_on_host(crops: list[HdfCrop], rule=DEFAULT_RULE) -> dict[tuple[str, str], tuple[int, int]]:
+    """{(crop kind, source kind): (detections on the host, detections)} under `rule` ((n_sigma, neighbour_n_sigma))."""
     counts = {(kind, source): [0, 0] for kind in ("galaxy", "background") for source in _SOURCE_KINDS}
     for crop in crops:
-        on = ~_off_host(_picture_science(crop.image), crop.x, crop.y, n_sigma)
+        on = ~_off_host(_picture_science(crop.image), crop.x, crop.y, rule)
         for source in _SOURCE_KINDS:
             count = counts[crop.kind, source]
             count[0] += int(on[crop.sources == source].sum())
@@ -161,7 +174,7 @@ def detector_on_synthetic(detector, threshold: float, n: int) -> dict[str, dict]
         n_detections += len(kept)
         n_off += int(off_host.sum())
         true_x, true_y = conventions.box_centres_xy(galaxy.boxes_yxyx).T
-        n_truths_off += int(_off_host(science, true_x, true_y, N_SIGMA).sum())
+        n_truths_off += int(_off_host(science, true_x, true_y, DEFAULT_RULE).sum())
         for name, criterion in criteria.items():
             matched = greedy_match(galaxy.boxes_yxyx, kept.boxes_yxyx, kept.scores, **criterion) >= 0
             on_host = kept.select(~off_host)
@@ -223,11 +236,10 @@ def _fraction(pair) -> str:
 
 
 def _body(args, model: str, threshold: float, truth_share, n_clumps, synthetic, crops, seconds) -> str:
-    rule_rows = [[f"{n_sigma:g}" + (" (default)" if n_sigma == N_SIGMA else ""),
-                  f"{truth_share['FITS', n_sigma]:.3f}", f"{truth_share['PNG', n_sigma]:.3f}",
+    rule_rows = [[_rule_name(rule), f"{truth_share['FITS', rule]:.3f}", f"{truth_share['PNG', rule]:.3f}",
                   *(_fraction(hdf[key]) for key in (("galaxy", "central"), ("galaxy", "other"), ("galaxy", "none"),
                                                    ("background", "other"), ("background", "none")))]
-                 for n_sigma, hdf in ((s, hdf_on_host(crops, s)) for s in RULE_N_SIGMAS)]
+                 for rule, hdf in ((rule, hdf_on_host(crops, rule)) for rule in RULES)]
     score_rows = []
     for name in ("IoU 0.5", "centre"):
         for mode, label in (("off", "all (`off`, `flag`)"), ("drop", "on the host (`drop`, default)")):
@@ -243,7 +255,7 @@ def _body(args, model: str, threshold: float, truth_share, n_clumps, synthetic, 
         "**The rule.** Share of the true clumps off the host (centre of the true box), and the deep field's "
         f"detections on the host by the 5-sigma source they fall on ({n_galaxy} galaxy crops, {n_background} "
         "background crops; a detection on another source or on none should be off):\n\n"
-        + markdown_table(["n_sigma", "true clumps off, FITS", "off, PNG", "HDF galaxy crops: on central",
+        + markdown_table(["n_sigma, neighbours", "true clumps off, FITS", "off, PNG", "HDF galaxy crops: on central",
                           "on other", "on none", "HDF background: on other", "on none"], rule_rows)
         + f"\n\n**The mask on the detector's catalogue** ({synthetic['detections']} detections, "
         f"{synthetic['detections_off_host']} off the host; {synthetic['truths']} true clumps, "

@@ -308,6 +308,27 @@ def test_a_clump_in_the_faint_outer_disc_is_on_the_host_and_a_neighbour_off_it()
     assert not segment_host(_outer_disc_and_neighbour(), fwhm_px=3.5, n_sigma=5.3).contains(148.0, 100.0)
 
 
+def test_a_neighbour_joined_to_the_host_at_2_sigma_is_split_off_and_a_clump_is_not():
+    # A disc (peak 5, scale 15 px) and a neighbour galaxy 85 px out (peak 5, scale 5 px, 11 % of
+    # the disc's light) joined by a faint band: the light between them lies 2-3 sigma of the
+    # smoothed noise, so they are one 2-sigma segment but two 3-sigma sources (in 11 of 12
+    # noise seeds). A clump on the disc, 25 px out towards the neighbour, stays on the host.
+    y, x = np.mgrid[:201, :201]
+    disc = 5.0 * np.exp(-np.hypot(x - 100, y - 100) / 15.0)
+    neighbour = 5.0 * np.exp(-np.hypot(x - 185, y - 100) / 5.0)
+    band = 0.24 * ((x > 100) & (x < 185) & (np.abs(y - 100) <= 15))
+    clump = _gaussian(125.0, 100.0, 100.0, fwhm=3.5, size=201)
+    image = disc + neighbour + band + clump + np.random.default_rng(0).normal(0.0, 1.0, disc.shape)
+    host = segment_host(image, fwhm_px=3.5)
+    assert list(host.contains([100.0, 125.0, 185.0], [100.0, 100.0, 100.0])) == [True, True, False]
+    # The neighbour keeps a segment of its own, which the host's centroid leaves out: measured
+    # x = 103.4 (the clump and the band's host side pull it), 112.5 with the neighbour.
+    assert host.segmentation.data[100, 185] not in (0, host.label)
+    whole = segment_host(image, fwhm_px=3.5, neighbour_n_sigma=None)
+    assert whole.contains(185.0, 100.0)
+    assert host.x < 104.0 < 112.0 < whole.x
+
+
 def test_host_sky_is_measured_where_the_galaxy_fills_the_crop():
     # A picture's sky: the galaxy filling the crop raised its sigma-clipped median to 5-50 counts
     # (synthetic PNGs); the faintest box finds the pedestal.
