@@ -53,12 +53,14 @@ from astropy.wcs import WCS, FITSFixedWarning
 from astropy.wcs.utils import proj_plane_pixel_scales
 
 __all__ = [
+    "BAND_OPTIONS",
     "BAND_PLACEHOLDER",
     "KNOWN_BANDS",
     "PSF_EXTNAME_PREFIX",
     "BandImages",
     "BandReadError",
     "band_name",
+    "check_band_options",
     "names_its_bands",
     "psf_band",
     "read_bands",
@@ -71,6 +73,8 @@ KNOWN_BANDS = ("u", "g", "r", "i", "z", "y")
 PSF_EXTNAME_PREFIX = "PSF_"
 # Stands for the band's name in the path of a galaxy's one-file-per-band cutouts.
 BAND_PLACEHOLDER = "{band}"
+# `read_bands`' options for what headers lack: each a number for every band or band -> number.
+BAND_OPTIONS = ("zero_point", "fwhm_arcsec", "pixel_scale_arcsec", "gain")
 
 
 class BandReadError(ValueError):
@@ -141,6 +145,23 @@ def _per_band(option, band: str):
 
 def _wavelength_order(names: list[str]) -> list[str]:
     return sorted(names, key=lambda name: (KNOWN_BANDS.index(name) if name in KNOWN_BANDS else len(KNOWN_BANDS)))
+
+
+def check_band_options(options: Mapping | None) -> dict:
+    """`options` as `read_bands` keyword arguments (a copy; {} for None).
+
+    Raises:
+        ValueError: a name not in `BAND_OPTIONS`, or a value that is not a number (or, but for
+            `pixel_scale_arcsec`, band -> number).
+    """
+    options = dict(options or {})
+    for name, value in options.items():
+        if name not in BAND_OPTIONS:
+            raise ValueError(f"unknown band option {name!r}: one of {', '.join(BAND_OPTIONS)}")
+        values = value.values() if isinstance(value, Mapping) and name != "pixel_scale_arcsec" else [value]
+        if not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in values):
+            raise ValueError(f"band option {name} must be a number{'' if name == 'pixel_scale_arcsec' else ' or band -> number'}, got {value!r}")
+    return options
 
 
 def _image_hdus(path: str | Path) -> list[tuple[fits.Header, np.ndarray]]:

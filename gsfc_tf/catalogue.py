@@ -82,7 +82,7 @@ import logging
 import math
 import os
 import warnings
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, ClassVar, NamedTuple
 
@@ -94,7 +94,16 @@ from astropy.wcs import WCS, FITSFixedWarning
 from tqdm.auto import tqdm
 
 from gsfc_tf import conventions
-from gsfc_tf.bands import BAND_PLACEHOLDER, KNOWN_BANDS, BandImages, BandReadError, psf_band, read_bands, read_hdus
+from gsfc_tf.bands import (
+    BAND_PLACEHOLDER,
+    KNOWN_BANDS,
+    BandImages,
+    BandReadError,
+    check_band_options,
+    psf_band,
+    read_bands,
+    read_hdus,
+)
 from gsfc_tf.evaluation import ImageBoxes
 from gsfc_tf.host import HOST_FLAGS, Host, detection_image, segment_host
 from gsfc_tf.images import FITS_SUFFIXES, PICTURE_SUFFIXES, UnreadableImageError, fits_picture, read_image
@@ -626,28 +635,29 @@ def _fits_planes(path: Path, shape: tuple[int, int]) -> list[np.ndarray]:
     return [p for plane in planes for p in (plane if plane.ndim == 3 else [plane]) if p.shape == shape]
 
 
-def read_science(path: str | Path, image: np.ndarray) -> ScienceImage:
+def read_science(path: str | Path, image: np.ndarray, *, band_options: Mapping | None = None) -> ScienceImage:
     """The `ScienceImage` of a cutout that `read_cutout` read as `image` (uint8 [H, W, 3]).
 
-    FITS whose image HDUs name their bands with zero points and PSF FWHMs (`gsfc_tf.bands`) give
-    band images for photometry and their `host.detection_image` for the host; other FITS give their
-    planes', PNG/JPEG their luminance (0.299 R + 0.587 G + 0.114 B), and no photometry.
+    FITS whose image HDUs name their bands with zero points and PSF FWHMs (`gsfc_tf.bands`; what
+    the headers lack from `band_options`, `bands.read_bands`' keyword arguments) give band images
+    for photometry and their `host.detection_image` for the host; other FITS give their planes',
+    PNG/JPEG their luminance (0.299 R + 0.587 G + 0.114 B), and no photometry.
     """
-    return _science(path, image, *_named_bands(path))
+    return _science(path, image, *_named_bands(path, band_options))
 
 
-def read_galaxy(path: str | Path) -> tuple[Cutout, ScienceImage]:
+def read_galaxy(path: str | Path, *, band_options: Mapping | None = None) -> tuple[Cutout, ScienceImage]:
     """`read_cutout` and `read_science` of a cutout, reading a FITS file with named bands once.
 
     Such a file's bands (`bands.read_bands`) make its picture as `read_image` does
     (`images.fits_picture` of g, r, i) and give its WCS (the file's: its first band's,
     `gsfc_tf.bands`); other cutouts, and files whose bands lack g, r or i or a finite pixel,
-    are read by `read_cutout`, which says why one is unreadable.
+    are read by `read_cutout`, which says why one is unreadable. `band_options` as `read_science`.
 
     Raises:
         UnreadableImageError: as `read_cutout`.
     """
-    bands, note = _named_bands(path)
+    bands, note = _named_bands(path, band_options)
     planes = [] if bands is None else [bands.images[band] for band in ("g", "r", "i") if band in bands.images]
     if len(planes) == 3 and np.logical_and.reduce([np.isfinite(plane) for plane in planes]).any():
         picture, n_bad_pixels = fits_picture(*planes)
@@ -657,12 +667,12 @@ def read_galaxy(path: str | Path) -> tuple[Cutout, ScienceImage]:
     return cutout, _science(path, cutout.image, bands, note)
 
 
-def _named_bands(path: str | Path) -> tuple[BandImages | None, str]:
+def _named_bands(path: str | Path, band_options: Mapping | None) -> tuple[BandImages | None, str]:
     """(the FITS file's named bands, "") or (None, why there are none)."""
     if not Path(path).name.lower().endswith(FITS_SUFFIXES):
         return None, "no bands (PNG/JPEG)"
     try:
-        return read_bands(path), ""
+        return read_bands(path, **check_band_options(band_options)), ""
     except BandReadError as error:
         return None, str(error).split(": ", 1)[-1]
 
@@ -801,6 +811,7 @@ def iter_cutouts(
     paths: Iterable[str | Path],
     *,
     on_error: Callable[[Path, UnreadableImageError], None] | None = None,
+    band_options: Mapping | None = None,
 ) -> Iterator[tuple[Path, Cutout, ScienceImage]]:
     """Yields (path, `Cutout`, `ScienceImage`) of every readable cutout (`read_galaxy`), reporting and
     skipping the rest.
@@ -809,10 +820,11 @@ def iter_cutouts(
         paths: cutout files.
         on_error: called with the path and error of each unreadable file; default logs a
             warning.
+        band_options: `bands.read_bands`' keyword arguments, for what FITS headers lack.
     """
     for path in map(Path, paths):
         try:
-            cutout, science = read_galaxy(path)
+            cutout, science = read_galaxy(path, band_options=band_options)
         except UnreadableImageError as error:
             if on_error is None:
                 _LOG.warning("skipping unreadable cutout %s", error)
@@ -977,6 +989,7 @@ def predict_catalogue(
     on_error: Callable[[Path, UnreadableImageError], None] | None = None,
     progress: bool = False,
     host_mask: str = DEFAULT_HOST_MASK,
+    band_options: Mapping | None = None,
 ) -> PredictionResult:
     """Finds clumps in cutout files and turns them into catalogue rows with host and photometry columns.
 
@@ -992,8 +1005,11 @@ def predict_catalogue(
         on_error: called with (path, error) of each unreadable input, after it is recorded.
         progress: show a tqdm bar over inputs.
         host_mask: one of `HOST_MASK_MODES` (`catalogue_galaxy`).
+        band_options: `bands.read_bands`' keyword arguments: zero points, PSF FWHMs, pixel scale
+            and gains for FITS bands whose headers lack them (`bands.BAND_OPTIONS`).
     """
     check_host_mask(host_mask)
+    band_options = check_band_options(band_options)
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
     paths = [Path(p) for p in paths]
@@ -1020,7 +1036,9 @@ def predict_catalogue(
             )
             bad_pixels[index] = cutout.n_bad_pixels
 
-    cutouts = iter_cutouts(tqdm(paths, desc="predict", unit="image", disable=not progress), on_error=record)
+    cutouts = iter_cutouts(
+        tqdm(paths, desc="predict", unit="image", disable=not progress), on_error=record, band_options=band_options
+    )
     for path, cutout, science in cutouts:
         group = pending.setdefault(cutout.image.shape, [])
         group.append((index_of[path], cutout, science))

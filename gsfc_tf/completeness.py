@@ -68,7 +68,7 @@ from astropy.table import Table, vstack
 from tqdm.auto import tqdm
 
 from gsfc_tf import conventions
-from gsfc_tf.bands import BandImages, read_bands
+from gsfc_tf.bands import BAND_PLACEHOLDER, BandImages, check_band_options, read_bands
 from gsfc_tf.catalogue import unique_galaxy_ids
 from gsfc_tf.evaluation import DEFAULT_SNR_BIN_EDGES, ImageBoxes, greedy_match
 from gsfc_tf.host import Host, detection_image, host_fluxes, pixel_noise, segment_host
@@ -205,8 +205,15 @@ def _required_bands(flag_band: str | None) -> tuple[str, ...]:
     return _PICTURE_BANDS if flag_band is None else (*_PICTURE_BANDS, flag_band)
 
 
-def check_inputs(paths: Sequence[str | Path], *, flag_band: str | None = None) -> None:
+def check_inputs(
+    paths: Sequence[str | Path], *, flag_band: str | None = None, band_options: Mapping | None = None
+) -> None:
     """Refuses, with one line, inputs injection cannot use: before any work is done.
+
+    Args:
+        paths: the cutouts (`gsfc_tf.bands` layouts).
+        flag_band: the flux ratio's band; None for each cutout's bluest.
+        band_options: `bands.read_bands`' keyword arguments, for what the headers lack.
 
     Raises:
         ValueError: no inputs, or a file that is not a FITS cutout naming its bands with g, r, i
@@ -215,17 +222,17 @@ def check_inputs(paths: Sequence[str | Path], *, flag_band: str | None = None) -
     if not paths:
         raise ValueError("no input cutouts")
     for path in paths:
-        if not Path(path).is_file():
+        if BAND_PLACEHOLDER not in str(path) and not Path(path).is_file():
             raise ValueError(f"{path}: no such file")
-        read_bands(path, required=_required_bands(flag_band))
+        read_bands(path, required=_required_bands(flag_band), **check_band_options(band_options))
 
 
 def _picture(images: Mapping[str, np.ndarray]) -> np.ndarray:
     return fits_picture(*(images[band] for band in _PICTURE_BANDS))[0]
 
 
-def _prepare(path: Path, galaxy_id: str, flag_band: str | None) -> _Galaxy:
-    bands = read_bands(path, required=_required_bands(flag_band))
+def _prepare(path: Path, galaxy_id: str, flag_band: str | None, band_options: Mapping | None) -> _Galaxy:
+    bands = read_bands(path, required=_required_bands(flag_band), **check_band_options(band_options))
     flag = flag_band or next(iter(bands.images))  # bands come bluest first
     # The host as `predict` finds it (`catalogue.read_science`, `catalogue.catalogue_galaxy`).
     light = detection_image(bands.images.values())
@@ -350,6 +357,7 @@ def measure_completeness(
     settings: InjectionSettings = InjectionSettings(),
     batch_size: int = 8,
     progress: bool = False,
+    band_options: Mapping | None = None,
 ) -> CompletenessResult:
     """Injects clumps into FITS cutouts and measures which the detector recovers (module docstring).
 
@@ -361,6 +369,7 @@ def measure_completeness(
         settings: what to inject.
         batch_size: pictures per detector call.
         progress: show a tqdm bar over the cutouts.
+        band_options: `bands.read_bands`' keyword arguments, for what the headers lack.
 
     Returns:
         A `CompletenessResult`.
@@ -372,7 +381,7 @@ def measure_completeness(
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
     paths = [Path(p) for p in paths]
-    check_inputs(paths, flag_band=settings.flag_band)
+    check_inputs(paths, flag_band=settings.flag_band, band_options=band_options)
     ids = unique_galaxy_ids(paths)
     started = time.perf_counter()
     detector_seconds, n_pictures = 0.0, 0
@@ -390,7 +399,7 @@ def measure_completeness(
         # A batch of cutouts at a time: their pictures, then all their injected copies, share detector calls.
         for start in range(0, len(paths), batch_size):
             indices = range(start, min(start + batch_size, len(paths)))
-            galaxies = [_prepare(paths[k], ids[k], settings.flag_band) for k in indices]
+            galaxies = [_prepare(paths[k], ids[k], settings.flag_band, band_options) for k in indices]
             existing = detect([galaxy.picture for galaxy in galaxies])
             copies = [
                 _inject(galaxy, found, settings, np.random.default_rng([settings.seed, k])) if galaxy.injectable else []

@@ -49,7 +49,7 @@ import re
 import shutil
 import tempfile
 import uuid
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -65,6 +65,7 @@ from apache_beam.options.pipeline_options import PipelineOptions
 from astropy import units as u
 
 from gsfc_tf import __version__, catalogue
+from gsfc_tf.bands import check_band_options
 from gsfc_tf.catalogue import DEFAULT_HOST_MASK, IMAGE_STATUSES, CatalogueRow, GalaxyRows, ImageStatusRow
 from gsfc_tf.detector import Detector, default_min_score, load_detector, validation_threshold
 from gsfc_tf.images import UnreadableImageError
@@ -320,14 +321,14 @@ def _copy_to(source: str, destination: Path) -> None:
         shutil.copyfileobj(src, dst)
 
 
-def _read(item: SurveyInput) -> tuple[catalogue.Cutout, catalogue.ScienceImage]:
+def _read(item: SurveyInput, band_options: Mapping[str, Any]) -> tuple[catalogue.Cutout, catalogue.ScienceImage]:
     """`catalogue.read_galaxy` of a local or remote cutout.
 
     Raises:
         UnreadableImageError: the file is missing, unreachable or not a usable image.
     """
     if _is_local(item.path):
-        return catalogue.read_galaxy(item.path)
+        return catalogue.read_galaxy(item.path, band_options=band_options)
     with tempfile.TemporaryDirectory() as tmp:
         # read_galaxy reads local files; the file's own name picks the format and names it in errors.
         local = Path(tmp) / FileSystems.split(item.path)[1]
@@ -335,7 +336,7 @@ def _read(item: SurveyInput) -> tuple[catalogue.Cutout, catalogue.ScienceImage]:
             _copy_to(item.path, local)
         except Exception as error:  # each filesystem raises its own types for a missing file
             raise UnreadableImageError(f"{local.name}: {type(error).__name__}: {error}") from error
-        return catalogue.read_galaxy(local)
+        return catalogue.read_galaxy(local, band_options=band_options)
 
 
 def _local_model(model: str) -> str:
@@ -354,14 +355,22 @@ def _local_model(model: str) -> str:
 
 
 class _ReadCutouts(beam.DoFn):
-    """SurveyInput -> _Cutout, or (SurveyInput, reason) on the `unreadable` output."""
+    """SurveyInput -> _Cutout, or (SurveyInput, reason) on the `unreadable` output.
+
+    Args:
+        band_options: `bands.read_bands`' keyword arguments, for what FITS headers lack.
+    """
+
+    def __init__(self, band_options: Mapping[str, Any]):
+        super().__init__()
+        self._band_options = dict(band_options)
 
     def process(self, item: SurveyInput) -> Iterator[Any]:
         if item.unreadable_reason:
             yield beam.pvalue.TaggedOutput(_UNREADABLE, (item, item.unreadable_reason))
             return
         try:
-            cutout, science = _read(item)
+            cutout, science = _read(item, self._band_options)
         except UnreadableImageError as error:
             yield beam.pvalue.TaggedOutput(_UNREADABLE, (item, str(error)))
             return
@@ -452,14 +461,18 @@ class DetectClumps(beam.PTransform):
 
     Args:
         handler: the `DetectorHandler` to run.
+        band_options: `bands.read_bands`' keyword arguments, for what FITS headers lack.
     """
 
-    def __init__(self, handler: DetectorHandler):
+    def __init__(self, handler: DetectorHandler, band_options: Mapping[str, Any] | None = None):
         super().__init__()
         self._handler = handler
+        self._band_options = check_band_options(band_options)
 
     def expand(self, items):
-        read = items | "ReadCutouts" >> beam.ParDo(_ReadCutouts()).with_outputs(_UNREADABLE, main="cutouts")
+        read = items | "ReadCutouts" >> beam.ParDo(_ReadCutouts(self._band_options)).with_outputs(
+            _UNREADABLE, main="cutouts"
+        )
         found = read.cutouts | "Detect" >> RunInference(self._handler)
         unreadable = read[_UNREADABLE] | "UnreadableStatus" >> beam.MapTuple(
             lambda item, reason: _image_record(item, _UNREADABLE, reason=reason)
@@ -638,6 +651,7 @@ def run_survey(
     retry_unreadable: bool = False,
     pipeline_args: Sequence[str] = (),
     host_mask: str = DEFAULT_HOST_MASK,
+    band_options: Mapping[str, Any] | None = None,
 ) -> SurveyRun:
     """Runs the survey pipeline over the inputs that no completed run under `out_prefix` processed.
 
@@ -662,15 +676,19 @@ def run_survey(
         retry_unreadable: also process again the inputs whose latest run found them unreadable.
         pipeline_args: Beam pipeline options, e.g. ["--runner=DataflowRunner", "--project=..."].
         host_mask: one of `catalogue.HOST_MASK_MODES` (`catalogue.catalogue_galaxy`).
+        band_options: `bands.read_bands`' keyword arguments: zero points, PSF FWHMs, pixel scale
+            and gains for FITS bands whose headers lack them (`bands.BAND_OPTIONS`).
 
     Raises:
         ValueError: bad inputs or options, outputs that cannot be written, earlier runs under
-            `out_prefix` made with another model, threshold or host mask (or before host masks), an input taking a galaxy id an
-            earlier run gave another file, or a merge too large for one machine.
+            `out_prefix` made with another model, threshold, host mask (or before host masks) or
+            band options, an input taking a galaxy id an earlier run gave another file, or a
+            merge too large for one machine.
     """
     if merge not in (None, "csv", "fits"):
         raise ValueError(f'merge must be "csv" or "fits", got {merge!r}')
     catalogue.check_host_mask(host_mask)
+    band_options = check_band_options(band_options)
     out_prefix = _output_prefix(out_prefix)
     items = list_inputs(patterns, manifest=manifest)
     run_id = f"{datetime.datetime.now(datetime.timezone.utc):%Y%m%dT%H%M%S}-{uuid.uuid4().hex[:8]}"
@@ -694,10 +712,15 @@ def run_survey(
                 f"{out_prefix} holds run {run['run_id']} with host mask {run.get('host_mask', '(none: an older version)')}, "
                 f"not {host_mask}: use another --out"
             )
+        if run.get("band_options", {}) != band_options:
+            raise ValueError(
+                f"{out_prefix} holds run {run['run_id']} with band options {run.get('band_options', {})}, "
+                f"not {band_options}: use another --out"
+            )
     run = None
     if todo:
         run = _run_pipeline(
-            todo, run_id, model, out_prefix, threshold, batch_size, num_shards, pipeline_args, host_mask
+            todo, run_id, model, out_prefix, threshold, batch_size, num_shards, pipeline_args, host_mask, band_options
         )
     merged = _merge([*runs, *([run] if run else [])], out_prefix, merge) if merge else ()
     return SurveyRun(n_inputs=len(items), n_already_done=len(items) - len(todo), threshold=threshold, run=run, merged=merged)
@@ -713,6 +736,7 @@ def _run_pipeline(
     num_shards: int,
     pipeline_args: Sequence[str],
     host_mask: str,
+    band_options: Mapping[str, Any],
 ) -> dict[str, Any]:
     """One run over `todo`: its inputs file, the pipeline, then its done manifest; returns the manifest."""
     run_prefix = f"{out_prefix}-{run_id}"
@@ -729,7 +753,7 @@ def _run_pipeline(
             | "ParseInputs" >> beam.Map(_parse_input_line)
         )
         handler = DetectorHandler(model, min_score=threshold.value, batch_size=batch_size, host_mask=host_mask)
-        outputs = items | DetectClumps(handler)
+        outputs = items | DetectClumps(handler, band_options)
         for name, schema in (("clumps", CLUMP_SCHEMA), ("images", IMAGE_SCHEMA)):
             outputs[name] | f"Write{name.title()}" >> beam.io.WriteToParquet(
                 f"{run_prefix}-{name}", schema.with_metadata(metadata), file_name_suffix=".parquet", num_shards=num_shards
@@ -743,7 +767,8 @@ def _run_pipeline(
     record = {
         "run_id": run_id, "finished": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         "gsfc_tf_version": __version__, "model": _normalised(model), "min_score": threshold.value,
-        "min_score_source": threshold.source, "host_mask": host_mask, "inputs": inputs_file, "n_inputs": len(todo),
+        "min_score_source": threshold.source, "host_mask": host_mask, "band_options": band_options,
+        "inputs": inputs_file, "n_inputs": len(todo),
         "status_counts": {status: statuses.count(status) for status in IMAGE_STATUSES},
         "n_clumps": sum(pq.read_metadata(pa.BufferReader(_read_bytes(shard))).num_rows for shard in clump_shards),
         "clump_shards": clump_shards, "image_shards": image_shards,

@@ -11,6 +11,7 @@ import sys
 
 import numpy as np
 import pytest
+from astropy.io import fits
 from astropy.table import Table
 from scipy import ndimage
 
@@ -235,6 +236,17 @@ def test_the_command_refuses_inputs_it_cannot_inject_into_with_one_line(run_dir,
         error = capsys.readouterr().err
         assert code == 2 and message in error and error.count("\n") == 1, error
     assert not (tmp_path / "completeness.json").exists()
+
+
+def test_band_options_supply_what_the_headers_lack(cutouts, tmp_path):
+    bare = tmp_path / "bare.fits"
+    with fits.open(cutouts[0]) as hdul:
+        for hdu in hdul[1:]:
+            hdu.header.remove("MAGZP", ignore_missing=True)
+        hdul.writeto(bare)
+    with pytest.raises(ValueError, match=r"^bare.fits: band 'u' has no zero point"):
+        completeness.check_inputs([bare])
+    completeness.check_inputs([bare], band_options={"zero_point": 22.5})
 
 
 @pytest.mark.slow

@@ -10,7 +10,7 @@ from astropy import units as u
 from astropy.io import fits
 from astropy.table import Table
 
-from gsfc_tf import catalogue, cli, commands, detector
+from gsfc_tf import bands, catalogue, cli, commands, detector
 from test_detector import as_cutout, build_tiny_split, save_png, save_run_dir
 
 ARCSEC = 1 / 3600
@@ -119,6 +119,21 @@ def test_predict_default_min_score_is_the_runs_operating_threshold(run_dir, inpu
     assert cli.main(["predict", "--model", str(run_dir), *inputs, "--out", str(out)]) == 0
     assert "score >= 0.99" in capsys.readouterr().out
     assert len(Table.read(out, format="ascii.csv")) == 0
+
+
+@pytest.mark.parametrize("command", [["predict", "image.png"], ["survey", "--out", "x"]])
+def test_band_options_parse_one_value_or_one_per_band(command, capsys):
+    assert tuple(commands._BAND_OPTIONS) == bands.BAND_OPTIONS, "the parsers' band options are the library's"
+    parser = cli._build_parser(command)
+    args = parser.parse_args([*command, "--model", "m", "--zero-point", "22.5", "--psf-fwhm", "U=1.5, g=1.4",
+                              "--pixel-scale", "0.396"])
+    assert commands.band_options(args) == {"zero_point": 22.5, "fwhm_arcsec": {"u": 1.5, "g": 1.4},
+                                           "pixel_scale_arcsec": 0.396}
+    assert commands.band_options(parser.parse_args([*command, "--model", "m"])) == {}
+    with pytest.raises(SystemExit) as exit_:
+        cli.main([*command, "--model", "m", "--gain", "u:4"])
+    assert exit_.value.code == 2
+    assert "error: argument --gain: must be a number or band=number pairs (u=22.3,g=22.5), got 'u:4'" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize("command", [["predict", "image.png"], ["export", "--out", "x/1"], ["survey", "--out", "x"]])

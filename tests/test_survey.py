@@ -22,6 +22,7 @@ import pyarrow.parquet as pq
 import pytest
 from apache_beam.testing.test_pipeline import TestPipeline
 from apache_beam.testing.util import BeamAssertException, assert_that, equal_to
+from astropy.io import fits
 from astropy.table import Table
 
 import apache_beam as beam
@@ -130,7 +131,8 @@ def test_survey_command_writes_predicts_catalogue_and_image_table(models, cutout
     prefix = str(tmp_path / "survey" / "gz")
     # Off-host detections flagged, not dropped: the untrained detector's boxes fall anywhere.
     assert cli.main(["survey", "--model", models["run"], "--inputs", *inputs, "--out", prefix, "--merge", "csv",
-                     "--batch-size", "2", "--host-mask", "flag", "--", "--direct_num_workers=1"]) == 0
+                     "--batch-size", "2", "--host-mask", "flag", "--gain", "u=4,g=5", "--",
+                     "--direct_num_workers=1"]) == 0
     out = capsys.readouterr().out
     assert f"score >= {VALIDATION_THRESHOLD:.2f} (validation operating threshold of" in out
     predicted = tmp_path / "predict.csv"
@@ -152,6 +154,10 @@ def test_survey_command_writes_predicts_catalogue_and_image_table(models, cutout
         np.testing.assert_allclose(np.asarray(survey_images[column], float), np.asarray(predict_images[column], float),
                                    rtol=1e-9, equal_nan=True, err_msg=column)
     assert done_host_mask(prefix) == "flag"
+    (done,) = survey.completed_runs(prefix)
+    assert done["band_options"] == {"gain": {"u": 4.0, "g": 5.0}}
+    with pytest.raises(ValueError, match=r"with band options \{'gain': \{'u': 4.0, 'g': 5.0\}\}, not \{\}: use another --out$"):
+        survey.run_survey(models["run"], prefix, patterns=inputs, host_mask="flag")
     assert list(survey_images["status"]).count("unreadable") == 2
 
     (done,) = survey.completed_runs(prefix)
@@ -383,3 +389,17 @@ def test_retry_unreadable_redoes_only_those_and_the_merge_keeps_each_inputs_late
     # The manifest's positions reach the merged image table, in degrees.
     assert list(images["galaxy_ra"]) == [150.5, 10] and list(images["galaxy_dec"]) == [2.25, -5]
     assert images["galaxy_ra"].unit == "deg"
+
+
+def test_band_options_reach_the_reader(tmp_path):
+    # A FITS cutout whose bands lack zero points and PSF FWHMs: no photometry, unless the run gives them.
+    (path,), _ = write_synthetic_fits(tmp_path, 1, seed=4, image_size=64)
+    with fits.open(path, mode="update") as hdul:
+        for hdu in hdul[1:]:
+            for key in ("MAGZP", "PSFFWHM"):
+                hdu.header.remove(key, ignore_missing=True)
+    item = survey.SurveyInput(str(path), "g")
+    _, bare = survey._read(item, {})
+    assert bare.bands is None and bare.note.startswith("band 'u' has no zero point")
+    _, given = survey._read(item, {"zero_point": 22.5, "fwhm_arcsec": {band: 1.4 for band in "ugriz"}})
+    assert given.note == "" and given.bands.psf_fwhm_px["r"] == pytest.approx(1.4 / 0.396)

@@ -21,6 +21,41 @@ def add_host_mask_argument(parser, *, note: str = "") -> None:
     )
 
 
+# Mirror gsfc_tf.bands.BAND_OPTIONS (tested): option name -> (flag, what it gives).
+_BAND_OPTIONS = {
+    "zero_point": ("--zero-point", "AB magnitude of one pixel unit (22.5 for nanomaggies)"),
+    "fwhm_arcsec": ("--psf-fwhm", "PSF FWHM, arcsec"),
+    "pixel_scale_arcsec": ("--pixel-scale", "arcsec per pixel"),
+    "gain": ("--gain", "Poisson counts per pixel unit"),
+}
+
+
+def _band_values(text: str):
+    """A band option's value: one number for every band ("22.5") or per band ("u=22.3,g=22.5")."""
+    try:
+        if "=" not in text:
+            return float(text)
+        pairs = [item.split("=") for item in text.split(",") if item.strip()]
+        return {band.strip().lower(): float(value) for band, value in pairs}
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a number or band=number pairs (u=22.3,g=22.5), got {text!r}") from None
+
+
+def add_band_arguments(parser) -> None:
+    """`--zero-point`, `--psf-fwhm`, `--pixel-scale`, `--gain`: what FITS band headers lack (`bands.read_bands`)."""
+    for name, (flag, what) in _BAND_OPTIONS.items():
+        per_band = "" if name == "pixel_scale_arcsec" else " (one number, or per band: u=...,g=...)"
+        parser.add_argument(
+            flag, dest=name, type=_band_values if per_band else float, metavar="VALUE",
+            help=f"{what}{per_band}, for FITS bands whose headers lack it; a header value wins",
+        )
+
+
+def band_options(args) -> dict:
+    """The `add_band_arguments` given, as `bands.read_bands` keyword arguments."""
+    return {name: getattr(args, name) for name in _BAND_OPTIONS if getattr(args, name) is not None}
+
+
 def add_tta_arguments(parser) -> None:
     """`--tta` and `--tta-merge`: dihedral test-time augmentation (`gsfc_tf.tta`)."""
     parser.add_argument(

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import argparse
 
-from gsfc_tf.commands import add_min_score_argument
+from gsfc_tf.commands import add_band_arguments, add_min_score_argument, band_options
 
 __all__ = ["configure_parser", "run"]
 
@@ -69,6 +69,7 @@ def configure_parser(parser) -> None:
     parser.add_argument("--moffat-beta", type=float, default=3.0, help="beta of --psf moffat (default 3)")
     parser.add_argument("--seed", type=int, default=0, help="random seed (default 0); the same seed, the same tables")
     parser.add_argument("--batch-size", type=_positive_int, default=8, help="pictures per detector call (default 8)")
+    add_band_arguments(parser)
 
 
 def run(args) -> int:
@@ -93,14 +94,15 @@ def run(args) -> int:
     )
     paths = catalogue.expand_image_paths(args.inputs)
     # Inputs are checked before the model loads: a bad file never costs a model load.
-    completeness.check_inputs(paths, flag_band=settings.flag_band)
+    completeness.check_inputs(paths, flag_band=settings.flag_band, band_options=band_options(args))
 
     from gsfc_tf.detector import default_min_score, load_detector
 
     detector = load_detector(args.model)
     min_score = default_min_score(detector) if args.min_score is None else args.min_score
     result = completeness.measure_completeness(
-        detector, paths, min_score=min_score, settings=settings, batch_size=args.batch_size, progress=True
+        detector, paths, min_score=min_score, settings=settings, batch_size=args.batch_size, progress=True,
+        band_options=band_options(args),
     )
     written = completeness.write_completeness(result, args.out)
     summary = result.summary

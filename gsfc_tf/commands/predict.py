@@ -3,7 +3,8 @@
 Boxes and centres are pixels of each original cutout (origin at the top-left corner, y down);
 RA/Dec come from the cutout's WCS when it is a FITS file with one, and are empty otherwise. The host
 galaxy is segmented in every cutout; detections off it are dropped (`--host-mask`: drop, flag or off).
-FITS cutouts whose HDUs name their bands get clump photometry (`gsfc_tf.catalogue` lists the columns).
+FITS cutouts whose HDUs name their bands get clump photometry (`gsfc_tf.catalogue` lists the columns);
+--zero-point, --psf-fwhm, --pixel-scale and --gain supply what their headers lack.
 Beside the catalogue (`clumps.csv`) the image table (`clumps.images.csv`) lists every input with its
 galaxy id, status (detected / no_clumps / unreadable), reason, number of clumps and NaN/infinite
 pixels. Unreadable inputs are reported and skipped; the command fails only if none could be read
@@ -16,7 +17,13 @@ from __future__ import annotations
 import sys
 from typing import TYPE_CHECKING
 
-from gsfc_tf.commands import add_host_mask_argument, add_min_score_argument, add_tta_arguments
+from gsfc_tf.commands import (
+    add_band_arguments,
+    add_host_mask_argument,
+    add_min_score_argument,
+    add_tta_arguments,
+    band_options,
+)
 
 if TYPE_CHECKING:
     from gsfc_tf.catalogue import PredictionResult
@@ -39,6 +46,7 @@ def configure_parser(parser) -> None:
     add_min_score_argument(parser, use="keep clumps scoring at least this")
     parser.add_argument("--batch-size", type=int, default=8, help="images per detector call (default 8)")
     add_host_mask_argument(parser)
+    add_band_arguments(parser)
     add_tta_arguments(parser)
 
 
@@ -70,7 +78,7 @@ def run(args) -> int:
 
     result = catalogue.predict_catalogue(
         detector, paths, min_score=min_score, batch_size=args.batch_size, on_error=report, progress=True,
-        host_mask=args.host_mask,
+        host_mask=args.host_mask, band_options=band_options(args),
     )
     table_path = catalogue.write_image_table(result.images, table_path, format=format)
     catalogue_path = catalogue.write_catalogue(result.rows, catalogue_path, format=format)

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import argparse
 
-from gsfc_tf.commands import add_host_mask_argument, add_min_score_argument
+from gsfc_tf.commands import add_band_arguments, add_host_mask_argument, add_min_score_argument, band_options
 
 __all__ = ["configure_parser", "run"]
 
@@ -32,6 +32,7 @@ def configure_parser(parser) -> None:
     add_min_score_argument(parser, use="keep clumps scoring at least this")
     parser.add_argument("--batch-size", type=int, default=8, help="cutouts per detector call (default 8)")
     add_host_mask_argument(parser, note=", as in predict; one value for every run under --out")
+    add_band_arguments(parser)
     parser.add_argument("--num-shards", type=int, default=0, help="Parquet shards per table (default: the runner's choice)")
     parser.add_argument("--merge", choices=("csv", "fits"),
                         help="also write the whole catalogue as PREFIX.FORMAT and its image table (with the manifest's "
@@ -49,7 +50,8 @@ def run(args) -> int:
     result = run_survey(
         args.model, args.out, patterns=args.inputs, manifest=args.manifest, min_score=args.min_score,
         batch_size=args.batch_size, num_shards=args.num_shards, merge=args.merge,
-        retry_unreadable=args.retry_unreadable, host_mask=args.host_mask, pipeline_args=[f"--runner={args.runner}", *beam_options],
+        retry_unreadable=args.retry_unreadable, host_mask=args.host_mask, band_options=band_options(args),
+        pipeline_args=[f"--runner={args.runner}", *beam_options],
     )
     threshold = f"score >= {result.threshold.value:.2f} ({result.threshold.source})"
     run = result.run
