@@ -268,7 +268,8 @@ def read_bands(
             raise BandReadError(f"{name}: two PSF images of band {band!r}")
         if data.ndim != 2 or not np.all(np.isfinite(data)) or not data.sum() > 0:
             raise BandReadError(f"{name}: the PSF image of band {band!r} must be a finite 2-D image of positive sum")
-        psf_images[band] = data.astype(np.float64) / data.astype(np.float64).sum()
+        psf = data.astype(np.float64)
+        psf_images[band] = psf / psf.sum()
     hdus = [(header, data) for header, data in hdus if psf_band(header) is None]
     if not names_its_bands([header for header, _ in hdus]):
         raise BandReadError(f"{name}: no image HDU names its band (FILTER, or EXTNAME one of {', '.join(KNOWN_BANDS)})")

@@ -355,7 +355,7 @@ def _clump_sizes(measured: Mapping[str, _Apertures], fwhm_px: Mapping[str, float
     its band's squared signal-to-noise (bands with no positive flux count for nothing; no band: 0).
     """
     grid = np.linspace(0.0, _MAX_SIZE_FWHM * max(fwhm_px[name] for name in measured), _SIZE_GRID_POINTS)
-    misfit = 0.0
+    misfit = np.zeros((len(next(iter(measured.values())).flux), len(grid)))
     for name, band in measured.items():
         radius, psf = APERTURE_FWHM * fwhm_px[name], psfs.get(name)
         model = clump_light_fraction(radius / 2, fwhm_px[name], size_px=grid, psf=psf) / clump_light_fraction(
@@ -365,8 +365,8 @@ def _clump_sizes(measured: Mapping[str, _Apertures], fwhm_px: Mapping[str, float
             ratio = band.inner_flux / band.flux
             weight = np.where((band.flux > 0) & (band.variance > 0), band.flux**2 / band.variance, 0.0)
         usable = np.isfinite(ratio) & np.isfinite(weight)
-        misfit = misfit + np.where(usable, weight, 0.0)[:, None] * (np.where(usable, ratio, 0.0)[:, None] - model) ** 2
-    return grid[np.argmin(misfit, axis=1)] if np.ndim(misfit) else np.zeros(0)
+        misfit += np.where(usable, weight, 0.0)[:, None] * (np.where(usable, ratio, 0.0)[:, None] - model) ** 2
+    return grid[np.argmin(misfit, axis=1)]
 
 
 def clump_photometry(
@@ -431,10 +431,11 @@ def clump_photometry(
         raise ValueError(f"flag_band {flag_band!r} is not one of the bands {names}")
     gain = gain or {}
     psfs = {name: psf_mixture(image, fwhm_px[name]) for name, image in (psf_images or {}).items() if name in images}
+    shape = next(iter(images.values())).shape
     geometries = {}  # one per distinct FWHM: bands of one PSF share their apertures
     for name in images:
         if fwhm_px[name] not in geometries:
-            geometries[fwhm_px[name]] = _Geometry.make(next(iter(images.values())).shape, centres, fwhm_px[name])
+            geometries[fwhm_px[name]] = _Geometry.make(shape, centres, fwhm_px[name])
     measured = {
         name: _measure_band(image, geometries[fwhm_px[name]], gain=gain.get(name, math.inf))
         for name, image in images.items()
